@@ -1,0 +1,75 @@
+# libthunder — see README.md.  `make demo` and `make check` are the two commands.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= cc
+SAN     ?=
+BINDIR   = $(PREFIX)/bin
+LIBDIR   = $(PREFIX)/lib
+MANDIR   = $(PREFIX)/share/man/man1
+
+WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 $(WARN) -pthread
+ifneq ($(SAN),)
+CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SAN)
+endif
+SHIM_CFLAGS = $(CFLAGS) -fPIC -fvisibility=hidden -ftls-model=initial-exec
+SHIM_LDFLAGS = $(LDFLAGS) -shared -Wl,-soname,libthunder.so \
+	-Wl,--version-script=shim/libthunder.map -Wl,-z,now -Wl,-z,defs -ldl -lpthread
+
+SHIM_SRC  = $(wildcard shim/*.c)
+SHIM_LIB_SRC = $(filter-out shim/thunder-stat.c,$(SHIM_SRC))
+SHIM_HDR  = $(wildcard shim/*.h) shim/syms.def
+EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))
+UNIT_SRC  = $(wildcard tests/unit/test_*.c)
+UNITS     = $(UNIT_SRC:.c=)
+TOOLS     = bench/loadgen shim/thunder-stat
+
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick
+all: libthunder.so $(TOOLS) $(EXAMPLES)
+
+libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
+	$(CC) $(SHIM_CFLAGS) -o $@ $(SHIM_LIB_SRC) $(SHIM_LDFLAGS)
+
+shim/thunder-stat: shim/thunder-stat.c shim/segment.h
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
+bench/loadgen: bench/loadgen.c
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
+examples/%: examples/%.c $(wildcard examples/*.h)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
+# Unit tests link the shim's objects directly (no preload).
+UNIT_OBJS = $(filter-out shim/hook_%.c shim/init.c,$(SHIM_LIB_SRC))
+tests/unit/%: tests/unit/%.c tests/unit/unit.h $(UNIT_OBJS) $(SHIM_HDR)
+	$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_OBJS) tests/unit/stubs.c $(LDFLAGS) -ldl
+
+unit: $(UNITS)
+
+check: all $(UNITS)
+	@tests/run-all.sh
+
+demo: all
+	@bench/demo.sh
+
+lint:
+	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
+	mandoc -Tlint -Wwarning thunder-preload.1
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
+	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
+	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
+	install -m 0755 shim/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
+	install -m 0755 bench/loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libthunder.so $(DESTDIR)$(BINDIR)/thunder-preload \
+	      $(DESTDIR)$(BINDIR)/thunder-stat $(DESTDIR)$(BINDIR)/thunder-loadgen \
+	      $(DESTDIR)$(MANDIR)/thunder-preload.1
+
+clean:
+	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS)

@@ -1,0 +1,417 @@
+/*
+ * Listeners inside the program's own epoll instances.
+ *
+ * The epoll_ctl hook records, per process, which instances this process
+ * created and which managed listeners were added to them (with the event
+ * the program asked for).  That is what epoll_wait needs to decide:
+ *
+ *   private instance (created by this process), every listener exclusive:
+ *       the kernel wakes one waiter; after each accept the listener entry
+ *       is re-added so the next connection goes to the next idle process.
+ *   shared instance (inherited over fork: one entry, LIFO waiters), or a
+ *   listener that cannot be exclusive: the accept lock (auto, lock modes).
+ *
+ * In exclusive and auto modes, a listener added to a private instance gets
+ * EPOLLEXCLUSIVE when the kernel allows it with the requested events.  The
+ * kernel refuses EPOLL_CTL_MOD on such an entry, so a later MOD by the
+ * program becomes DEL + ADD and the program sees success; its epoll_data is
+ * kept on every path.
+ */
+#include "thunder.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#define MAX_INSTANCES 256
+#define MAX_REGS 256
+#define MAX_WAIT_LISTENERS 8
+/* what the kernel accepts together with EPOLLEXCLUSIVE */
+#define EXCLUSIVE_OK (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET)
+
+struct instance {
+    int epfd;             /* -1 = free */
+    pid_t creator;
+    int others;           /* registrations that are not managed listeners */
+};
+
+struct reg {
+    int epfd;             /* -1 = free */
+    int fd;
+    struct th_listener *l;
+    struct epoll_event ev;  /* as the program asked for it */
+    bool exclusive;       /* registered with EPOLLEXCLUSIVE */
+    bool injected;        /* ... because we added it */
+    bool parked;          /* taken out while another process holds the lock */
+};
+
+static struct instance instances[MAX_INSTANCES];
+static struct reg regs[MAX_REGS];
+static int ninstances, nregs;
+static _Atomic bool any_regs;   /* fast path: no listener was ever added */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void lock(void)
+{
+    th_self.in_shim++;
+    pthread_mutex_lock(&reg_lock);
+}
+
+static void unlock(void)
+{
+    pthread_mutex_unlock(&reg_lock);
+    th_self.in_shim--;
+}
+
+static struct instance *find_instance(int epfd)
+{
+    for (int i = 0; i < ninstances; i++)
+        if (instances[i].epfd == epfd)
+            return &instances[i];
+    return NULL;
+}
+
+static struct reg *find_reg(int epfd, int fd)
+{
+    for (int i = 0; i < nregs; i++)
+        if (regs[i].epfd == epfd && regs[i].fd == fd)
+            return &regs[i];
+    return NULL;
+}
+
+static void drop_reg(struct reg *r)
+{
+    *r = regs[--nregs];
+}
+
+void th_epreg_created(int epfd)
+{
+    lock();
+    if (find_instance(epfd) == NULL && ninstances < MAX_INSTANCES)
+        instances[ninstances++] = (struct instance){ .epfd = epfd, .creator = th_pid };
+    unlock();
+    th_fd_mark_epoll(epfd);
+}
+
+bool th_epreg_has_listener(int epfd)
+{
+    bool found = false;
+
+    if (!atomic_load_explicit(&any_regs, memory_order_relaxed) || !th_fd_is_epoll(epfd))
+        return false;
+    lock();
+    for (int i = 0; i < nregs && !found; i++)
+        found = regs[i].epfd == epfd;
+    unlock();
+    return found;
+}
+
+/* ADD with EPOLLEXCLUSIVE when we may; falls back to the plain ADD. */
+static int add_listener(int epfd, int fd, struct epoll_event *ev, bool inject, bool *exclusive)
+{
+    struct epoll_event ex;
+
+    *exclusive = ev && (ev->events & EPOLLEXCLUSIVE);
+    if (inject && !*exclusive) {
+        ex = *ev;
+        ex.events |= EPOLLEXCLUSIVE;
+        if (real_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ex) == 0) {
+            *exclusive = true;
+            return 0;
+        }
+        if (errno != EINVAL)
+            return -1;
+    }
+    return real_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
+}
+
+static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
+                        struct epoll_event *ev, struct th_listener *l)
+{
+    struct reg *r = find_reg(epfd, fd);
+    bool exclusive;
+    int ret;
+
+    switch (op) {
+    case EPOLL_CTL_ADD: {
+        bool inject = inst && inst->creator == th_pid && ev &&
+                      (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO) &&
+                      !(ev->events & ~EXCLUSIVE_OK);
+        ret = add_listener(epfd, fd, ev, inject, &exclusive);
+        if (ret == 0 && nregs < MAX_REGS) {
+            atomic_store(&any_regs, true);
+            regs[nregs++] = (struct reg){ .epfd = epfd, .fd = fd, .l = l, .ev = *ev,
+                                          .exclusive = exclusive,
+                                          .injected = exclusive && !(ev->events & EPOLLEXCLUSIVE) };
+        }
+        if (ret == 0 && inject && !exclusive)
+            th_info("port %u: kernel refused EPOLLEXCLUSIVE; listener added as asked", l->port);
+        return ret;
+    }
+    case EPOLL_CTL_MOD:
+        if (r && r->parked && ev) {     /* out for the lock: re-added with this later */
+            r->ev = *ev;
+            return 0;
+        }
+        if (r && r->injected && ev && !(ev->events & EPOLLEXCLUSIVE)) {
+            /* the kernel refuses MOD on an exclusive entry: DEL + ADD */
+            real_epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+            ret = add_listener(epfd, fd, ev, !(ev->events & ~EXCLUSIVE_OK), &exclusive);
+            if (ret == 0) {
+                r->ev = *ev;
+                r->exclusive = r->injected = exclusive;
+            } else {
+                drop_reg(r);
+            }
+            return ret;
+        }
+        ret = real_epoll_ctl(epfd, op, fd, ev);
+        if (ret == 0 && r && ev)
+            r->ev = *ev;
+        return ret;
+    case EPOLL_CTL_DEL:
+        ret = r && r->parked ? 0 : real_epoll_ctl(epfd, op, fd, ev);
+        if (r && (ret == 0 || errno == ENOENT || errno == EBADF))
+            drop_reg(r);
+        return ret;
+    }
+    return real_epoll_ctl(epfd, op, fd, ev);
+}
+
+int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    struct th_listener *l = th_fd_listener(fd);
+    struct instance *inst;
+    int ret, saved_errno;
+
+    lock();
+    inst = find_instance(epfd);
+    if (l) {
+        ret = ctl_listener(inst, epfd, op, fd, ev, l);
+    } else {
+        ret = real_epoll_ctl(epfd, op, fd, ev);
+        if (ret == 0 && inst && op == EPOLL_CTL_ADD)
+            inst->others++;
+        if (ret == 0 && inst && op == EPOLL_CTL_DEL && inst->others > 0)
+            inst->others--;
+    }
+    saved_errno = errno;
+    unlock();
+    errno = saved_errno;
+    return ret;
+}
+
+/* ---- epoll_wait ------------------------------------------------------ */
+
+struct wait_listener {
+    struct th_listener *l;
+    int fd;
+    uint64_t data;
+    bool exclusive;
+};
+
+static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *others)
+{
+    struct instance *inst;
+    int k = 0;
+
+    lock();
+    inst = find_instance(epfd);
+    *shared = inst == NULL || inst->creator != th_pid;
+    *others = inst ? inst->others : 1;
+    for (int i = 0; i < nregs && k < MAX_WAIT_LISTENERS; i++)
+        if (regs[i].epfd == epfd)
+            wl[k++] = (struct wait_listener){ .l = regs[i].l, .fd = regs[i].fd,
+                                              .data = regs[i].ev.data.u64,
+                                              .exclusive = regs[i].exclusive };
+    unlock();
+    return k;
+}
+
+static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                     const sigset_t *sigmask)
+{
+    int r;
+
+    if (real_epoll_pwait2 && deadline != TH_FOREVER) {
+        struct timespec ts;
+        th_ns_to_timespec(th_remaining_ns(deadline), &ts);
+        r = real_epoll_pwait2(epfd, evs, maxevents, &ts, sigmask);
+        if (r >= 0 || errno != ENOSYS)
+            return r;
+    }
+    return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms(deadline), sigmask);
+}
+
+static bool reported(const struct epoll_event *evs, int n, uint64_t data)
+{
+    for (int i = 0; i < n; i++)
+        if (evs[i].data.u64 == data)
+            return true;
+    return false;
+}
+
+/* Put listeners we hold back in; take out (private instances only) the rest. */
+static bool park_and_unpark(int epfd, bool shared, struct wait_listener *wl, int k,
+                            const bool *held, const bool *busy)
+{
+    bool capped = false;
+
+    lock();
+    for (int j = 0; j < k; j++) {
+        struct reg *r = find_reg(epfd, wl[j].fd);
+        struct th_seg *seg = wl[j].l->seg;
+        bool exclusive;
+
+        if (r == NULL)
+            continue;
+        if (held[j] && r->parked) {
+            if (add_listener(epfd, r->fd, &r->ev, r->injected, &exclusive) == 0)
+                r->parked = false;
+        } else if (busy[j]) {
+            capped = true;
+            /* never out of a shared instance; not while a sibling thread holds it */
+            if (!r->parked && !shared && seg && seg->holder_pid != th_pid &&
+                real_epoll_ctl(epfd, EPOLL_CTL_DEL, r->fd, NULL) == 0)
+                r->parked = true;
+        }
+    }
+    unlock();
+    return capped;
+}
+
+static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                     const sigset_t *sigmask, struct wait_listener *wl, int k,
+                     bool shared, int others)
+{
+    struct th_listener *ls[MAX_WAIT_LISTENERS];
+    bool held[MAX_WAIT_LISTENERS], busy[MAX_WAIT_LISTENERS];
+
+    for (int j = 0; j < k; j++)
+        ls[j] = wl[j].l;
+    th_held_release_all();
+    for (;;) {
+        int r, saved_errno;
+        bool capped;
+
+        if (th_held_take(ls, k, others == 0, deadline, sigmask, held, busy) < 0)
+            return -1;
+        capped = park_and_unpark(epfd, shared, wl, k, held, busy);
+        th_held_mark_waiting(true);
+        r = real_wait(epfd, evs, maxevents,
+                      capped ? th_min_deadline(deadline, th_cfg.retry_ms) : deadline, sigmask);
+        saved_errno = errno;
+        th_held_mark_waiting(false);
+        for (int j = 0; j < k; j++)
+            if (held[j] && !reported(evs, r, wl[j].data))
+                th_held_release(wl[j].l);
+        if (r != 0 || !capped || th_remaining_ns(deadline) == 0) {
+            errno = saved_errno;
+            return r;
+        }
+    }
+}
+
+int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                  const sigset_t *sigmask)
+{
+    struct wait_listener wl[MAX_WAIT_LISTENERS];
+    bool shared, all_exclusive = true;
+    int others, k = snapshot(epfd, wl, &shared, &others), r, saved_errno;
+    enum th_mode mode = th_cfg.mode;
+
+    th_self.woke = 0;
+    th_self.rotated = 0;
+    for (int j = 0; j < k; j++) {
+        all_exclusive = all_exclusive && wl[j].exclusive;
+        TH_COUNT(wl[j].l, waits, 1);
+    }
+    if (mode == TH_MODE_AUTO)
+        mode = !shared && all_exclusive ? TH_MODE_EXCLUSIVE : TH_MODE_LOCK;
+    for (int j = 0; j < k; j++) {
+        if (mode == TH_MODE_LOCK)
+            th_listener_set_strategy(wl[j].l, TH_STRAT_LOCK, shared
+                ? "epoll instance shared with other processes: using the lock"
+                : "epoll listener without EPOLLEXCLUSIVE: using the lock");
+        else if (mode == TH_MODE_EXCLUSIVE && wl[j].exclusive && !shared)
+            th_listener_set_strategy(wl[j].l, TH_STRAT_EXCLUSIVE,
+                "private epoll instance: EPOLLEXCLUSIVE with rotation after accept");
+        else
+            th_listener_set_strategy(wl[j].l, mode == TH_MODE_JITTER ? TH_STRAT_JITTER
+                                                                     : TH_STRAT_OBSERVE,
+                "epoll wait passed through (observe, jitter, or not exclusive here)");
+    }
+    if (mode == TH_MODE_LOCK)
+        r = lock_wait(epfd, evs, maxevents, deadline, sigmask, wl, k, shared, others);
+    else
+        r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+    saved_errno = errno;
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data)) {
+            TH_COUNT(wl[j].l, wakeups, 1);
+            th_self.woke |= 1ull << (wl[j].l->index & 63);
+        }
+    }
+    errno = saved_errno;
+    return r;
+}
+
+/* ---- rotation, close, fork ------------------------------------------- */
+
+void th_epreg_rotate(struct th_listener *l)
+{
+    lock();
+    for (int i = 0; i < nregs; i++) {
+        struct reg *r = &regs[i];
+        struct instance *inst;
+        struct epoll_event ev;
+
+        if (r->l != l || !r->exclusive || r->parked)
+            continue;
+        inst = find_instance(r->epfd);
+        if (inst == NULL || inst->creator != th_pid)
+            continue;                  /* a shared entry has no order to fix */
+        /* re-adding puts this process's entry at the tail of the wait queue */
+        ev = r->ev;
+        ev.events |= EPOLLEXCLUSIVE;
+        real_epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->fd, NULL);
+        if (real_epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0)
+            TH_COUNT(l, rotations, 1);
+        else
+            th_warn("port %u: re-adding the listener to epoll fd %d failed (%s)",
+                    l->port, r->epfd, strerror(errno));
+    }
+    unlock();
+}
+
+void th_epreg_forget_fd(int fd)
+{
+    lock();
+    for (int i = 0; i < ninstances;) {
+        if (instances[i].epfd == fd)
+            instances[i] = instances[--ninstances];
+        else
+            i++;
+    }
+    for (int i = 0; i < nregs;) {
+        if (regs[i].epfd == fd || regs[i].fd == fd)
+            drop_reg(&regs[i]);
+        else
+            i++;
+    }
+    unlock();
+}
+
+void th_epreg_prepare_fork(void)
+{
+    pthread_mutex_lock(&reg_lock);
+}
+
+void th_epreg_parent_fork(void)
+{
+    pthread_mutex_unlock(&reg_lock);
+}
+
+void th_epreg_child_fork(void)
+{
+    pthread_mutex_init(&reg_lock, NULL);
+}

@@ -1,0 +1,122 @@
+/*
+ * What the shim knows about each fd, in one place.
+ *
+ * A socket with SO_ACCEPTCONN is a listener; everything else is "other".
+ * The answer is cached per fd number (one getsockopt on first sight) and
+ * forgotten by the close/dup2/dup3/dup/listen/accept hooks, so fd reuse
+ * cannot leave a stale answer behind.  Threads race on the cache only to
+ * write the same answer, so relaxed atomics are enough.
+ */
+#include "thunder.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+
+#define CACHED_FDS 65536
+
+enum fd_kind {
+    KIND_UNKNOWN = 0,
+    KIND_OTHER,          /* not a listener, or a listener we leave alone */
+    KIND_LISTENER,       /* a managed listener; see listener_index */
+    KIND_EPOLL,          /* an epoll instance created in this process image */
+};
+
+static _Atomic uint8_t kind_of[CACHED_FDS];
+static _Atomic uint8_t listener_index[CACHED_FDS];
+
+static uint16_t port_of(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+/* Look at the fd itself; NULL when it is not a managed listener. */
+static struct th_listener *classify(int fd, enum fd_kind *kind)
+{
+    int accepting = 0;
+    socklen_t len = sizeof(accepting);
+    struct stat st;
+    struct th_listener *l;
+
+    *kind = KIND_OTHER;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0) {
+        if (errno == EBADF)
+            *kind = KIND_UNKNOWN;        /* nothing to remember about a hole */
+        return NULL;
+    }
+    if (!accepting || fstat(fd, &st) < 0)
+        return NULL;
+    l = th_listener_for_inode((uint64_t)st.st_ino, port_of(fd));
+    if (l == NULL || !l->managed)
+        return NULL;
+    *kind = KIND_LISTENER;
+    return l;
+}
+
+struct th_listener *th_fd_listener(int fd)
+{
+    int saved_errno = errno;
+    struct th_listener *l;
+    enum fd_kind kind;
+
+    if (fd < 0)
+        return NULL;
+    if (fd < CACHED_FDS) {
+        kind = atomic_load_explicit(&kind_of[fd], memory_order_relaxed);
+        if (kind == KIND_LISTENER)
+            return th_listener_at(atomic_load_explicit(&listener_index[fd],
+                                                       memory_order_relaxed));
+        if (kind != KIND_UNKNOWN)
+            return NULL;
+    }
+    l = classify(fd, &kind);
+    if (fd < CACHED_FDS) {
+        if (l)
+            atomic_store_explicit(&listener_index[fd], (uint8_t)l->index, memory_order_relaxed);
+        atomic_store_explicit(&kind_of[fd], (uint8_t)kind, memory_order_relaxed);
+    }
+    errno = saved_errno;
+    return l;
+}
+
+void th_fd_forget(int fd)
+{
+    if (fd >= 0 && fd < CACHED_FDS)
+        atomic_store_explicit(&kind_of[fd], KIND_UNKNOWN, memory_order_relaxed);
+}
+
+void th_fd_mark_epoll(int fd)
+{
+    if (fd >= 0 && fd < CACHED_FDS)
+        atomic_store_explicit(&kind_of[fd], KIND_EPOLL, memory_order_relaxed);
+}
+
+bool th_fd_is_epoll(int fd)
+{
+    return fd >= 0 && fd < CACHED_FDS &&
+           atomic_load_explicit(&kind_of[fd], memory_order_relaxed) == KIND_EPOLL;
+}
+
+bool th_fd_is_listener(int fd)
+{
+    return fd >= 0 && fd < CACHED_FDS &&
+           atomic_load_explicit(&kind_of[fd], memory_order_relaxed) == KIND_LISTENER;
+}
+
+bool th_fd_is_blocking(int fd)
+{
+    int saved_errno = errno;
+    int flags = fcntl(fd, F_GETFL);
+
+    errno = saved_errno;
+    return flags >= 0 && !(flags & O_NONBLOCK);
+}

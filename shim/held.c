@@ -1,0 +1,117 @@
+/*
+ * The accept locks this thread holds.  A lock is taken before the real
+ * wait and kept only when the wait reports its listener ready; it is then
+ * released by the accept that follows, or when this thread waits again,
+ * or (by the other waiters) after hold_ms.  The owner pid is recorded so
+ * a forked child never believes it holds its parent's lock.
+ */
+#include "thunder.h"
+
+#define MAX_HELD 8
+
+struct held {
+    struct th_listener *l;
+    uint64_t gen;
+    pid_t pid;
+};
+
+static __thread struct held holds[MAX_HELD];
+static __thread int nheld;
+
+static int find(struct th_listener *l)
+{
+    for (int i = 0; i < nheld; i++)
+        if (holds[i].l == l && holds[i].pid == th_pid)
+            return i;
+    return -1;
+}
+
+bool th_held_has(struct th_listener *l)
+{
+    return nheld && find(l) >= 0;
+}
+
+void th_held_add(struct th_listener *l, uint64_t gen)
+{
+    if (nheld == MAX_HELD) {      /* cannot track it: do not keep it */
+        th_lock_release(l->seg, gen);
+        return;
+    }
+    holds[nheld++] = (struct held){ .l = l, .gen = gen, .pid = th_pid };
+}
+
+static void drop(int i)
+{
+    struct held h = holds[i];
+
+    holds[i] = holds[--nheld];
+    if (h.pid == th_pid)
+        th_lock_release(h.l->seg, h.gen);
+}
+
+void th_held_release(struct th_listener *l)
+{
+    int i = find(l);
+
+    if (i >= 0)
+        drop(i);
+}
+
+void th_held_release_all(void)
+{
+    while (nheld)
+        drop(nheld - 1);
+}
+
+void th_held_mark_waiting(bool in_wait)
+{
+    for (int i = 0; i < nheld; i++)
+        if (holds[i].pid == th_pid)
+            th_lock_mark_waiting(holds[i].l->seg, holds[i].gen, in_wait);
+}
+
+void th_held_forget_after_fork(void)
+{
+    nheld = 0;
+}
+
+int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t deadline,
+                 const sigset_t *sigmask, bool *held, bool *busy)
+{
+    bool blocked = false;
+
+    for (int j = 0; j < k; j++) {
+        struct th_seg *seg = th_listener_seg(ls[j]);
+        struct th_lock_wait w = { .deadline = deadline, .sigmask = sigmask };
+        int64_t waited;
+        uint64_t gen;
+
+        held[j] = busy[j] = false;
+        if (seg == NULL)
+            continue;                       /* refused segment: pass-through */
+        /* block for one lock at most, and never while holding another */
+        w.try_only = !may_block || blocked || nheld > 0;
+        blocked = blocked || may_block;
+        switch (th_lock_acquire(seg, &w, &gen, &waited)) {
+        case TH_LOCK_OK:
+            th_held_add(ls[j], gen);
+            held[j] = true;
+            break;
+        case TH_LOCK_BUSY:
+        case TH_LOCK_TIMEOUT:
+            busy[j] = true;
+            break;
+        case TH_LOCK_INTR:
+            th_held_release_all();
+            errno = EINTR;
+            return -1;
+        case TH_LOCK_ERROR:
+            break;
+        }
+        if (waited) {
+            TH_COUNT(ls[j], lock_waits, 1);
+            TH_COUNT(ls[j], lock_wait_ns, (uint64_t)waited);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,104 @@
+/*
+ * accept and accept4: where a wake-up becomes a connection.
+ *
+ * After the real accept this thread releases the lock it took for the
+ * wait (the next waiter starts waiting at once), and, with fifo balance in
+ * exclusive or auto mode, moves this process's exclusive wait entry to the
+ * tail so the next connection wakes the next idle worker.  In a loop that
+ * accepts until EAGAIN (libuv, nginx multi_accept) only the first
+ * successful accept of a wake-up does that; the rest pass through.
+ * A blocking accept on a blocking listener is already fair and herd-free
+ * in the kernel: it is only counted.  errno is kept on every path.
+ */
+#include "thunder.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define BLOCKING_CHECKED (1u << 31)   /* in th_listener.logged */
+
+static uint64_t next_random(void)
+{
+    static __thread uint64_t state;
+
+    if (state == 0)
+        state = (uint64_t)th_now_ns() ^ ((uint64_t)th_gettid() << 32) ^ 0x9e3779b97f4a7c15ULL;
+    state ^= state << 13;       /* xorshift64: plenty for a delay */
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+}
+
+/* The Solaris hack: a random pause scrambles who reaches accept first. */
+static void jitter(void)
+{
+    uint64_t us = next_random() % ((uint64_t)th_cfg.jitter_us + 1);
+    struct timespec ts = { .tv_sec = (time_t)(us / 1000000), .tv_nsec = (long)(us % 1000000) * 1000 };
+    int saved_errno = errno;
+
+    nanosleep(&ts, NULL);       /* a signal cuts it short: fine, accept now */
+    errno = saved_errno;
+}
+
+static void before_accept(int fd, struct th_listener *l)
+{
+    if (th_cfg.mode == TH_MODE_JITTER)
+        jitter();
+    if (!(atomic_fetch_or(&l->logged, BLOCKING_CHECKED) & BLOCKING_CHECKED) &&
+        th_fd_is_blocking(fd))
+        th_listener_set_strategy(l, TH_STRAT_PASS,
+                                 "blocking accept: the kernel already wakes one, in order");
+}
+
+void th_after_accept(int fd, struct th_listener *l, int result, int err)
+{
+    uint64_t bit = 1ull << (l->index & 63);
+    bool woke = th_self.woke & bit;
+
+    th_self.woke &= ~bit;
+    if (result >= 0) {
+        th_fd_forget(result);           /* a new fd under a maybe-reused number */
+        TH_COUNT(l, accepts, 1);
+    } else if (err == EAGAIN || err == EWOULDBLOCK) {
+        TH_COUNT(l, eagain, 1);
+        if (woke)
+            TH_COUNT(l, spurious, 1);
+    }
+    if (th_held_has(l))
+        th_held_release(l);
+    if (result >= 0 && !(th_self.rotated & bit) && th_cfg.balance == TH_BALANCE_FIFO &&
+        (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO)) {
+        th_self.rotated |= bit;
+        th_mirror_rotate(fd);
+        th_epreg_rotate(l);
+    }
+    errno = err;
+}
+
+TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    struct th_listener *l;
+    int r;
+
+    th_resolve();
+    if (!th_active() || (l = th_fd_listener(fd)) == NULL)
+        return real_accept(fd, addr, addrlen);
+    before_accept(fd, l);
+    r = real_accept(fd, addr, addrlen);
+    th_after_accept(fd, l, r, errno);
+    return r;
+}
+
+TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    struct th_listener *l;
+    int r;
+
+    th_resolve();
+    if (!th_active() || (l = th_fd_listener(fd)) == NULL)
+        return real_accept4(fd, addr, addrlen, flags);
+    before_accept(fd, l);
+    r = real_accept4(fd, addr, addrlen, flags);
+    th_after_accept(fd, l, r, errno);
+    return r;
+}

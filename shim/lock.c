@@ -1,0 +1,304 @@
+/*
+ * The accept lock: a queue lock in shared memory with FIFO (or LIFO)
+ * hand-off that wakes exactly one waiter per release.
+ *
+ * Each queued thread sleeps on its own futex word (its waiter slot), so a
+ * release wakes the one thread it hands the lock to and nobody else: the
+ * herd is not moved onto the lock.  The queue itself is bookkeeping done
+ * under seg->guard, a robust process-shared mutex held for a few lines
+ * only; its unfairness does not matter because it never decides who gets
+ * the accept lock, the ticket order does.
+ *
+ * Robustness: a waiter wakes every check_ms (the next in line) or every
+ * 4*check_ms (the others) to look at the holder.  A holder whose thread is
+ * gone (kill -9, thread exit, cancellation) or that has held the lock for
+ * hold_ms without waiting on the listener is replaced by the next waiter.
+ * A release also skips queued waiters that have died.
+ */
+#include "thunder.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define NS_PER_MS 1000000LL
+
+/* Sleep while *word == expect, at most rel_ns; 0, ETIMEDOUT, EINTR or EAGAIN. */
+static int futex_wait(_Atomic uint32_t *word, uint32_t expect, int64_t rel_ns)
+{
+    struct timespec ts;
+    int saved_errno = errno, r;
+
+    th_ns_to_timespec(rel_ns, &ts);
+    /* shared (not FUTEX_PRIVATE): the word lives in another process's map too */
+    r = syscall(SYS_futex, word, FUTEX_WAIT, expect, &ts, NULL, 0) == 0 ? 0 : errno;
+    errno = saved_errno;
+    return r;
+}
+
+static void futex_wake_one(_Atomic uint32_t *word)
+{
+    int saved_errno = errno;
+
+    syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+    errno = saved_errno;
+}
+
+static bool prefer(const struct th_waiter *a, const struct th_waiter *b)
+{
+    if (b == NULL)
+        return true;
+    return th_cfg.balance == TH_BALANCE_LIFO ? a->ticket > b->ticket : a->ticket < b->ticket;
+}
+
+static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, uint64_t *gen)
+{
+    seg->holder_pid = pid;
+    seg->holder_tid = tid;
+    seg->holder_gen++;
+    seg->holder_since_ns = (uint64_t)th_now_ns();
+    seg->holder_in_wait = 0;
+    *gen = seg->holder_gen;
+}
+
+/* Hand the lock to the next live waiter; returns it (wake it after unlock). */
+static struct th_waiter *grant_next_locked(struct th_seg *seg)
+{
+    for (;;) {
+        struct th_waiter *best = NULL;
+
+        for (int i = 0; i < TH_MAX_WAITERS && seg->nqueued; i++) {
+            struct th_waiter *w = &seg->waiters[i];
+            if (atomic_load_explicit(&w->state, memory_order_relaxed) == TH_W_QUEUED &&
+                prefer(w, best))
+                best = w;
+        }
+        if (best == NULL) {
+            seg->holder_pid = seg->holder_tid = 0;
+            seg->nqueued = 0;
+            return NULL;
+        }
+        seg->nqueued--;
+        if (!th_thread_alive(best->pid, best->tid)) {
+            atomic_store(&best->state, TH_W_FREE);   /* died in the queue */
+            continue;
+        }
+        become_holder_locked(seg, best->pid, best->tid, &best->gen);
+        atomic_store_explicit(&best->state, TH_W_GRANTED, memory_order_release);
+        return best;
+    }
+}
+
+/* The holder died or stalled outside its wait: hand the lock on. */
+static struct th_waiter *recover_locked(struct th_seg *seg)
+{
+    const char *why = NULL;
+
+    if (seg->holder_pid == 0)
+        return seg->nqueued ? grant_next_locked(seg) : NULL;
+    if (!th_thread_alive(seg->holder_pid, seg->holder_tid))
+        why = "died";
+    else if (!seg->holder_in_wait &&
+             (uint64_t)th_now_ns() - seg->holder_since_ns > th_cfg.hold_ms * NS_PER_MS)
+        why = "held it too long without accepting";
+    if (why == NULL)
+        return NULL;
+    th_info("port %u: lock holder %d/%d %s; handing the lock on", seg->port,
+            seg->holder_pid, seg->holder_tid, why);
+    atomic_fetch_add(&seg->recoveries, 1);
+    return grant_next_locked(seg);
+}
+
+static struct th_waiter *enqueue_locked(struct th_seg *seg)
+{
+    for (int i = 0; i < TH_MAX_WAITERS; i++) {
+        struct th_waiter *w = &seg->waiters[i];
+        if (atomic_load(&w->state) != TH_W_FREE)
+            continue;
+        w->pid = th_pid;
+        w->tid = th_gettid();
+        w->ticket = ++seg->next_ticket;
+        w->gen = 0;
+        atomic_store(&w->state, TH_W_QUEUED);
+        seg->nqueued++;
+        return w;
+    }
+    return NULL;
+}
+
+static bool is_next_locked(const struct th_seg *seg, const struct th_waiter *me)
+{
+    for (int i = 0; i < TH_MAX_WAITERS; i++) {
+        const struct th_waiter *w = &seg->waiters[i];
+        if (w != me && atomic_load(&w->state) == TH_W_QUEUED && prefer(w, me))
+            return false;
+    }
+    return true;
+}
+
+/* Leave the queue (timeout, signal); if the lock arrived meanwhile, pass it on. */
+static void abandon(struct th_seg *seg, struct th_waiter *me)
+{
+    struct th_waiter *next = NULL;
+
+    if (th_guard_lock(seg) < 0) {
+        /* cannot touch the queue: a granted lock is recovered by hold_ms */
+        uint32_t queued = TH_W_QUEUED;
+        atomic_compare_exchange_strong(&me->state, &queued, TH_W_FREE);
+        return;
+    }
+    if (atomic_load(&me->state) == TH_W_GRANTED) {
+        if (seg->holder_gen == me->gen)
+            next = grant_next_locked(seg);
+    } else if (atomic_load(&me->state) == TH_W_QUEUED) {
+        seg->nqueued--;
+    }
+    atomic_store(&me->state, TH_W_FREE);
+    th_guard_unlock(seg);
+    if (next)
+        futex_wake_one(&next->state);
+}
+
+/* Is a signal pending that the caller's mask would let through? */
+static bool unblocked_signal_pending(const sigset_t *sigmask)
+{
+    sigset_t pending;
+
+    sigpending(&pending);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(&pending, sig) == 1 && sigismember(sigmask, sig) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * ppoll-like sleep: the caller's signal mask applies while asleep.  A signal
+ * already pending that the mask unblocks is delivered at once and counts as
+ * an interruption, as it would in the real call.  (A signal arriving in the
+ * few instructions between the mask change and the futex call is handled
+ * but not reported; the wait then goes on until the grant or the slice.)
+ */
+static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmask)
+{
+    sigset_t all, old;
+    int r;
+
+    if (sigmask == NULL)
+        return futex_wait(&me->state, TH_W_QUEUED, rel_ns);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (unblocked_signal_pending(sigmask)) {
+        pthread_sigmask(SIG_SETMASK, sigmask, NULL);   /* delivers it now */
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return EINTR;
+    }
+    pthread_sigmask(SIG_SETMASK, sigmask, NULL);
+    r = futex_wait(&me->state, TH_W_QUEUED, rel_ns);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
+}
+
+static enum th_lock_result wait_for_grant(struct th_seg *seg, struct th_waiter *me,
+                                          const struct th_lock_wait *w, uint64_t *gen,
+                                          bool next_in_line)
+{
+    for (;;) {
+        int64_t left, slice;
+        struct th_waiter *wake = NULL;
+        int r;
+
+        if (atomic_load_explicit(&me->state, memory_order_acquire) == TH_W_GRANTED) {
+            *gen = me->gen;
+            atomic_store(&me->state, TH_W_FREE);
+            return TH_LOCK_OK;
+        }
+        left = th_remaining_ns(w->deadline);
+        if (left == 0) {
+            abandon(seg, me);   /* a grant that raced the deadline is passed on */
+            return TH_LOCK_TIMEOUT;
+        }
+        slice = (int64_t)th_cfg.check_ms * NS_PER_MS * (next_in_line ? 1 : 4);
+        r = sleep_on(me, left < slice ? left : slice, w->sigmask);
+        if (r == EINTR) {
+            abandon(seg, me);
+            return TH_LOCK_INTR;
+        }
+        if (r != ETIMEDOUT || atomic_load(&me->state) != TH_W_QUEUED)
+            continue;
+        /* a periodic look at the holder */
+        if (th_guard_lock(seg) < 0)
+            continue;
+        wake = recover_locked(seg);
+        next_in_line = atomic_load(&me->state) == TH_W_QUEUED && is_next_locked(seg, me);
+        th_guard_unlock(seg);
+        if (wake && wake != me)
+            futex_wake_one(&wake->state);
+    }
+}
+
+enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
+                                    uint64_t *gen, int64_t *waited_ns)
+{
+    struct th_waiter *me, *wake;
+    int64_t start;
+    enum th_lock_result res;
+    bool next_in_line;
+
+    *waited_ns = 0;
+    *gen = 0;
+    if (th_guard_lock(seg) < 0)
+        return TH_LOCK_ERROR;
+    wake = recover_locked(seg);
+    if (seg->holder_pid == 0) {
+        become_holder_locked(seg, th_pid, th_gettid(), gen);
+        th_guard_unlock(seg);
+        return TH_LOCK_OK;
+    }
+    if (w->try_only || th_remaining_ns(w->deadline) == 0) {
+        th_guard_unlock(seg);
+        if (wake)
+            futex_wake_one(&wake->state);
+        return TH_LOCK_BUSY;
+    }
+    me = enqueue_locked(seg);
+    next_in_line = seg->nqueued == 1;
+    th_guard_unlock(seg);
+    if (wake)
+        futex_wake_one(&wake->state);
+    if (me == NULL) {
+        th_warn("port %u: more than %d threads queued; this wait runs pass-through",
+                seg->port, TH_MAX_WAITERS);
+        return TH_LOCK_ERROR;
+    }
+    start = th_now_ns();
+    res = wait_for_grant(seg, me, w, gen, next_in_line);
+    *waited_ns = th_now_ns() - start;
+    return res;
+}
+
+void th_lock_release(struct th_seg *seg, uint64_t gen)
+{
+    struct th_waiter *next = NULL;
+
+    if (th_guard_lock(seg) < 0)
+        return;                 /* others recover the lock after hold_ms */
+    if (seg->holder_gen == gen && seg->holder_pid == th_pid)
+        next = grant_next_locked(seg);
+    th_guard_unlock(seg);
+    if (next)
+        futex_wake_one(&next->state);
+}
+
+void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait)
+{
+    if (th_guard_lock(seg) < 0)
+        return;
+    if (seg->holder_gen == gen && seg->holder_pid == th_pid) {
+        seg->holder_in_wait = in_wait;
+        if (!in_wait)
+            seg->holder_since_ns = (uint64_t)th_now_ns();
+    }
+    th_guard_unlock(seg);
+}

@@ -1,0 +1,250 @@
+/*
+ * Poll-style waits on listeners, made exclusive.
+ *
+ * poll() and select() put every waiter on the listener's wait queue and the
+ * kernel wakes them all.  Here each thread keeps a private epoll instance
+ * mirroring the set it polls: the listeners registered with EPOLLEXCLUSIVE,
+ * every other fd plain (level-triggered).  The thread sleeps in that
+ * instance, so one connection wakes one thread; the answer handed back to
+ * the program always comes from a real poll(…, 0) on the program's own
+ * array, so the mirror only decides *when* to wake, never *what* is ready.
+ * That keeps poll's semantics exact for regular files (always ready),
+ * closed fds (POLLNVAL) and fds the mirror has not caught up with.
+ *
+ * The mirror is updated only by the difference from the previous call.  A
+ * private instance must be created in the process that waits: an instance
+ * inherited over fork is shared, so after fork the child starts afresh.
+ * After each accept the listener entry is re-added (rotation, see
+ * th_mirror_rotate) so the next connection goes to the next idle waiter.
+ */
+#include "thunder.h"
+
+#include <pthread.h>
+#include <sys/mman.h>
+
+#define MIRROR_MAX 64              /* larger sets fall back (lock or pass-through) */
+#define SPURIOUS_BEFORE_REBUILD 4
+#define POLL_BITS (POLLIN | POLLPRI | POLLOUT | POLLRDHUP | POLLRDNORM | POLLRDBAND | \
+                   POLLWRNORM | POLLWRBAND)
+
+struct entry {
+    int fd;
+    uint32_t events;               /* as registered in the epoll instance */
+    bool exclusive;
+    bool seen;                     /* present in the current call's set */
+};
+
+struct mirror {
+    int epfd;
+    pid_t pid;
+    int n;
+    int spurious_run;
+    struct entry ent[MIRROR_MAX];
+};
+
+static __thread struct mirror *mine;
+static pthread_key_t mirror_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void destroy(void *p)
+{
+    struct mirror *m = p;
+
+    if (m->epfd >= 0 && m->pid == th_pid)
+        real_close(m->epfd);
+    munmap(m, sizeof(*m));
+}
+
+static void make_key(void)
+{
+    pthread_key_create(&mirror_key, destroy);
+}
+
+/* mmap, not malloc: poll() may be called from a signal handler. */
+static struct mirror *get_mirror(void)
+{
+    if (mine && mine->pid == th_pid && mine->epfd >= 0)
+        return mine;
+    if (mine == NULL) {
+        void *p = mmap(NULL, sizeof(struct mirror), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        mine = p;
+        pthread_once(&key_once, make_key);
+        pthread_setspecific(mirror_key, mine);
+    }
+    mine->n = 0;
+    mine->spurious_run = 0;
+    mine->pid = th_pid;
+    mine->epfd = real_epoll_create1(EPOLL_CLOEXEC);
+    return mine->epfd >= 0 ? mine : NULL;
+}
+
+static void rebuild(struct mirror *m)
+{
+    real_close(m->epfd);
+    m->epfd = -1;
+    get_mirror();
+}
+
+static struct entry *find(struct mirror *m, int fd)
+{
+    for (int i = 0; i < m->n; i++)
+        if (m->ent[i].fd == fd)
+            return &m->ent[i];
+    return NULL;
+}
+
+static int ctl(struct mirror *m, int op, struct entry *e)
+{
+    struct epoll_event ev = { .events = e->events, .data.fd = e->fd };
+
+    if (e->exclusive)
+        ev.events |= EPOLLEXCLUSIVE;
+    return real_epoll_ctl(m->epfd, op, e->fd, &ev);
+}
+
+/* Bring one fd of the set into the mirror; false if epoll refuses it. */
+static bool sync_one(struct mirror *m, int fd, uint32_t events, bool exclusive)
+{
+    struct entry *e = find(m, fd);
+
+    if (e && e->seen) {                       /* the same fd twice in one set */
+        if (e->exclusive || exclusive)
+            return false;
+        e->events |= events;
+        return ctl(m, EPOLL_CTL_MOD, e) == 0;
+    }
+    if (e && e->events == events && e->exclusive == exclusive) {
+        e->seen = true;
+        return true;
+    }
+    if (e) {
+        real_epoll_ctl(m->epfd, EPOLL_CTL_DEL, fd, NULL);
+        *e = m->ent[--m->n];
+    }
+    if (m->n == MIRROR_MAX)
+        return false;
+    e = &m->ent[m->n];
+    *e = (struct entry){ .fd = fd, .events = events, .exclusive = exclusive, .seen = true };
+    if (ctl(m, EPOLL_CTL_ADD, e) < 0) {
+        if (errno != EEXIST)
+            return false;
+        /* a registration of a previous file under this number: replace it */
+        real_epoll_ctl(m->epfd, EPOLL_CTL_DEL, fd, NULL);
+        if (ctl(m, EPOLL_CTL_ADD, e) < 0)
+            return false;
+    }
+    m->n++;
+    return true;
+}
+
+static bool sync_set(struct mirror *m, const struct pollfd *fds, nfds_t n)
+{
+    for (int i = 0; i < m->n; i++)
+        m->ent[i].seen = false;
+    for (nfds_t i = 0; i < n; i++) {
+        uint32_t events = (uint32_t)(fds[i].events & POLL_BITS);
+        bool listener;
+
+        if (fds[i].fd < 0)
+            continue;
+        listener = (fds[i].events & POLLIN) && th_fd_listener(fds[i].fd) != NULL;
+        /* the kernel takes EPOLLEXCLUSIVE only with IN/OUT/ET/WAKEUP */
+        if (listener && (events & ~(uint32_t)(POLLIN | POLLOUT | POLLRDNORM)))
+            return false;
+        if (!sync_one(m, fds[i].fd, listener ? (uint32_t)EPOLLIN : events, listener))
+            return false;
+    }
+    for (int i = 0; i < m->n;) {                /* drop what the set no longer has */
+        if (m->ent[i].seen) {
+            i++;
+            continue;
+        }
+        real_epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->ent[i].fd, NULL);
+        m->ent[i] = m->ent[--m->n];
+    }
+    return true;
+}
+
+static int poll_now(struct pollfd *fds, nfds_t n)
+{
+    struct timespec zero = { 0, 0 };
+
+    return real_ppoll(fds, n, &zero, NULL);
+}
+
+int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
+                   const sigset_t *sigmask, int *ret)
+{
+    struct mirror *m;
+    struct epoll_event evs[8];
+
+    if (n > MIRROR_MAX)
+        return 0;
+    /* ready already (or an error, POLLNVAL, a regular file): answer at once */
+    if ((*ret = poll_now(fds, n)) != 0)
+        return 1;
+    if ((m = get_mirror()) == NULL || !sync_set(m, fds, n)) {
+        if (m)
+            rebuild(m);                         /* leave no half-synced state */
+        return 0;
+    }
+    for (;;) {
+        int64_t left = th_remaining_ns(deadline);
+        int ms = th_remaining_ms(deadline), r;
+
+        if (left == 0) {
+            *ret = 0;
+            return 1;
+        }
+        r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), ms, sigmask);
+        if (r <= 0) {
+            *ret = r;                           /* timeout, or -1 with errno */
+            return 1;
+        }
+        if ((*ret = poll_now(fds, n)) != 0) {
+            m->spurious_run = 0;
+            return 1;
+        }
+        /* woken, yet nothing is ready: another thread won, or a stale entry */
+        if (++m->spurious_run >= SPURIOUS_BEFORE_REBUILD) {
+            rebuild(m);
+            if (m->epfd < 0 || !sync_set(m, fds, n))
+                return 0;
+        }
+    }
+}
+
+void th_mirror_rotate(int listener_fd)
+{
+    struct entry *e;
+
+    if (mine == NULL || mine->pid != th_pid || mine->epfd < 0 ||
+        (e = find(mine, listener_fd)) == NULL || !e->exclusive)
+        return;
+    /* re-adding puts this thread's entry at the tail of the wait queue */
+    real_epoll_ctl(mine->epfd, EPOLL_CTL_DEL, listener_fd, NULL);
+    if (ctl(mine, EPOLL_CTL_ADD, e) < 0)
+        *e = mine->ent[--mine->n];
+}
+
+void th_mirror_forget_fd(int fd)
+{
+    struct entry *e;
+
+    if (mine == NULL || mine->pid != th_pid || mine->epfd < 0 || (e = find(mine, fd)) == NULL)
+        return;
+    real_epoll_ctl(mine->epfd, EPOLL_CTL_DEL, fd, NULL);
+    *e = mine->ent[--mine->n];
+}
+
+void th_mirror_after_fork(void)
+{
+    /* the inherited instance is the parent's: close our copy, start afresh */
+    if (mine && mine->epfd >= 0)
+        real_close(mine->epfd);
+    if (mine)
+        mine->epfd = -1;
+}

@@ -1,0 +1,48 @@
+/*
+ * The real libc functions behind every hook.
+ *
+ * Resolved once, thread-safely, with dlsym(RTLD_NEXT): from the constructor
+ * and again (a no-op then) at the top of each hook, so a hook that runs
+ * before our constructor (another library's constructor, say) still works.
+ * The shim never calls the interposed names itself, only these pointers,
+ * so nothing it does can re-enter a hook.
+ */
+#include "thunder.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+
+#define TH_SYM(ret, name, params, required) ret(*real_##name) params;
+#include "syms.def"
+#undef TH_SYM
+
+/* Our own exported hooks, to refuse a dlsym that finds us again. */
+#define TH_SYM(ret, name, params, required) extern ret name params;
+#include "syms.def"
+#undef TH_SYM
+
+static void *lookup(const char *name, void *self, int required)
+{
+    void *p = dlsym(RTLD_NEXT, name);
+
+    if (p == self)              /* loaded twice: never call ourselves */
+        p = NULL;
+    if (p == NULL && required)
+        th_warn("cannot find the real %s(); calls to it fail with ENOSYS", name);
+    return p;
+}
+
+static void resolve_all(void)
+{
+#define TH_SYM(ret, name, params, required) \
+    real_##name = (ret(*) params)lookup(#name, (void *)name, required);
+#include "syms.def"
+#undef TH_SYM
+}
+
+static pthread_once_t resolved = PTHREAD_ONCE_INIT;
+
+void th_resolve(void)
+{
+    pthread_once(&resolved, resolve_all);
+}

@@ -1,0 +1,87 @@
+/*
+ * The shared-memory segment of one listening socket: its FIFO accept lock
+ * and its per-process statistics.  This layout is read by every process
+ * that holds the listener and by the statistics reader (thunder-stat), so
+ * any change to it must bump TH_SEG_VERSION.  tests/unit/test_segment.c
+ * pins the offsets.
+ *
+ * The segment is named /dev/shm/libthunder.<euid>.<socket inode>.
+ */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
+#define TH_SEG_VERSION 1u
+#define TH_MAX_WAITERS 512   /* threads queued on one listener's lock */
+#define TH_MAX_PROCS   512   /* processes with statistics for one listener */
+#define TH_SEG_PREFIX  "libthunder."
+
+/* A waiter slot's futex word. */
+enum th_waiter_state {
+    TH_W_FREE = 0,
+    TH_W_QUEUED = 1,      /* asleep (or about to be) on its own word */
+    TH_W_GRANTED = 2,     /* the lock was handed to it; it holds it now */
+};
+
+struct th_waiter {
+    _Atomic uint32_t state;
+    int32_t pid;
+    int32_t tid;
+    uint32_t pad;
+    uint64_t ticket;      /* arrival order */
+    uint64_t gen;         /* hold generation, set with GRANTED */
+};
+
+/* What a process did with this listener; cheap relaxed atomic counters. */
+struct th_proc_stats {
+    _Atomic int32_t pid;          /* 0 = free slot */
+    _Atomic uint32_t strategy;    /* enum th_strategy, for the reader */
+    _Atomic uint64_t waits;       /* wait calls that included the listener */
+    _Atomic uint64_t wakeups;     /* waits that returned with it ready */
+    _Atomic uint64_t spurious;    /* of those, the accept found nothing */
+    _Atomic uint64_t accepts;     /* successful accepts */
+    _Atomic uint64_t eagain;      /* accepts that failed with EAGAIN */
+    _Atomic uint64_t lock_waits;  /* times the lock was waited for */
+    _Atomic uint64_t lock_wait_ns;/* total time spent waiting for it */
+    _Atomic uint64_t rotations;   /* exclusive entries moved to the tail */
+    uint64_t reserved[2];
+};
+
+struct th_seg {
+    /* identity: checked on every attach before anything else is trusted */
+    uint64_t magic;
+    uint32_t version;
+    uint32_t size;
+    uint32_t uid;
+    uint32_t port;                /* host order; 0 for non-IP listeners */
+    uint64_t inode;
+    _Atomic uint32_t ready;       /* set last by the creator */
+    _Atomic uint32_t unlinked;    /* the name is gone: attachers retry */
+
+    /* the lock; every field below is changed only under guard */
+    pthread_mutex_t guard;        /* robust, process-shared, held briefly */
+    int32_t holder_pid;           /* 0 = free */
+    int32_t holder_tid;
+    uint64_t holder_gen;          /* bumped on every grant */
+    uint64_t holder_since_ns;     /* CLOCK_MONOTONIC: grant or end of wait */
+    uint32_t holder_in_wait;      /* the holder sleeps in the real wait */
+    uint32_t nqueued;
+    uint64_t next_ticket;
+    _Atomic uint64_t recoveries;  /* dead or stalled holders taken over */
+
+    struct th_waiter waiters[TH_MAX_WAITERS];
+    struct th_proc_stats procs[TH_MAX_PROCS];
+};
+
+/* How a process handles this listener (shown by the reader). */
+enum th_strategy {
+    TH_STRAT_NONE = 0,
+    TH_STRAT_OBSERVE,
+    TH_STRAT_LOCK,
+    TH_STRAT_EXCLUSIVE,
+    TH_STRAT_JITTER,
+    TH_STRAT_PASS,        /* blocking accept: the kernel is already fair */
+};

@@ -1,0 +1,201 @@
+/*
+ * The decision for poll-shaped waits: poll, ppoll, __poll_chk, __ppoll_chk,
+ * and select/pselect (converted to a pollfd set by hook_select.c).
+ *
+ *   observe, jitter  the real call, counted
+ *   exclusive, auto  sleep on a private exclusive epoll mirror (mirror.c);
+ *                    where that cannot apply, exclusive passes through and
+ *                    auto falls back to the lock
+ *   lock             the accept lock, as below
+ *
+ * The lock, nginx-style: a set that holds only listeners blocks on the
+ * lock of the first one (holding no other lock, so several listeners never
+ * deadlock) and tries the others.  A set that also holds other fds never
+ * blocks on a lock: it tries, waits without the listeners it did not get
+ * (their fds negated in the caller's array for the duration of the call)
+ * and retries every retry_ms within the caller's timeout.
+ */
+#include "thunder.h"
+
+#include <pthread.h>
+
+#define MAX_SET_LISTENERS 8
+
+struct set_listener {
+    nfds_t index;
+    struct th_listener *l;
+    bool held;
+    bool masked;
+};
+
+int th_real_ppoll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask)
+{
+    struct timespec ts;
+    int64_t left = th_remaining_ns(deadline);
+
+    if (left == TH_FOREVER)
+        return real_ppoll(fds, n, NULL, sigmask);
+    th_ns_to_timespec(left, &ts);
+    return real_ppoll(fds, n, &ts, sigmask);
+}
+
+static bool wants_accept(const struct pollfd *p)
+{
+    return p->fd >= 0 && (p->events & POLLIN);
+}
+
+bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n)
+{
+    for (nfds_t i = 0; i < n; i++)
+        if (wants_accept(&fds[i]) && th_fd_listener(fds[i].fd))
+            return true;
+    return false;
+}
+
+static int collect(const struct pollfd *fds, nfds_t n, struct set_listener *set, int *others)
+{
+    int k = 0;
+
+    *others = 0;
+    for (nfds_t i = 0; i < n; i++) {
+        struct th_listener *l;
+        if (fds[i].fd < 0)
+            continue;
+        if (k < MAX_SET_LISTENERS && wants_accept(&fds[i]) &&
+            (l = th_fd_listener(fds[i].fd)) != NULL)
+            set[k++] = (struct set_listener){ .index = i, .l = l };
+        else
+            (*others)++;
+    }
+    return k;
+}
+
+static void count_entry(struct set_listener *set, int k)
+{
+    th_self.woke = 0;
+    th_self.rotated = 0;
+    for (int j = 0; j < k; j++)
+        TH_COUNT(set[j].l, waits, 1);
+}
+
+static void count_wakeups(const struct pollfd *fds, int r, struct set_listener *set, int k)
+{
+    for (int j = 0; r > 0 && j < k; j++) {
+        if (fds[set[j].index].revents & (POLLIN | POLLERR | POLLHUP)) {
+            TH_COUNT(set[j].l, wakeups, 1);
+            th_self.woke |= 1ull << (set[j].l->index & 63);
+        }
+    }
+}
+
+static void release_on_cancel(void *unused TH_UNUSED)
+{
+    th_held_release_all();
+}
+
+static int take_locks(struct set_listener *set, int k, bool may_block, int64_t deadline,
+                      const sigset_t *sigmask)
+{
+    struct th_listener *ls[MAX_SET_LISTENERS];
+    bool held[MAX_SET_LISTENERS], busy[MAX_SET_LISTENERS];
+
+    for (int j = 0; j < k; j++)
+        ls[j] = set[j].l;
+    if (th_held_take(ls, k, may_block, deadline, sigmask, held, busy) < 0)
+        return -1;
+    for (int j = 0; j < k; j++) {
+        set[j].held = held[j];
+        set[j].masked = busy[j];
+    }
+    return 0;
+}
+
+static void mask(struct pollfd *fds, struct set_listener *set, int k, bool on)
+{
+    for (int j = 0; j < k; j++) {
+        if (!set[j].masked)
+            continue;
+        fds[set[j].index].fd = ~fds[set[j].index].fd;   /* negative: ignored */
+        if (!on)
+            fds[set[j].index].revents = 0;
+    }
+}
+
+static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
+                     int others, int64_t deadline, const sigset_t *sigmask)
+{
+    th_held_release_all();          /* waiting again: the lock goes on */
+    for (;;) {
+        int64_t until = deadline;
+        int r, saved_errno;
+        bool capped = false;
+
+        if (take_locks(set, k, others == 0, deadline, sigmask) < 0)
+            return -1;
+        for (int j = 0; j < k; j++)
+            capped = capped || set[j].masked;
+        if (capped)
+            until = th_min_deadline(deadline, th_cfg.retry_ms);
+        mask(fds, set, k, true);
+        th_held_mark_waiting(true);
+        pthread_cleanup_push(release_on_cancel, NULL);
+        r = th_real_ppoll(fds, n, until, sigmask);
+        pthread_cleanup_pop(0);
+        saved_errno = errno;
+        th_held_mark_waiting(false);
+        mask(fds, set, k, false);
+        for (int j = 0; j < k; j++)
+            if (set[j].held && (r <= 0 || !(fds[set[j].index].revents & (POLLIN | POLLERR | POLLHUP))))
+                th_held_release(set[j].l);
+        if (r != 0 || !capped || th_remaining_ns(deadline) == 0) {
+            errno = saved_errno;
+            return r;
+        }
+    }
+}
+
+static void set_strategy(struct set_listener *set, int k, enum th_strategy s, const char *why)
+{
+    for (int j = 0; j < k; j++)
+        th_listener_set_strategy(set[j].l, s, why);
+}
+
+int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask)
+{
+    struct set_listener set[MAX_SET_LISTENERS];
+    int others, k = collect(fds, n, set, &others), r, saved_errno;
+    enum th_mode mode = th_cfg.mode;
+
+    count_entry(set, k);
+    if (mode == TH_MODE_EXCLUSIVE || mode == TH_MODE_AUTO) {
+        if (th_mirror_poll(fds, n, deadline, sigmask, &r)) {
+            set_strategy(set, k, TH_STRAT_EXCLUSIVE,
+                         "poll/select waits sleep on a private exclusive epoll instance");
+            goto done;
+        }
+        if (mode == TH_MODE_AUTO) {
+            set_strategy(set, k, TH_STRAT_LOCK,
+                         "this poll/select set cannot be mirrored in epoll; using the lock");
+            mode = TH_MODE_LOCK;
+        }
+    }
+    if (mode == TH_MODE_LOCK) {
+        if (mode == th_cfg.mode)
+            set_strategy(set, k, TH_STRAT_LOCK, "lock mode");
+        r = lock_wait(fds, n, set, k, others, deadline, sigmask);
+    } else {
+        if (mode == TH_MODE_EXCLUSIVE)
+            set_strategy(set, k, TH_STRAT_OBSERVE,
+                         "exclusive mode, but this poll/select set cannot be mirrored; passing through");
+        else if (mode == TH_MODE_JITTER)
+            set_strategy(set, k, TH_STRAT_JITTER, "jitter mode: random delay before accept");
+        else
+            set_strategy(set, k, TH_STRAT_OBSERVE, "observe mode: counting only");
+        r = th_real_ppoll(fds, n, deadline, sigmask);
+    }
+done:
+    saved_errno = errno;
+    count_wakeups(fds, r, set, k);
+    errno = saved_errno;
+    return r;
+}
