@@ -41,10 +41,10 @@ bench/loadgen: bench/loadgen.c
 examples/%: examples/%.c $(wildcard examples/*.h)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
-# Unit tests link the shim's objects directly (no preload).
-UNIT_OBJS = $(filter-out shim/hook_%.c shim/init.c,$(SHIM_LIB_SRC))
-tests/unit/%: tests/unit/%.c tests/unit/unit.h $(UNIT_OBJS) $(SHIM_HDR)
-	$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_OBJS) tests/unit/stubs.c $(LDFLAGS) -ldl
+# Unit tests link the shim's sources directly (no preload, no hooks).
+UNIT_OBJS = $(filter-out shim/hook_%.c,$(SHIM_LIB_SRC))
+tests/unit/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(UNIT_OBJS) $(SHIM_HDR)
+	$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_OBJS) $(LDFLAGS) -ldl
 
 unit: $(UNITS)
 

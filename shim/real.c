@@ -16,16 +16,20 @@
 #include "syms.def"
 #undef TH_SYM
 
-/* Our own exported hooks, to refuse a dlsym that finds us again. */
-#define TH_SYM(ret, name, params, required) extern ret name params;
-#include "syms.def"
-#undef TH_SYM
+/* Does p point into this very object (the library loaded twice)? */
+static bool is_ours(void *p)
+{
+    Dl_info found, ours;
 
-static void *lookup(const char *name, void *self, int required)
+    return p && dladdr(p, &found) && dladdr((void *)is_ours, &ours) &&
+           found.dli_fbase == ours.dli_fbase;
+}
+
+static void *lookup(const char *name, int required)
 {
     void *p = dlsym(RTLD_NEXT, name);
 
-    if (p == self)              /* loaded twice: never call ourselves */
+    if (is_ours(p))             /* never call ourselves */
         p = NULL;
     if (p == NULL && required)
         th_warn("cannot find the real %s(); calls to it fail with ENOSYS", name);
@@ -35,7 +39,7 @@ static void *lookup(const char *name, void *self, int required)
 static void resolve_all(void)
 {
 #define TH_SYM(ret, name, params, required) \
-    real_##name = (ret(*) params)lookup(#name, (void *)name, required);
+    real_##name = (ret(*) params)lookup(#name, required);
 #include "syms.def"
 #undef TH_SYM
 }
