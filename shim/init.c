@@ -41,6 +41,7 @@ static void child_after_fork(void)
     th_listeners_child_fork();
     th_held_forget_after_fork();
     th_mirror_after_fork();
+    th_doorbell_after_fork();
 }
 
 static void load(void)

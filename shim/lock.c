@@ -46,6 +46,16 @@ static void futex_wake_one(_Atomic uint32_t *word)
     errno = saved_errno;
 }
 
+/* Wake the waiter the lock was just handed to (after the guard is dropped). */
+static void wake(const struct th_seg *seg, struct th_waiter *w)
+{
+    if (w == NULL)
+        return;
+    futex_wake_one(&w->state);
+    if (w->flags & TH_WF_DOORBELL)
+        th_doorbell_ring(seg->uid, w->tid);
+}
+
 static bool prefer(const struct th_waiter *a, const struct th_waiter *b)
 {
     if (b == NULL)
@@ -111,7 +121,7 @@ static struct th_waiter *recover_locked(struct th_seg *seg)
     return grant_next_locked(seg);
 }
 
-static struct th_waiter *enqueue_locked(struct th_seg *seg)
+static struct th_waiter *enqueue_locked(struct th_seg *seg, uint32_t flags)
 {
     for (int i = 0; i < TH_MAX_WAITERS; i++) {
         struct th_waiter *w = &seg->waiters[i];
@@ -121,6 +131,7 @@ static struct th_waiter *enqueue_locked(struct th_seg *seg)
         w->tid = th_gettid();
         w->ticket = ++seg->next_ticket;
         w->gen = 0;
+        w->flags = flags;
         atomic_store(&w->state, TH_W_QUEUED);
         seg->nqueued++;
         return w;
@@ -138,29 +149,6 @@ static bool is_next_locked(const struct th_seg *seg, const struct th_waiter *me)
     return true;
 }
 
-/* Leave the queue (timeout, signal); if the lock arrived meanwhile, pass it on. */
-static void abandon(struct th_seg *seg, struct th_waiter *me)
-{
-    struct th_waiter *next = NULL;
-
-    if (th_guard_lock(seg) < 0) {
-        /* cannot touch the queue: a granted lock is recovered by hold_ms */
-        uint32_t queued = TH_W_QUEUED;
-        atomic_compare_exchange_strong(&me->state, &queued, TH_W_FREE);
-        return;
-    }
-    if (atomic_load(&me->state) == TH_W_GRANTED) {
-        if (seg->holder_gen == me->gen)
-            next = grant_next_locked(seg);
-    } else if (atomic_load(&me->state) == TH_W_QUEUED) {
-        seg->nqueued--;
-    }
-    atomic_store(&me->state, TH_W_FREE);
-    th_guard_unlock(seg);
-    if (next)
-        futex_wake_one(&next->state);
-}
-
 /* Is a signal pending that the caller's mask would let through? */
 static bool unblocked_signal_pending(const sigset_t *sigmask)
 {
@@ -174,11 +162,12 @@ static bool unblocked_signal_pending(const sigset_t *sigmask)
 }
 
 /*
- * ppoll-like sleep: the caller's signal mask applies while asleep.  A signal
+ * Sleep on our futex word with the caller's signal mask applied.  A signal
  * already pending that the mask unblocks is delivered at once and counts as
- * an interruption, as it would in the real call.  (A signal arriving in the
- * few instructions between the mask change and the futex call is handled
- * but not reported; the wait then goes on until the grant or the slice.)
+ * an interruption, as in the real call.  (A futex cannot apply a mask
+ * atomically: a signal arriving in the few instructions between the mask
+ * change and the sleep is handled but not reported.  Poll-shaped waits
+ * with a mask avoid this by sleeping in ppoll on a doorbell instead.)
  */
 static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmask)
 {
@@ -200,80 +189,133 @@ static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmas
     return r;
 }
 
-static enum th_lock_result wait_for_grant(struct th_seg *seg, struct th_waiter *me,
-                                          const struct th_lock_wait *w, uint64_t *gen,
-                                          bool next_in_line)
+int64_t th_lock_slice_ns(bool next_in_line)
 {
-    for (;;) {
-        int64_t left, slice;
-        struct th_waiter *wake = NULL;
-        int r;
-
-        if (atomic_load_explicit(&me->state, memory_order_acquire) == TH_W_GRANTED) {
-            *gen = me->gen;
-            atomic_store(&me->state, TH_W_FREE);
-            return TH_LOCK_OK;
-        }
-        left = th_remaining_ns(w->deadline);
-        if (left == 0) {
-            abandon(seg, me);   /* a grant that raced the deadline is passed on */
-            return TH_LOCK_TIMEOUT;
-        }
-        slice = (int64_t)th_cfg.check_ms * NS_PER_MS * (next_in_line ? 1 : 4);
-        r = sleep_on(me, left < slice ? left : slice, w->sigmask);
-        if (r == EINTR) {
-            abandon(seg, me);
-            return TH_LOCK_INTR;
-        }
-        if (r != ETIMEDOUT || atomic_load(&me->state) != TH_W_QUEUED)
-            continue;
-        /* a periodic look at the holder */
-        if (th_guard_lock(seg) < 0)
-            continue;
-        wake = recover_locked(seg);
-        next_in_line = atomic_load(&me->state) == TH_W_QUEUED && is_next_locked(seg, me);
-        th_guard_unlock(seg);
-        if (wake && wake != me)
-            futex_wake_one(&wake->state);
-    }
+    return (int64_t)th_cfg.check_ms * NS_PER_MS * (next_in_line ? 1 : 4);
 }
 
-enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
-                                    uint64_t *gen, int64_t *waited_ns)
+enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
+                                    struct th_waiter **me, uint64_t *gen)
 {
-    struct th_waiter *me, *wake;
-    int64_t start;
-    enum th_lock_result res;
-    bool next_in_line;
+    struct th_waiter *next;
 
-    *waited_ns = 0;
+    *me = NULL;
     *gen = 0;
     if (th_guard_lock(seg) < 0)
         return TH_LOCK_ERROR;
-    wake = recover_locked(seg);
+    next = recover_locked(seg);
     if (seg->holder_pid == 0) {
         become_holder_locked(seg, th_pid, th_gettid(), gen);
         th_guard_unlock(seg);
         return TH_LOCK_OK;
     }
-    if (w->try_only || th_remaining_ns(w->deadline) == 0) {
-        th_guard_unlock(seg);
-        if (wake)
-            futex_wake_one(&wake->state);
-        return TH_LOCK_BUSY;
-    }
-    me = enqueue_locked(seg);
-    next_in_line = seg->nqueued == 1;
+    *me = enqueue_locked(seg, flags);
     th_guard_unlock(seg);
-    if (wake)
-        futex_wake_one(&wake->state);
-    if (me == NULL) {
+    wake(seg, next);
+    if (*me == NULL) {
         th_warn("port %u: more than %d threads queued; this wait runs pass-through",
                 seg->port, TH_MAX_WAITERS);
         return TH_LOCK_ERROR;
     }
-    start = th_now_ns();
-    res = wait_for_grant(seg, me, w, gen, next_in_line);
+    return TH_LOCK_BUSY;
+}
+
+bool th_lock_granted(struct th_waiter *me, uint64_t *gen)
+{
+    if (atomic_load_explicit(&me->state, memory_order_acquire) != TH_W_GRANTED)
+        return false;
+    *gen = me->gen;
+    atomic_store(&me->state, TH_W_FREE);
+    return true;
+}
+
+/* Leave the queue (timeout, signal, other fds ready); a grant that raced it is passed on. */
+void th_lock_abandon(struct th_seg *seg, struct th_waiter *me)
+{
+    struct th_waiter *next = NULL;
+
+    if (th_guard_lock(seg) < 0) {
+        /* cannot touch the queue: a granted lock is recovered after hold_ms */
+        uint32_t queued = TH_W_QUEUED;
+        atomic_compare_exchange_strong(&me->state, &queued, TH_W_FREE);
+        return;
+    }
+    if (atomic_load(&me->state) == TH_W_GRANTED) {
+        if (seg->holder_gen == me->gen)
+            next = grant_next_locked(seg);
+    } else if (atomic_load(&me->state) == TH_W_QUEUED) {
+        seg->nqueued--;
+    }
+    atomic_store(&me->state, TH_W_FREE);
+    th_guard_unlock(seg);
+    wake(seg, next);
+}
+
+/* The periodic look at the holder; returns whether we are next in line. */
+bool th_lock_check(struct th_seg *seg, struct th_waiter *me)
+{
+    struct th_waiter *next;
+    bool next_in_line;
+
+    if (th_guard_lock(seg) < 0)
+        return false;
+    next = recover_locked(seg);
+    next_in_line = atomic_load(&me->state) == TH_W_QUEUED && is_next_locked(seg, me);
+    th_guard_unlock(seg);
+    if (next != me)
+        wake(seg, next);
+    return next_in_line;
+}
+
+enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
+                                    uint64_t *gen, int64_t *waited_ns)
+{
+    struct th_waiter *me;
+    enum th_lock_result res;
+    int64_t start = th_now_ns();
+    bool next_in_line;
+
+    *waited_ns = 0;
+    if (w->try_only || th_remaining_ns(w->deadline) == 0) {
+        /* a try never queues: take it if free, else busy */
+        if (th_guard_lock(seg) < 0)
+            return TH_LOCK_ERROR;
+        struct th_waiter *next = recover_locked(seg);
+        res = TH_LOCK_BUSY;
+        if (seg->holder_pid == 0) {
+            become_holder_locked(seg, th_pid, th_gettid(), gen);
+            res = TH_LOCK_OK;
+        }
+        th_guard_unlock(seg);
+        wake(seg, next);
+        return res;
+    }
+    res = th_lock_enqueue(seg, 0, &me, gen);
+    if (res != TH_LOCK_BUSY)
+        return res;
+    next_in_line = seg->nqueued <= 1;
+    for (;;) {
+        int64_t left = th_remaining_ns(w->deadline), slice = th_lock_slice_ns(next_in_line);
+        int r;
+
+        if (th_lock_granted(me, gen)) {
+            res = TH_LOCK_OK;
+            break;
+        }
+        if (left == 0) {
+            th_lock_abandon(seg, me);
+            res = TH_LOCK_TIMEOUT;
+            break;
+        }
+        r = sleep_on(me, left < slice ? left : slice, w->sigmask);
+        if (r == EINTR) {
+            th_lock_abandon(seg, me);
+            res = TH_LOCK_INTR;
+            break;
+        }
+        if (r == ETIMEDOUT && atomic_load(&me->state) == TH_W_QUEUED)
+            next_in_line = th_lock_check(seg, me);
+    }
     *waited_ns = th_now_ns() - start;
     return res;
 }
@@ -287,8 +329,7 @@ void th_lock_release(struct th_seg *seg, uint64_t gen)
     if (seg->holder_gen == gen && seg->holder_pid == th_pid)
         next = grant_next_locked(seg);
     th_guard_unlock(seg);
-    if (next)
-        futex_wake_one(&next->state);
+    wake(seg, next);
 }
 
 void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait)

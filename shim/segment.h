@@ -26,11 +26,13 @@ enum th_waiter_state {
     TH_W_GRANTED = 2,     /* the lock was handed to it; it holds it now */
 };
 
+#define TH_WF_DOORBELL 1u
+
 struct th_waiter {
     _Atomic uint32_t state;
     int32_t pid;
     int32_t tid;
-    uint32_t pad;
+    uint32_t flags;       /* TH_WF_DOORBELL: also ring its doorbell (doorbell.c) */
     uint64_t ticket;      /* arrival order */
     uint64_t gen;         /* hold generation, set with GRANTED */
 };

@@ -180,6 +180,19 @@ struct th_lock_wait {
 enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
                                     uint64_t *gen, int64_t *waited_ns);
 void th_lock_release(struct th_seg *seg, uint64_t gen);
+/*
+ * The queue underneath, for waits that sleep somewhere else than a futex
+ * (a ppoll on the program's fds plus a doorbell): enqueue returns
+ * TH_LOCK_OK when the lock was free and is now ours, TH_LOCK_BUSY with
+ * *me queued, or TH_LOCK_ERROR.  Poll th_lock_granted after each wake-up,
+ * call th_lock_check every th_lock_slice_ns, th_lock_abandon to leave.
+ */
+enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
+                                    struct th_waiter **me, uint64_t *gen);
+bool th_lock_granted(struct th_waiter *me, uint64_t *gen);
+void th_lock_abandon(struct th_seg *seg, struct th_waiter *me);
+bool th_lock_check(struct th_seg *seg, struct th_waiter *me);
+int64_t th_lock_slice_ns(bool next_in_line);
 void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait);
 
 /* ---- held.c ---------------------------------------------------------- */
@@ -227,6 +240,12 @@ bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
 /* The real ppoll with a deadline. */
 int th_real_ppoll(struct pollfd *fds, nfds_t n, int64_t deadline,
                   const sigset_t *sigmask);
+
+/* ---- doorbell.c ----------------------------------------------------- */
+int th_doorbell_fd(void);                 /* -1 when none can be made */
+void th_doorbell_ring(uid_t uid, pid_t tid);
+void th_doorbell_drain(int fd);
+void th_doorbell_after_fork(void);
 
 /* ---- init.c --------------------------------------------------------- */
 void th_init(void);

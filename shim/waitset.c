@@ -18,8 +18,10 @@
 #include "thunder.h"
 
 #include <pthread.h>
+#include <string.h>
 
 #define MAX_SET_LISTENERS 8
+#define DOORBELL_MAX_SET 256   /* larger mixed sets retry instead */
 
 struct set_listener {
     nfds_t index;
@@ -93,10 +95,25 @@ static void release_on_cancel(void *unused TH_UNUSED)
     th_held_release_all();
 }
 
+/* The real wait, as the holder: marked in the segment, released if cancelled. */
+static int hold_and_wait(struct pollfd *fds, nfds_t n, int64_t until, const sigset_t *sigmask)
+{
+    int r, saved_errno;
+
+    th_held_mark_waiting(true);
+    pthread_cleanup_push(release_on_cancel, NULL);
+    r = th_real_ppoll(fds, n, until, sigmask);
+    pthread_cleanup_pop(0);
+    saved_errno = errno;
+    th_held_mark_waiting(false);
+    errno = saved_errno;
+    return r;
+}
+
 static int take_locks(struct set_listener *set, int k, bool may_block, int64_t deadline,
                       const sigset_t *sigmask)
 {
-    struct th_listener *ls[MAX_SET_LISTENERS];
+    struct th_listener *ls[MAX_SET_LISTENERS] = { NULL };
     bool held[MAX_SET_LISTENERS], busy[MAX_SET_LISTENERS];
 
     for (int j = 0; j < k; j++)
@@ -121,10 +138,110 @@ static void mask(struct pollfd *fds, struct set_listener *set, int k, bool on)
     }
 }
 
-static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
-                     int others, int64_t deadline, const sigset_t *sigmask)
+/* Queue for the first busy listener's lock; the rest stay masked this call. */
+static struct th_waiter *queue_for_first_busy(struct set_listener *set, int k, int *qj)
 {
-    th_held_release_all();          /* waiting again: the lock goes on */
+    for (int j = 0; j < k; j++) {
+        struct th_seg *seg = th_listener_seg(set[j].l);
+        struct th_waiter *me;
+        uint64_t gen;
+
+        if (!set[j].masked || seg == NULL)
+            continue;
+        switch (th_lock_enqueue(seg, TH_WF_DOORBELL, &me, &gen)) {
+        case TH_LOCK_OK:                 /* freed meanwhile: ours */
+            th_held_add(set[j].l, gen);
+            set[j].held = true;
+            set[j].masked = false;
+            continue;
+        case TH_LOCK_BUSY:
+            *qj = j;
+            TH_COUNT(set[j].l, lock_waits, 1);
+            return me;
+        default:
+            set[j].masked = false;      /* no queue slot: pass-through */
+            continue;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Sets with other fds (and waits with a signal mask): queue for the lock
+ * without blocking on it.  Sleep in the real ppoll on a copy of the set
+ * where the listeners we do not hold are disabled and our doorbell is
+ * added; the releaser rings it when it hands us the lock, and from then
+ * on the listener is part of the wait.  The program's other fds are
+ * served all along, and the mask is applied atomically by ppoll.
+ */
+static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
+                       int64_t deadline, const sigset_t *sigmask, int bell)
+{
+    struct pollfd copy[DOORBELL_MAX_SET + 1];
+    struct th_waiter *me;
+    int qj = -1, r, saved_errno;
+    int64_t queued_at = th_now_ns();
+    bool next_in_line = true;
+    uint64_t gen;
+
+    if (take_locks(set, k, false, deadline, NULL) < 0)
+        return -1;
+    me = queue_for_first_busy(set, k, &qj);
+    memcpy(copy, fds, n * sizeof(*fds));
+    copy[n] = (struct pollfd){ .fd = bell, .events = POLLIN };
+    for (int j = 0; j < k; j++)
+        if (set[j].masked)
+            copy[set[j].index].fd = -1;
+    for (;;) {
+        int64_t until = deadline;
+
+        if (me) {
+            int64_t slice = th_lock_slice_ns(next_in_line);
+            until = th_remaining_ns(deadline) > slice ? th_now_ns() + slice : deadline;
+        }
+        r = hold_and_wait(copy, n + 1, until, sigmask);
+        saved_errno = errno;
+        if (r < 0)
+            break;
+        if (copy[n].revents) {
+            th_doorbell_drain(bell);
+            copy[n].revents = 0;
+            r--;
+        }
+        if (me && th_lock_granted(me, &gen)) {
+            th_held_add(set[qj].l, gen);
+            set[qj].held = true;
+            set[qj].masked = false;
+            copy[set[qj].index].fd = fds[set[qj].index].fd;
+            TH_COUNT(set[qj].l, lock_wait_ns, (uint64_t)(th_now_ns() - queued_at));
+            me = NULL;
+        }
+        if (r > 0 || th_remaining_ns(deadline) == 0)
+            break;
+        if (me)
+            next_in_line = th_lock_check(set[qj].l->seg, me);
+    }
+    if (me) {
+        th_lock_abandon(set[qj].l->seg, me);
+        TH_COUNT(set[qj].l, lock_wait_ns, (uint64_t)(th_now_ns() - queued_at));
+    }
+    if (r < 0) {
+        th_held_release_all();
+        errno = saved_errno;
+        return -1;
+    }
+    for (nfds_t i = 0; i < n; i++)
+        fds[i].revents = copy[i].revents;
+    for (int j = 0; j < k; j++)
+        if (set[j].held && !(fds[set[j].index].revents & (POLLIN | POLLERR | POLLHUP)))
+            th_held_release(set[j].l);
+    return r;
+}
+
+/* Listener-only sets: block on the futex queue (see the top of this file). */
+static int blocking_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
+                         int others, int64_t deadline, const sigset_t *sigmask)
+{
     for (;;) {
         int64_t until = deadline;
         int r, saved_errno;
@@ -137,12 +254,8 @@ static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int
         if (capped)
             until = th_min_deadline(deadline, th_cfg.retry_ms);
         mask(fds, set, k, true);
-        th_held_mark_waiting(true);
-        pthread_cleanup_push(release_on_cancel, NULL);
-        r = th_real_ppoll(fds, n, until, sigmask);
-        pthread_cleanup_pop(0);
+        r = hold_and_wait(fds, n, until, sigmask);
         saved_errno = errno;
-        th_held_mark_waiting(false);
         mask(fds, set, k, false);
         for (int j = 0; j < k; j++)
             if (set[j].held && (r <= 0 || !(fds[set[j].index].revents & (POLLIN | POLLERR | POLLHUP))))
@@ -152,6 +265,19 @@ static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int
             return r;
         }
     }
+}
+
+static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
+                     int others, int64_t deadline, const sigset_t *sigmask)
+{
+    th_held_release_all();          /* waiting again: the lock goes on */
+    if ((others > 0 || sigmask) && n <= DOORBELL_MAX_SET && th_remaining_ns(deadline) > 0) {
+        int bell = th_doorbell_fd();
+        if (bell >= 0)
+            return queued_wait(fds, n, set, k, deadline, sigmask, bell);
+    }
+    /* no doorbell: nginx's way, try and retry every retry_ms */
+    return blocking_wait(fds, n, set, k, others, deadline, sigmask);
 }
 
 static void set_strategy(struct set_listener *set, int k, enum th_strategy s, const char *why)

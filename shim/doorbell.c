@@ -1,0 +1,107 @@
+/*
+ * A per-thread wake-up fd that another process can ring.
+ *
+ * A thread whose poll set holds other fds besides the listener must not
+ * sleep on a futex: it has to keep serving those fds.  So it queues for
+ * the lock like everyone else, then sleeps in the real ppoll on its own
+ * fds plus this doorbell; the process that hands it the lock rings it.
+ * The same path serves ppoll/pselect with a signal mask, because ppoll
+ * applies the mask atomically where a futex cannot.
+ *
+ * The doorbell is an AF_UNIX datagram socket bound in the abstract
+ * namespace as "libthunder.<euid>.<tid>": no file, nothing to clean up,
+ * gone when the thread's fd closes.  A ring is a one-byte datagram; a
+ * stray datagram only causes a spurious look at the lock word.  If the
+ * program closes or reuses the fd number, the inode check notices and a
+ * new doorbell is made.
+ */
+#include "thunder.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static __thread int bell_fd = -1;
+static __thread pid_t bell_pid;
+static __thread ino_t bell_ino;
+
+static socklen_t bell_address(struct sockaddr_un *sun, uid_t uid, pid_t tid)
+{
+    int len;
+
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    /* sun_path[0] == '\0': abstract namespace */
+    len = snprintf(sun->sun_path + 1, sizeof(sun->sun_path) - 1, "libthunder.%u.%d",
+                   (unsigned)uid, (int)tid);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+}
+
+static bool still_ours(void)
+{
+    struct stat st;
+
+    return bell_fd >= 0 && bell_pid == th_pid && fstat(bell_fd, &st) == 0 &&
+           st.st_ino == bell_ino;
+}
+
+int th_doorbell_fd(void)
+{
+    int saved_errno = errno;
+    struct sockaddr_un sun;
+    struct stat st;
+    socklen_t len;
+    int fd;
+
+    if (still_ours())
+        return bell_fd;
+    bell_fd = -1;
+    len = bell_address(&sun, geteuid(), th_gettid());
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && (bind(fd, (struct sockaddr *)&sun, len) < 0 || fstat(fd, &st) < 0)) {
+        th_debug("no doorbell for thread %d (%s); mixed waits retry instead",
+                 (int)th_gettid(), strerror(errno));
+        real_close(fd);
+        fd = -1;
+    }
+    if (fd >= 0) {
+        bell_fd = fd;
+        bell_pid = th_pid;
+        bell_ino = st.st_ino;
+    }
+    errno = saved_errno;
+    return bell_fd;
+}
+
+void th_doorbell_ring(uid_t uid, pid_t tid)
+{
+    int saved_errno = errno;
+    struct sockaddr_un sun;
+    socklen_t len = bell_address(&sun, uid, tid);
+    int fd = th_doorbell_fd();
+
+    /* refused (no such thread) or full (already ringing): both are fine */
+    if (fd >= 0)
+        sendto(fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sun, len);
+    errno = saved_errno;
+}
+
+void th_doorbell_drain(int fd)
+{
+    int saved_errno = errno;
+    char buf[64];
+
+    while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+        ;
+    errno = saved_errno;
+}
+
+void th_doorbell_after_fork(void)
+{
+    /* the copy belongs to the parent's thread; the child makes its own */
+    if (bell_fd >= 0)
+        real_close(bell_fd);
+    bell_fd = -1;
+}
