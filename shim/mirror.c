@@ -9,7 +9,8 @@
  * the program always comes from a real poll(…, 0) on the program's own
  * array, so the mirror only decides *when* to wake, never *what* is ready.
  * That keeps poll's semantics exact for regular files (always ready),
- * closed fds (POLLNVAL) and fds the mirror has not caught up with.
+ * closed fds (POLLNVAL) and fds the mirror has not caught up with: those
+ * are checked with a real poll(…, 0) before sleeping.
  *
  * The mirror is updated only by the difference from the previous call.  A
  * private instance must be created in the process that waits: an instance
@@ -175,6 +176,36 @@ static int poll_now(struct pollfd *fds, nfds_t n)
     return real_ppoll(fds, n, &zero, NULL);
 }
 
+/*
+ * Is anything but a listener ready already (a regular file, POLLNVAL, data
+ * that arrived while the program was busy)?  The listeners are left out:
+ * the kernel has already picked the next idle waiter for a pending
+ * connection, and a worker coming back must not jump that queue.
+ */
+static int others_ready_now(struct mirror *m, struct pollfd *fds, nfds_t n)
+{
+    int saved[MIRROR_MAX], masked = 0, r;
+    bool any_other = false;
+
+    for (nfds_t i = 0; i < n; i++) {
+        struct entry *e = fds[i].fd >= 0 ? find(m, fds[i].fd) : NULL;
+        saved[i] = fds[i].fd;
+        if (e && e->exclusive) {
+            fds[i].fd = -1;
+            masked++;
+        } else if (fds[i].fd >= 0) {
+            any_other = true;
+        }
+    }
+    r = any_other ? poll_now(fds, n) : 0;
+    for (nfds_t i = 0; i < n; i++) {
+        if (fds[i].fd != saved[i])
+            fds[i].revents = 0;
+        fds[i].fd = saved[i];
+    }
+    return r;
+}
+
 int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
                    const sigset_t *sigmask, int *ret)
 {
@@ -183,27 +214,26 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
 
     if (n > MIRROR_MAX)
         return 0;
-    /* ready already (or an error, POLLNVAL, a regular file): answer at once */
-    if ((*ret = poll_now(fds, n)) != 0)
-        return 1;
     if ((m = get_mirror()) == NULL || !sync_set(m, fds, n)) {
         if (m)
             rebuild(m);                         /* leave no half-synced state */
         return 0;
     }
+    if ((*ret = others_ready_now(m, fds, n)) != 0)
+        return 1;
     for (;;) {
-        int64_t left = th_remaining_ns(deadline);
-        int ms = th_remaining_ms(deadline), r;
+        int r;
 
-        if (left == 0) {
+        if (th_remaining_ns(deadline) == 0) {
             *ret = 0;
             return 1;
         }
-        r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), ms, sigmask);
+        r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), th_remaining_ms(deadline), sigmask);
         if (r <= 0) {
             *ret = r;                           /* timeout, or -1 with errno */
             return 1;
         }
+        /* the mirror says when; the program's own array says what */
         if ((*ret = poll_now(fds, n)) != 0) {
             m->spurious_run = 0;
             return 1;
