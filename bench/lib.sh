@@ -1,0 +1,65 @@
+#!/bin/bash
+# Shared by the demo and the benchmarks: run one measured cell.
+#
+#   run_cell EXAMPLE WORKERS MODE CONNS CONCURRENCY SECONDS [THREADS]
+#
+# starts examples/EXAMPLE with WORKERS workers (MODE "none" = without the
+# shim, else THUNDER_MODE=MODE under LD_PRELOAD), drives bench/loadgen
+# against it (bounded by CONNS and SECONDS), stops the server by its PID
+# and prints loadgen's key=value lines.  Cleans up on every path.
+
+BENCH_ROOT=${BENCH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+BENCH_LIB=$BENCH_ROOT/libthunder.so
+
+cell_master=
+cell_out=
+
+cell_cleanup() {
+    local pid
+    if [ -n "$cell_master" ] && kill -0 "$cell_master" 2>/dev/null; then
+        kill -TERM "$cell_master" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$cell_master" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$cell_master" 2>/dev/null
+        for pid in ${cell_workers//,/ }; do kill -KILL "$pid" 2>/dev/null; done
+    fi
+    wait "$cell_master" 2>/dev/null
+    cell_master=
+    [ -n "$cell_out" ] && rm -f "$cell_out"
+    cell_out=
+}
+
+run_cell() {
+    local example=$1 workers=$2 mode=$3 conns=$4 conc=$5 seconds=$6 threads=${7:-}
+    local line port gap=${BENCH_GAP_US:-200}
+    local -a env_cmd=(env)
+    cell_out=$(mktemp)
+    if [ "$mode" != none ]; then
+        env_cmd+=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$mode")
+        [ -n "${BENCH_BALANCE:-}" ] && env_cmd+=("THUNDER_BALANCE=$BENCH_BALANCE")
+    fi
+    local -a args=(-w "$workers")
+    [ -n "$threads" ] && args+=(-t "$threads")
+    "${env_cmd[@]}" "$BENCH_ROOT/examples/$example" "${args[@]}" >"$cell_out" 2>>"${BENCH_ERR:-/dev/null}" &
+    cell_master=$!
+    for _ in $(seq 100); do
+        line=$(head -n 1 "$cell_out" 2>/dev/null)
+        [ -n "$line" ] && break
+        sleep 0.05
+    done
+    port=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$line")
+    cell_workers=$(sed -n 's/.*workers=\([0-9,]*\).*/\1/p' <<<"$line")
+    if [ -z "$port" ]; then
+        echo "error=server did not start"
+        cell_cleanup
+        return 1
+    fi
+    [ "$conc" -gt 1 ] && gap=0
+    timeout $((seconds + 30)) "$BENCH_ROOT/bench/loadgen" -p "$port" -n "$conns" -c "$conc" \
+        -d "$seconds" -g "$gap" -P "$cell_workers"
+    cell_cleanup
+}
+
+# Pull one key out of a cell's output.
+cell_get() { sed -n "s/^$1=//p" <<<"$2" | head -n 1; }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
