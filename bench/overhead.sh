@@ -17,7 +17,7 @@ none=$(best "$prog")
 auto=$(best env LD_PRELOAD="$root/libthunder.so" "$prog")
 off=$(best env LD_PRELOAD="$root/libthunder.so" THUNDER_MODE=off "$prog")
 printf '%-24s %10s %10s %10s %10s\n' "call (ns, best of 5)" "no shim" "auto" "off" "added"
-while IFS== read -r key base; do
+while IFS='=' read -r key base; do
     a=$(sed -n "s/^$key=//p" <<<"$auto")
     o=$(sed -n "s/^$key=//p" <<<"$off")
     printf '%-24s %10s %10s %10s %10s\n' "${key%_ns}" "$base" "$a" "$o" \
