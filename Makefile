@@ -54,6 +54,12 @@ check: all $(UNITS)
 demo: all
 	@bench/demo.sh
 
+bench: all
+	@bench/matrix.sh
+
+bench-quick: all
+	@bench/matrix.sh --quick
+
 lint:
 	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
 	mandoc -Tlint -Wwarning thunder-preload.1
