@@ -14,6 +14,11 @@ ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SAN)
 endif
+# An ASan-built shim must come after the ASan runtime in LD_PRELOAD;
+# the test helpers put this first when it is set.
+ifneq ($(findstring address,$(SAN)),)
+export TEST_ASAN_PRELOAD := $(shell $(CC) -print-file-name=libasan.so)
+endif
 SHIM_CFLAGS = $(CFLAGS) -fPIC -fvisibility=hidden -ftls-model=initial-exec
 SHIM_LDFLAGS = $(LDFLAGS) -shared -Wl,-soname,libthunder.so \
 	-Wl,--version-script=shim/libthunder.map -Wl,-z,now -Wl,-z,defs -ldl -lpthread
@@ -26,7 +31,7 @@ UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
 TOOLS     = bench/loadgen shim/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -53,6 +58,9 @@ check: all $(UNITS)
 
 demo: all
 	@bench/demo.sh
+
+fuzz:
+	@tests/fuzz/run.sh $${FUZZ_SECONDS:-120}
 
 bench: all
 	@bench/matrix.sh
