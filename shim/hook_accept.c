@@ -44,8 +44,9 @@ static void before_accept(int fd, struct th_listener *l)
 {
     if (th_cfg.mode == TH_MODE_JITTER)
         jitter();
-    if (!(atomic_fetch_or(&l->logged, BLOCKING_CHECKED) & BLOCKING_CHECKED) &&
-        th_fd_is_blocking(fd))
+    /* once, and only for a program that accepts without a wait first
+       (l->logged holds the strategies already reported for this listener) */
+    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && th_fd_is_blocking(fd))
         th_listener_set_strategy(l, TH_STRAT_PASS,
                                  "blocking accept: the kernel already wakes one, in order");
 }

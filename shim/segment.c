@@ -10,7 +10,9 @@
  */
 #include "thunder.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -226,6 +228,50 @@ static struct th_seg *open_existing(const char *name, uid_t uid, uint64_t inode,
     return seg;
 }
 
+/*
+ * Remove this user's segments whose processes are all gone (killed without
+ * exit(), so nobody removed them).  Run when a new segment is created, i.e.
+ * once per server start; segments that fail validation are left for
+ * thunder-preload gc to report.  Bounded: a few dozen names at most.
+ */
+static void sweep_stale(uid_t uid, uint64_t except)
+{
+    char prefix[48];
+    DIR *dir = opendir("/dev/shm");
+    struct dirent *de;
+    int checked = 0;
+
+    if (dir == NULL)
+        return;
+    snprintf(prefix, sizeof(prefix), TH_SEG_PREFIX "%u.", (unsigned)uid);
+    while ((de = readdir(dir)) != NULL && checked < 64) {
+        char name[300], *end;
+        const char *why = NULL;
+        uint64_t inode;
+        struct th_seg *seg;
+
+        if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        inode = strtoull(de->d_name + strlen(prefix), &end, 10);
+        if (*end != '\0' || inode == except)
+            continue;
+        checked++;
+        snprintf(name, sizeof(name), "/%s", de->d_name);
+        if ((seg = open_existing(name, uid, inode, &why)) == NULL)
+            continue;
+        if (th_guard_lock(seg) == 0) {
+            if (!atomic_load(&seg->unlinked) && stale_locked(seg)) {
+                shm_unlink(name);
+                atomic_store(&seg->unlinked, 1);
+                th_debug("removed stale segment /dev/shm%s", name);
+            }
+            th_guard_unlock(seg);
+        }
+        munmap(seg, sizeof(*seg));
+    }
+    closedir(dir);
+}
+
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port)
 {
     uid_t uid = geteuid();
@@ -236,8 +282,10 @@ struct th_seg *th_seg_attach(uint64_t inode, uint16_t port)
         const char *why = NULL;
         struct th_seg *seg = create_segment(name, uid, inode, port);
 
-        if (seg)
+        if (seg) {
+            sweep_stale(uid, inode);
             return seg;
+        }
         if (errno != EEXIST) {
             th_warn("cannot create /dev/shm%s (%s); port %u runs pass-through",
                     name, strerror(errno), port);
