@@ -1,0 +1,123 @@
+/*
+ * Segment helpers shared by the unit tests that create real segments.
+ *
+ * Every case uses fake socket inodes derived from its own pid, so cases
+ * (and concurrent runs of the suite) never meet, and the harness can
+ * remove whatever a crashed case left in /dev/shm.
+ */
+#pragma once
+
+#include "thunder.h"
+#include "tap.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#define FAKE_INODE_BASE 0xfff0000000ULL
+#define FAKE_INODES_PER_CASE 64
+#define TEST_PORT 4242
+
+/* A socket inode no real socket has: unique per (case pid, k). */
+static inline uint64_t fake_inode_of(pid_t pid, int k)
+{
+    return FAKE_INODE_BASE + ((uint64_t)pid << 6) + (uint64_t)k;
+}
+
+static inline uint64_t fake_inode(int k)
+{
+    return fake_inode_of(getpid(), k);
+}
+
+/* The segment's file in /dev/shm. */
+static inline void seg_path(char *buf, size_t len, uint64_t inode)
+{
+    char name[96];
+
+    th_seg_name(name, sizeof(name), geteuid(), inode);
+    snprintf(buf, len, "/dev/shm%s", name);
+}
+
+static inline void seg_unlink(uint64_t inode)
+{
+    char name[96];
+
+    th_seg_name(name, sizeof(name), geteuid(), inode);
+    shm_unlink(name);
+}
+
+/*
+ * Attach and claim this process's statistics slot at once, as the shim
+ * does: a segment without a live slot or holder counts as stale and any
+ * process creating another segment may sweep it away (segment.c).
+ */
+static inline struct th_seg *attach_claimed(uint64_t inode)
+{
+    struct th_seg *seg = th_seg_attach(inode, TEST_PORT);
+
+    REQUIRE(seg != NULL);
+    REQUIRE(th_seg_claim_slot(seg, getpid()) != NULL);
+    return seg;
+}
+
+/* After each case: remove what it may have left (it may have crashed). */
+static inline void seg_cleanup_case(pid_t pid)
+{
+    char path[160];
+
+    for (int k = 0; k < FAKE_INODES_PER_CASE; k++) {
+        seg_path(path, sizeof(path), fake_inode_of(pid, k));
+        unlink(path);
+        rmdir(path);
+        snprintf(path, sizeof(path), "/dev/shm/libthunder-test.%d.%d", (int)pid, k);
+        unlink(path);
+    }
+}
+
+/* A pid that certainly belonged to a process that is gone (reaped). */
+static inline pid_t dead_pid(void)
+{
+    pid_t pid = fork();
+
+    if (pid == 0)
+        _exit(0);
+    REQUIRE(pid > 0);
+    waitpid(pid, NULL, 0);
+    return pid;
+}
+
+/* ---- capturing the shim's stderr lines ---------------------------------- */
+
+static int capture_saved_fd = -1;
+static int capture_fd = -1;
+
+static inline void capture_begin(void)
+{
+    fflush(stderr);
+    capture_fd = memfd_create("stderr", MFD_CLOEXEC);
+    REQUIRE(capture_fd >= 0);
+    capture_saved_fd = dup(STDERR_FILENO);
+    dup2(capture_fd, STDERR_FILENO);
+}
+
+/* Restore stderr and return what was written (NUL-terminated, bounded). */
+static inline void capture_end(char *buf, size_t len)
+{
+    ssize_t n;
+
+    dup2(capture_saved_fd, STDERR_FILENO);
+    close(capture_saved_fd);
+    n = pread(capture_fd, buf, len - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    close(capture_fd);
+}
+
+static inline int count_substr(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
