@@ -1,0 +1,305 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # variables set here are read by the .bats files
+# Shared by every tests/*.bats file: start an example server under the shim,
+# drive connections at it, measure it, and always clean up after it.
+#
+#   start_example NAME WORKERS [VAR=VALUE...] [ARG...]
+#       starts examples/NAME -w WORKERS [ARG...] with LD_PRELOAD=libthunder.so
+#       and the given variables (LD_PRELOAD= runs it without the shim);
+#       sets PORT, MASTER, WORKERS (comma list), EX_OUT, EX_ERR (its stderr).
+#   stop_example            SIGTERM to the master, bounded wait, then SIGKILL
+#                           the master and each worker; sets EXAMPLE_STATUS.
+#   socat_conns N           N sequential socat connections; answers in SOCAT_OUT
+#   run_loadgen N [ARGS]    bench/loadgen against PORT, watching WORKERS; LG
+#   lg KEY                  one value from the last loadgen run
+#   ctxt_sum PID...         voluntary context switches, all threads, summed
+#   jain X...               Jain's fairness index of the numbers given
+#
+# Loopback only.  Only processes this file started are ever signalled, by
+# pid.  teardown() stops them and removes the segments of their listeners.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+THUNDER_LIB=$ROOT/libthunder.so
+EXAMPLES=$ROOT/examples
+LOADGEN=$ROOT/bench/loadgen
+THUNDER_STAT=$ROOT/shim/thunder-stat
+
+# Results must not depend on what the caller's shell had set.
+for _var in $(compgen -e); do
+    case $_var in THUNDER_*) unset "$_var" ;; esac
+done
+unset _var LD_PRELOAD
+
+STARTED=()          # "master:workers:inode" of every example this test started
+EXAMPLE_STATUS=
+EX_SEQ=0
+
+# Fail the test with a message (bats shows stderr of a failing test).
+fail() {
+    echo "FAIL: $*" >&2
+    return 1
+}
+
+# The inode of the TCP socket listening on 127.0.0.1:$1, from /proc/net/tcp.
+listener_inode() {
+    local hexport
+    hexport=$(printf '%04X' "$1")
+    awk -v p=":$hexport" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10; exit }' \
+        /proc/net/tcp
+}
+
+# A loopback TCP port nothing uses right now (for programs that need one given).
+free_port() {
+    local p i
+    for ((i = 0; i < 100; i++)); do
+        p=$((20000 + RANDOM % 40000))
+        awk -v p="$(printf ':%04X' "$p")" 'substr($2, length($2) - 4) == p { f = 1 }
+            END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null || { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+start_example() {
+    local name=$1 workers=$2 arg line i
+    shift 2
+    local -a envs=("LD_PRELOAD=$THUNDER_LIB") args=(-w "$workers")
+    for arg in "$@"; do
+        if [[ $arg =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then envs+=("$arg"); else args+=("$arg"); fi
+    done
+    EX_SEQ=$((EX_SEQ + 1))
+    EX_OUT=$BATS_TEST_TMPDIR/$name.$EX_SEQ.out
+    EX_ERR=$BATS_TEST_TMPDIR/$name.$EX_SEQ.err
+    # fd 3 is bats's own: a background server holding it would hang bats
+    env "${envs[@]}" "$EXAMPLES/$name" "${args[@]}" >"$EX_OUT" 2>"$EX_ERR" 3>&- </dev/null &
+    MASTER=$!
+    STARTED+=("$MASTER::")
+    for ((i = 0; i < 200; i++)); do
+        line=$(head -n 1 "$EX_OUT" 2>/dev/null)
+        [ -n "$line" ] && break
+        kill -0 "$MASTER" 2>/dev/null || break
+        sleep 0.05
+    done
+    PORT=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' <<<"$line")
+    WORKERS=$(sed -n 's/.* workers=\([0-9,]*\)$/\1/p' <<<"$line")
+    if [ -z "$PORT" ] || [ -z "$WORKERS" ]; then
+        cat "$EX_ERR" >&2
+        fail "$name did not start (stdout: '$line')"
+        return 1
+    fi
+    LISTEN_INODE=$(listener_inode "$PORT")
+    STARTED[${#STARTED[@]} - 1]="$MASTER:$WORKERS:$LISTEN_INODE"
+}
+
+# Is pid a live process of ours (not a zombie waiting to be reaped)?
+alive() {
+    local state
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# SIGTERM the master; wait up to 8 s (it gives workers 5 s); then SIGKILL
+# the master and each worker still alive.  The master's exit status (it is
+# our child) goes to EXAMPLE_STATUS.
+stop_one() {
+    local master=$1 workers=$2 pid i
+    [ -n "$master" ] || return 0
+    # (bats runs tests with errexit: a signal to a process already gone
+    # must not end the test, hence the "|| true")
+    if alive "$master"; then
+        kill -TERM "$master" 2>/dev/null || true
+        for ((i = 0; i < 160; i++)); do
+            alive "$master" || break
+            sleep 0.05
+        done
+    fi
+    alive "$master" && { kill -KILL "$master" 2>/dev/null || true; }
+    for pid in ${workers//,/ }; do
+        alive "$pid" && { kill -KILL "$pid" 2>/dev/null || true; }
+    done
+    EXAMPLE_STATUS=0
+    wait "$master" 2>/dev/null || EXAMPLE_STATUS=$?
+    # the master reaps its workers; give the last exits a moment
+    for pid in ${workers//,/ }; do
+        for ((i = 0; i < 40; i++)); do alive "$pid" || break; sleep 0.05; done
+    done
+    return 0
+}
+
+# Stop the example started last (MASTER); EXAMPLE_STATUS is its exit status.
+stop_example() {
+    local entry
+    EXAMPLE_STATUS=
+    for entry in "${STARTED[@]}"; do
+        [ "${entry%%:*}" = "$MASTER" ] || continue
+        local workers=${entry#*:}
+        stop_one "$MASTER" "${workers%%:*}"
+    done
+}
+
+# Remove the segments of the listeners this test started: the shim removes
+# them when the last process exits cleanly, but a killed server leaves them.
+# Nobody else's segment is touched.
+remove_segments() {
+    local entry inode
+    for entry in "${STARTED[@]}"; do
+        inode=${entry##*:}
+        [ -n "$inode" ] && rm -f "/dev/shm/libthunder.$(id -u).$inode"
+    done
+}
+
+# Stop everything this test started, its keep-alive client, its segments.
+helpers_teardown() {
+    local entry
+    for entry in "${STARTED[@]}"; do
+        local master=${entry%%:*} workers=${entry#*:}
+        stop_one "$master" "${workers%%:*}"
+    done
+    if [ -n "${KEEPALIVE_PID:-}" ]; then
+        kill -TERM "$KEEPALIVE_PID" 2>/dev/null || true
+        wait "$KEEPALIVE_PID" 2>/dev/null || true
+    fi
+    remove_segments
+    STARTED=()
+}
+
+# A file that needs more defines its own teardown and calls helpers_teardown.
+teardown() {
+    helpers_teardown
+}
+
+segment_of_listener() {
+    echo "/dev/shm/libthunder.$(id -u).$LISTEN_INODE"
+}
+
+# ---- clients ----------------------------------------------------------------
+
+# N sequential connections with socat; each answer (a pid) is one line of
+# SOCAT_OUT, a connection without an answer gives a "FAILED" line.
+socat_conns() {
+    local n=$1 i answer
+    SOCAT_OUT=$BATS_TEST_TMPDIR/socat.out
+    : >"$SOCAT_OUT"
+    for ((i = 0; i < n; i++)); do
+        answer=$(socat -T5 - "TCP:127.0.0.1:$PORT" </dev/null 2>>"$BATS_TEST_TMPDIR/socat.err")
+        [[ $answer =~ ^[0-9]+$ ]] || answer=FAILED
+        echo "$answer" >>"$SOCAT_OUT"
+    done
+}
+
+# all_answered N [PIDS]: N answers, each from one of PIDS (default WORKERS).
+all_answered() {
+    local n=$1 pids=${2:-$WORKERS} line count=0
+    while IFS= read -r line; do
+        [[ ,$pids, == *,$line,* ]] || fail "answer '$line' is not one of the workers $pids" || return 1
+        count=$((count + 1))
+    done <"$SOCAT_OUT"
+    [ "$count" -eq "$n" ] || fail "$count answers for $n connections"
+}
+
+# How many answers each worker gave, in WORKERS order, space separated.
+answer_counts() {
+    local pid
+    for pid in ${WORKERS//,/ }; do
+        grep -c "^$pid\$" "$SOCAT_OUT"
+    done | tr '\n' ' '
+}
+
+# bench/loadgen: N connections against PORT, watching WORKERS.
+run_loadgen() {
+    local n=$1
+    shift
+    LG=$(timeout 120 "$LOADGEN" -p "$PORT" -n "$n" -P "$WORKERS" "$@")
+    local status=$?
+    echo "# loadgen -n $n $*: $(grep -E '^(ok|failed|workers_seen|jain|max_share|wakeups_per_conn)=' <<<"$LG" | tr '\n' ' ')" >&3
+    return $status
+}
+
+lg() {
+    sed -n "s/^$1=//p" <<<"$LG" | head -n 1
+}
+
+# Accept counts per worker from the last loadgen run (0 for workers unseen).
+lg_counts() {
+    local pid n
+    for pid in ${WORKERS//,/ }; do
+        n=$(sed -n "s/^pid=$pid accepts=//p" <<<"$LG")
+        echo "${n:-0}"
+    done | tr '\n' ' '
+}
+
+# Every worker accepted at least once in the last loadgen run.
+every_worker_seen() {
+    local counts
+    counts=$(lg_counts)
+    [[ " $counts" != *" 0 "* ]] || fail "a worker got no connection: $counts"
+}
+
+# ---- measurements --------------------------------------------------------------
+
+ctxt_sum() {
+    local pid f sum=0 n
+    for pid in "$@"; do
+        for f in /proc/"$pid"/task/*/status; do
+            n=$(awk '/^voluntary_ctxt_switches:/ { print $2 }' "$f" 2>/dev/null)
+            sum=$((sum + ${n:-0}))
+        done
+    done
+    echo "$sum"
+}
+
+jain() {
+    awk 'BEGIN { s = 0; q = 0; n = 0 }
+         { for (i = 1; i <= NF; i++) { s += $i; q += $i * $i; n++ } }
+         END { if (q == 0) print "0.0000"; else printf "%.4f\n", s * s / (n * q) }' <<<"$*"
+}
+
+# a <= b for decimals
+le() {
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 <= b + 0) }'
+}
+
+# ---- the shim's stderr ------------------------------------------------------------
+
+# Lines the shim wrote to the example's stderr (all start "libthunder: ").
+shim_lines() {
+    grep -c '^libthunder: ' "${1:-$EX_ERR}"
+}
+
+# thunder-stat, or skip the rest of the test when it is not built yet.
+need_thunder_stat() {
+    [ -x "$THUNDER_STAT" ] || skip "thunder-stat not built"
+}
+
+# The per-process statistics lines of this test's listener, in the format
+# of `thunder-stat --kv` (from thunder-stat when built, else tests/progs/segread).
+listener_stats() {
+    local reader
+    if [ -x "$THUNDER_STAT" ]; then
+        "$THUNDER_STAT" --kv | grep -E "^port=[0-9]+ inode=$LISTEN_INODE "
+    else
+        reader=$(prog segread) || return 1
+        "$reader" "$(segment_of_listener)" | grep '^port='
+    fi
+}
+
+# stat_sum FIELD: FIELD summed over the processes of this test's listener.
+stat_sum() {
+    listener_stats | awk -v f="$1" '{ for (i = 1; i <= NF; i++) { split($i, kv, "=");
+        if (kv[1] == f) s += kv[2] } } END { print s + 0 }'
+}
+
+# Build a helper program from tests/progs (the Makefile builds them as
+# tests/progs/NAME; until it does, compile it here into the test's tmpdir).
+prog() {
+    local name=$1 src=$ROOT/tests/progs/$1.c bin=$ROOT/tests/progs/$1
+    if [ -x "$bin" ] && [ "$bin" -nt "$src" ]; then
+        echo "$bin"
+        return 0
+    fi
+    bin=$BATS_FILE_TMPDIR/$name
+    if [ ! -x "$bin" ]; then
+        ${CC:-cc} -std=gnu11 -O2 -Wall -Wextra -Wshadow -Wmissing-prototypes \
+            -Wstrict-prototypes -Wformat=2 -pthread -o "$bin" "$src" >&2 || return 1
+    fi
+    echo "$bin"
+}
