@@ -89,6 +89,8 @@ static void init_segment(struct th_seg *seg, uid_t uid, uint64_t inode, uint16_t
     seg->inode = inode;
     seg->port = port;
     init_guard(&seg->guard);
+    /* registered before it is ready, so a concurrent sweep never sees it empty */
+    atomic_store(&seg->procs[0].pid, th_pid);
     atomic_store_explicit(&seg->ready, 1, memory_order_release);
 }
 
@@ -119,6 +121,26 @@ void th_guard_unlock(struct th_seg *seg)
 {
     pthread_mutex_unlock(&seg->guard);
     th_self.in_shim--;
+}
+
+/* This process's statistics slot: its own, a free one, or a dead one's. */
+static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
+{
+    struct th_proc_stats *free_slot = NULL;
+
+    for (int i = 0; i < TH_MAX_PROCS; i++) {
+        struct th_proc_stats *s = &seg->procs[i];
+        int32_t owner = atomic_load(&s->pid);
+        if (owner == pid)
+            return s;
+        if (!free_slot && (owner == 0 || !proc_alive(owner)))
+            free_slot = s;
+    }
+    if (free_slot) {
+        memset((void *)free_slot, 0, sizeof(*free_slot));
+        atomic_store(&free_slot->pid, pid);
+    }
+    return free_slot;
 }
 
 /* Every attached process is gone: whatever is in the segment is history. */
@@ -312,6 +334,7 @@ struct th_seg *th_seg_attach(uint64_t inode, uint16_t port)
             reset_locked(seg);
         }
         seg->port = port;
+        claim_slot_locked(seg, th_pid);   /* attached = registered, for the sweep */
         th_guard_unlock(seg);
         return seg;
     }
@@ -321,23 +344,11 @@ struct th_seg *th_seg_attach(uint64_t inode, uint16_t port)
 
 struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid)
 {
-    struct th_proc_stats *found = NULL, *free_slot = NULL;
+    struct th_proc_stats *found;
 
     if (seg == NULL || th_guard_lock(seg) < 0)
         return NULL;
-    for (int i = 0; i < TH_MAX_PROCS && !found; i++) {
-        struct th_proc_stats *s = &seg->procs[i];
-        int32_t owner = atomic_load(&s->pid);
-        if (owner == pid)
-            found = s;
-        else if (!free_slot && (owner == 0 || !proc_alive(owner)))
-            free_slot = s;
-    }
-    if (!found && free_slot) {
-        memset((void *)free_slot, 0, sizeof(*free_slot));
-        atomic_store(&free_slot->pid, pid);
-        found = free_slot;
-    }
+    found = claim_slot_locked(seg, pid);
     th_guard_unlock(seg);
     if (!found)
         th_warn("port %u: more than %d processes; statistics of this one are not kept",
