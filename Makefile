@@ -31,7 +31,7 @@ UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
 TOOLS     = bench/loadgen shim/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -58,6 +58,11 @@ check: all $(UNITS)
 
 demo: all
 	@bench/demo.sh
+
+soak: all
+	@for spec in "ex_poll lock 300" "ex_select lock 200" "ex_epoll_shared auto 200" \
+	             "ex_epoll auto 150" "ex_poll auto 150"; do \
+	    echo "soak: $$spec"; tests/death.sh $$spec || exit 1; done
 
 fuzz:
 	@tests/fuzz/run.sh $${FUZZ_SECONDS:-120}
