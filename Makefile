@@ -29,6 +29,7 @@ SHIM_HDR  = $(wildcard shim/*.h) shim/syms.def
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
+PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
 TOOLS     = bench/loadgen shim/thunder-stat
 
 .PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak
@@ -51,9 +52,13 @@ UNIT_OBJS = $(filter-out shim/hook_%.c,$(SHIM_LIB_SRC))
 tests/unit/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(UNIT_OBJS) $(SHIM_HDR)
 	$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_OBJS) $(LDFLAGS) -ldl
 
+# Small programs the bats suites drive (they load the shim by LD_PRELOAD).
+tests/progs/%: tests/progs/%.c
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+
 unit: $(UNITS)
 
-check: all $(UNITS)
+check: all $(UNITS) $(PROGS)
 	@tests/run-all.sh
 
 demo: all
@@ -91,4 +96,4 @@ uninstall:
 	      $(DESTDIR)$(MANDIR)/thunder-preload.1
 
 clean:
-	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS)
+	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS) $(PROGS)
