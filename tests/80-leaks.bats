@@ -1,0 +1,69 @@
+#!/usr/bin/env bats
+# Leaks: start/stop cycles leave no segment behind (after the last clean
+# exit, or after gc when the whole group was killed), and long-running
+# workers do not grow in fds or memory.
+
+load helpers
+
+STYLES="ex_poll ex_select ex_epoll ex_epoll_shared ex_epoll_excl ex_threads ex_evloop ex_accept"
+CYCLES=${LEAK_CYCLES:-12}
+
+my_segments() {
+    ls /dev/shm 2>/dev/null | grep -c "^libthunder\.$(id -u)\.$1\$" || true
+}
+
+@test "leaks: $CYCLES clean start/stop cycles of every example leave no segment" {
+    for style in $STYLES; do
+        for ((c = 0; c < CYCLES; c++)); do
+            start_example "$style" 4 THUNDER_MODE=auto
+            socat_conns 3
+            all_answered 3
+            inode=$LISTEN_INODE
+            stop_example
+            [ "$EXAMPLE_STATUS" -eq 0 ] || fail "$style: exit status $EXAMPLE_STATUS"
+            [ "$(my_segments "$inode")" -eq 0 ] || fail "$style cycle $c: segment $inode left behind"
+            STARTED=()
+        done
+    done
+}
+
+@test "leaks: $CYCLES kill -9 of the whole group, then gc: no segment left" {
+    for ((c = 0; c < CYCLES; c++)); do
+        start_example ex_poll 4 THUNDER_MODE=lock
+        socat_conns 2
+        all_answered 2
+        inode=$LISTEN_INODE
+        [ "$(my_segments "$inode")" -eq 1 ] || fail "cycle $c: no segment $inode while serving"
+        # workers first: a master killed first sends them SIGTERM (PDEATHSIG)
+        # and their clean exit would remove the segment
+        for pid in ${WORKERS//,/ } $MASTER; do kill -KILL "$pid"; done
+        stop_example
+        # (left for gc, unless another server's start already swept it)
+        "$ROOT/shim/thunder-stat" --gc >/dev/null
+        [ "$(my_segments "$inode")" -eq 0 ] || fail "gc left segment $inode"
+        STARTED=()
+    done
+}
+
+fd_count() { ls "/proc/$1/fd" | wc -l; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+@test "leaks: workers keep the same fds and memory over 20000 connections (auto, lock)" {
+    for mode in auto lock; do
+        start_example ex_select 4 "THUNDER_MODE=$mode"
+        run_loadgen 2000
+        [ "$(lg failed)" -eq 0 ]
+        declare -A fds0 rss0
+        for pid in ${WORKERS//,/ }; do fds0[$pid]=$(fd_count "$pid"); rss0[$pid]=$(rss_kb "$pid"); done
+        run_loadgen 18000 -c 2
+        [ "$(lg failed)" -eq 0 ]
+        for pid in ${WORKERS//,/ }; do
+            fds=$(fd_count "$pid") rss=$(rss_kb "$pid")
+            echo "# $mode worker $pid: fds ${fds0[$pid]} -> $fds, rss ${rss0[$pid]} -> $rss kB" >&3
+            [ "$fds" -eq "${fds0[$pid]}" ] || fail "$mode: worker $pid fds grew ${fds0[$pid]} -> $fds"
+            [ "$rss" -le $((${rss0[$pid]} + 256)) ] || fail "$mode: worker $pid rss grew ${rss0[$pid]} -> $rss kB"
+        done
+        stop_example
+        unset fds0 rss0
+    done
+}
