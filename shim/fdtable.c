@@ -24,6 +24,7 @@ enum fd_kind {
 
 static _Atomic uint8_t kind_of[CACHED_FDS];
 static _Atomic uint8_t listener_index[CACHED_FDS];
+static _Atomic int highest_listener_fd = -1;   /* bounds the scan below */
 
 static uint16_t port_of(int fd)
 {
@@ -80,12 +81,27 @@ struct th_listener *th_fd_listener(int fd)
     }
     l = classify(fd, &kind);
     if (fd < CACHED_FDS) {
-        if (l)
+        if (l) {
+            int high = atomic_load(&highest_listener_fd);
             atomic_store_explicit(&listener_index[fd], (uint8_t)l->index, memory_order_relaxed);
+            while (fd > high && !atomic_compare_exchange_weak(&highest_listener_fd, &high, fd))
+                ;
+        }
         atomic_store_explicit(&kind_of[fd], (uint8_t)kind, memory_order_relaxed);
     }
     errno = saved_errno;
     return l;
+}
+
+bool th_fd_listener_shared(int fd, const struct th_listener *l)
+{
+    int high = atomic_load(&highest_listener_fd);
+
+    for (int other = 0; other <= high && other < CACHED_FDS; other++)
+        if (other != fd && atomic_load_explicit(&kind_of[other], memory_order_relaxed) == KIND_LISTENER &&
+            atomic_load_explicit(&listener_index[other], memory_order_relaxed) == l->index)
+            return true;
+    return fd >= CACHED_FDS;    /* uncached numbers: do not guess, keep it */
 }
 
 void th_fd_forget(int fd)

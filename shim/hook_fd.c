@@ -16,6 +16,9 @@ static void forget(int fd)
     if (l || th_fd_is_epoll(fd))
         th_epreg_forget_fd(fd);
     th_mirror_forget_fd(fd);
+    /* the last fd of a listener (a dup'ed one keeps it): recycle the entry */
+    if (l && !th_fd_listener_shared(fd, l))
+        th_listener_closed(l);
     th_fd_forget(fd);
     errno = saved_errno;
 }

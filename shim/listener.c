@@ -1,15 +1,25 @@
 /*
  * One object per listening socket (by inode) in this process: whether the
  * port filter lets us manage it, its shared segment once attached, and this
- * process's statistics slot in it.  The table only grows; listeners are few.
+ * process's statistics slot in it.
+ *
+ * When the last fd of a listener is closed its entry is recycled and its
+ * segment detached (the last process out removes it).  The mapping itself
+ * is kept, because another thread may still be returning from a call on
+ * it; so a process maps at most TH_MAX_MAPPED segments in its lifetime
+ * (programs that open a listener per transfer, like FTP servers in passive
+ * mode), and the listeners after that run pass-through.
  */
 #include "thunder.h"
 
 #include <pthread.h>
 #include <unistd.h>
 
+#define TH_MAX_MAPPED 256
+
 static struct th_listener table[TH_MAX_LISTENERS];
-static _Atomic int count;
+static _Atomic int count;          /* entries ever used; inode 0 = recycled */
+static int mapped;                 /* segments mapped by this process, ever */
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct th_listener *th_listener_at(int index)
@@ -22,13 +32,28 @@ static struct th_listener *find(uint64_t inode)
     int n = atomic_load(&count);
 
     for (int i = 0; i < n; i++)
-        if (table[i].inode == inode)
+        if (table[i].inode == inode && inode != 0)
             return &table[i];
     return NULL;
 }
 
+/* A recycled entry, or a new one; NULL when the table is full. */
+static struct th_listener *free_entry_locked(void)
+{
+    int n = atomic_load(&count);
+
+    for (int i = 0; i < n; i++)
+        if (table[i].inode == 0)
+            return &table[i];
+    if (n == TH_MAX_LISTENERS)
+        return NULL;
+    table[n].index = n;
+    return &table[n];
+}
+
 struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port)
 {
+    static bool warned_full;
     struct th_listener *l = find(inode);
 
     if (l)
@@ -36,22 +61,40 @@ struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port)
     th_self.in_shim++;
     pthread_mutex_lock(&table_lock);
     l = find(inode);
-    if (l == NULL && atomic_load(&count) < TH_MAX_LISTENERS) {
-        int i = atomic_load(&count);
-        l = &table[i];
-        l->inode = inode;
+    if (l == NULL && (l = free_entry_locked()) != NULL) {
         l->port = port;
         l->managed = th_port_managed(port);
-        l->index = i;
-        atomic_store(&count, i + 1);     /* publish after filling */
+        l->seg = NULL;
+        l->stats = NULL;
+        atomic_store(&l->stats_pid, 0);
+        atomic_store(&l->logged, 0);
+        atomic_store(&l->attach_state, 0);
+        l->inode = inode;                /* publish after filling */
+        if (l->index == atomic_load(&count))
+            atomic_store(&count, l->index + 1);
         th_debug("listener inode %llu port %u: %s", (unsigned long long)inode,
                  port, l->managed ? "managed" : "not in THUNDER_PORTS, left alone");
-    } else if (l == NULL) {
-        th_warn("more than %d listeners; the others are left alone", TH_MAX_LISTENERS);
+    } else if (l == NULL && !warned_full) {
+        warned_full = true;
+        th_warn("more than %d listeners open at once; the others are left alone",
+                TH_MAX_LISTENERS);
     }
     pthread_mutex_unlock(&table_lock);
     th_self.in_shim--;
     return l;
+}
+
+void th_listener_closed(struct th_listener *l)
+{
+    th_self.in_shim++;
+    pthread_mutex_lock(&table_lock);
+    if (l->inode != 0) {
+        if (atomic_load(&l->attach_state) == 1)
+            th_seg_detach(l->seg, atomic_load(&l->stats_pid) == th_pid ? l->stats : NULL);
+        l->inode = 0;
+    }
+    pthread_mutex_unlock(&table_lock);
+    th_self.in_shim--;
 }
 
 /* Claim this process's statistics slot (again after a fork). */
@@ -72,7 +115,15 @@ struct th_seg *th_listener_seg(struct th_listener *l)
         th_self.in_shim++;
         pthread_mutex_lock(&table_lock);
         if (atomic_load(&l->attach_state) == 0) {
-            l->seg = th_seg_attach(l->inode, l->port);
+            static bool warned_mapped;
+            if (mapped < TH_MAX_MAPPED) {
+                l->seg = th_seg_attach(l->inode, l->port);
+                mapped += l->seg != NULL;
+            } else if (!warned_mapped) {
+                warned_mapped = true;
+                th_warn("%d listeners used by this process so far; the newer ones run "
+                        "pass-through", TH_MAX_MAPPED);
+            }
             atomic_store_explicit(&l->attach_state, l->seg ? 1 : -1, memory_order_release);
         }
         pthread_mutex_unlock(&table_lock);
@@ -112,7 +163,7 @@ void th_listeners_detach_all(void)
 
     for (int i = 0; i < n; i++) {
         struct th_listener *l = &table[i];
-        if (atomic_load(&l->attach_state) != 1)
+        if (l->inode == 0 || atomic_load(&l->attach_state) != 1)
             continue;
         th_seg_detach(l->seg, atomic_load(&l->stats_pid) == th_pid ? l->stats : NULL);
     }

@@ -138,6 +138,8 @@ void th_count(struct th_listener *l, size_t field_offset, uint64_t n);
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s,
                               const char *why);
 struct th_listener *th_listener_at(int index);
+/* Its last fd in this process was closed: detach and recycle the entry. */
+void th_listener_closed(struct th_listener *l);
 void th_listeners_detach_all(void);
 void th_listeners_prepare_fork(void);
 void th_listeners_parent_fork(void);
@@ -150,6 +152,8 @@ void th_fd_forget(int fd);
 void th_fd_mark_epoll(int fd);
 bool th_fd_is_epoll(int fd);
 bool th_fd_is_listener(int fd);
+/* Does another cached fd (a dup) still refer to the listener behind fd? */
+bool th_fd_listener_shared(int fd, const struct th_listener *l);
 bool th_fd_is_blocking(int fd);
 
 /* ---- segment.c ------------------------------------------------------- */
