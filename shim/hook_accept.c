@@ -70,7 +70,7 @@ void th_after_accept(int fd, struct th_listener *l, int result, int err)
     if (result >= 0 && !(th_self.rotated & bit) && th_cfg.balance == TH_BALANCE_FIFO &&
         (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO)) {
         th_self.rotated |= bit;
-        th_mirror_rotate(fd);
+        th_mirror_rotate(fd, l);
         th_epreg_rotate(l);
     }
     errno = err;

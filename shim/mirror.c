@@ -247,7 +247,7 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
     }
 }
 
-void th_mirror_rotate(int listener_fd)
+void th_mirror_rotate(int listener_fd, struct th_listener *l)
 {
     struct entry *e;
 
@@ -258,6 +258,8 @@ void th_mirror_rotate(int listener_fd)
     real_epoll_ctl(mine->epfd, EPOLL_CTL_DEL, listener_fd, NULL);
     if (ctl(mine, EPOLL_CTL_ADD, e) < 0)
         *e = mine->ent[--mine->n];
+    else
+        TH_COUNT(l, rotations, 1);
 }
 
 void th_mirror_forget_fd(int fd)

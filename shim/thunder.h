@@ -258,7 +258,7 @@ void th_init(void);
 /* 1 handled (result in *ret), 0 not applicable (caller falls back). */
 int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
                    const sigset_t *sigmask, int *ret);
-void th_mirror_rotate(int listener_fd);
+void th_mirror_rotate(int listener_fd, struct th_listener *l);
 void th_mirror_forget_fd(int fd);
 void th_mirror_after_fork(void);
 
