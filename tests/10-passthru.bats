@@ -97,6 +97,7 @@ serve_each_example() {
         "TCP-LISTEN:$relay_port,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$PORT" \
         2>"$BATS_TEST_TMPDIR/relay.err" 3>&- &
     relay=$!
+    # shellcheck disable=SC2034  # read by helpers.bash
     KEEPALIVE_PID=$relay
     for ((i = 0; i < 100; i++)); do
         [ -n "$(listener_inode "$relay_port")" ] && break

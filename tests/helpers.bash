@@ -16,7 +16,8 @@
 #   jain X...               Jain's fairness index of the numbers given
 #
 # Loopback only.  Only processes this file started are ever signalled, by
-# pid.  teardown() stops them and removes the segments of their listeners.
+# pid.  Bats runs tests with errexit: a helper command that may fail for a
+# harmless reason carries "|| true".  teardown() stops them and removes the segments of their listeners.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 THUNDER_LIB=$ROOT/libthunder.so
@@ -59,8 +60,10 @@ free_port() {
     return 1
 }
 
+# EX_WRAP, when set, is a command (word-split) the example runs under,
+# e.g. strace; MASTER is still the example's master, from its ready line.
 start_example() {
-    local name=$1 workers=$2 arg line i
+    local name=$1 workers=$2 arg line i job
     shift 2
     local -a envs=("LD_PRELOAD=$THUNDER_LIB") args=(-w "$workers")
     for arg in "$@"; do
@@ -70,24 +73,26 @@ start_example() {
     EX_OUT=$BATS_TEST_TMPDIR/$name.$EX_SEQ.out
     EX_ERR=$BATS_TEST_TMPDIR/$name.$EX_SEQ.err
     # fd 3 is bats's own: a background server holding it would hang bats
-    env "${envs[@]}" "$EXAMPLES/$name" "${args[@]}" >"$EX_OUT" 2>"$EX_ERR" 3>&- </dev/null &
-    MASTER=$!
-    STARTED+=("$MASTER::")
+    # shellcheck disable=SC2086  # EX_WRAP is a command line
+    ${EX_WRAP:-} env "${envs[@]}" "$EXAMPLES/$name" "${args[@]}" >"$EX_OUT" 2>"$EX_ERR" 3>&- </dev/null &
+    job=$!
+    STARTED+=("$job:$job::")
     for ((i = 0; i < 200; i++)); do
-        line=$(head -n 1 "$EX_OUT" 2>/dev/null)
+        line=$(head -n 1 "$EX_OUT" 2>/dev/null || true)
         [ -n "$line" ] && break
-        kill -0 "$MASTER" 2>/dev/null || break
+        kill -0 "$job" 2>/dev/null || break
         sleep 0.05
     done
     PORT=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' <<<"$line")
+    MASTER=$(sed -n 's/.* master=\([0-9]*\) .*/\1/p' <<<"$line")
     WORKERS=$(sed -n 's/.* workers=\([0-9,]*\)$/\1/p' <<<"$line")
-    if [ -z "$PORT" ] || [ -z "$WORKERS" ]; then
+    if [ -z "$PORT" ] || [ -z "$MASTER" ] || [ -z "$WORKERS" ]; then
         cat "$EX_ERR" >&2
         fail "$name did not start (stdout: '$line')"
         return 1
     fi
     LISTEN_INODE=$(listener_inode "$PORT")
-    STARTED[${#STARTED[@]} - 1]="$MASTER:$WORKERS:$LISTEN_INODE"
+    STARTED[${#STARTED[@]} - 1]="$job:$MASTER:$WORKERS:$LISTEN_INODE"
 }
 
 # Is pid a live process of ours (not a zombie waiting to be reaped)?
@@ -97,12 +102,12 @@ alive() {
     [ -n "$state" ] && [ "$state" != Z ]
 }
 
-# SIGTERM the master; wait up to 8 s (it gives workers 5 s); then SIGKILL
-# the master and each worker still alive.  The master's exit status (it is
-# our child) goes to EXAMPLE_STATUS.
+# stop_one JOB MASTER WORKERS: SIGTERM the master; wait up to 8 s (it
+# gives its workers 5 s); then SIGKILL the master, each worker still alive
+# and the job (a wrapper).  The job's exit status goes to EXAMPLE_STATUS.
 stop_one() {
-    local master=$1 workers=$2 pid i
-    [ -n "$master" ] || return 0
+    local job=$1 master=$2 workers=$3 pid i
+    [ -n "$job" ] || return 0
     # (bats runs tests with errexit: a signal to a process already gone
     # must not end the test, hence the "|| true")
     if alive "$master"; then
@@ -112,12 +117,16 @@ stop_one() {
             sleep 0.05
         done
     fi
-    alive "$master" && { kill -KILL "$master" 2>/dev/null || true; }
-    for pid in ${workers//,/ }; do
+    for pid in "$master" ${workers//,/ }; do
         alive "$pid" && { kill -KILL "$pid" 2>/dev/null || true; }
     done
+    for ((i = 0; i < 100; i++)); do
+        alive "$job" || break
+        sleep 0.05
+    done
+    alive "$job" && { kill -KILL "$job" 2>/dev/null || true; }
     EXAMPLE_STATUS=0
-    wait "$master" 2>/dev/null || EXAMPLE_STATUS=$?
+    wait "$job" 2>/dev/null || EXAMPLE_STATUS=$?
     # the master reaps its workers; give the last exits a moment
     for pid in ${workers//,/ }; do
         for ((i = 0; i < 40; i++)); do alive "$pid" || break; sleep 0.05; done
@@ -125,34 +134,43 @@ stop_one() {
     return 0
 }
 
+# The fields of one STARTED entry: job master workers inode.
+started_fields() {
+    local IFS=:
+    # shellcheck disable=SC2086  # split on ":" on purpose
+    set -- $1
+    echo "${1:-} ${2:-} ${3:-} ${4:-}"
+}
+
 # Stop the example started last (MASTER); EXAMPLE_STATUS is its exit status.
 stop_example() {
-    local entry
+    local entry job master workers inode
     EXAMPLE_STATUS=
     for entry in "${STARTED[@]}"; do
-        [ "${entry%%:*}" = "$MASTER" ] || continue
-        local workers=${entry#*:}
-        stop_one "$MASTER" "${workers%%:*}"
+        read -r job master workers inode <<<"$(started_fields "$entry")"
+        [ "$master" = "$MASTER" ] && stop_one "$job" "$master" "$workers"
     done
+    return 0
 }
 
 # Remove the segments of the listeners this test started: the shim removes
 # them when the last process exits cleanly, but a killed server leaves them.
 # Nobody else's segment is touched.
 remove_segments() {
-    local entry inode
+    local entry job master workers inode
     for entry in "${STARTED[@]}"; do
-        inode=${entry##*:}
+        read -r job master workers inode <<<"$(started_fields "$entry")"
         [ -n "$inode" ] && rm -f "/dev/shm/libthunder.$(id -u).$inode"
     done
+    return 0
 }
 
 # Stop everything this test started, its keep-alive client, its segments.
 helpers_teardown() {
-    local entry
+    local entry job master workers inode
     for entry in "${STARTED[@]}"; do
-        local master=${entry%%:*} workers=${entry#*:}
-        stop_one "$master" "${workers%%:*}"
+        read -r job master workers inode <<<"$(started_fields "$entry")"
+        stop_one "$job" "$master" "$workers"
     done
     if [ -n "${KEEPALIVE_PID:-}" ]; then
         kill -TERM "$KEEPALIVE_PID" 2>/dev/null || true
@@ -180,7 +198,7 @@ socat_conns() {
     SOCAT_OUT=$BATS_TEST_TMPDIR/socat.out
     : >"$SOCAT_OUT"
     for ((i = 0; i < n; i++)); do
-        answer=$(socat -T5 - "TCP:127.0.0.1:$PORT" </dev/null 2>>"$BATS_TEST_TMPDIR/socat.err")
+        answer=$(socat -T5 - "TCP:127.0.0.1:$PORT" </dev/null 2>>"$BATS_TEST_TMPDIR/socat.err" || true)
         [[ $answer =~ ^[0-9]+$ ]] || answer=FAILED
         echo "$answer" >>"$SOCAT_OUT"
     done
@@ -204,14 +222,13 @@ answer_counts() {
     done | tr '\n' ' '
 }
 
-# bench/loadgen: N connections against PORT, watching WORKERS.
+# bench/loadgen: N connections against PORT, watching WORKERS.  Its
+# figures go to the TAP output; the test asserts on them (lg ok, ...).
 run_loadgen() {
     local n=$1
     shift
-    LG=$(timeout 120 "$LOADGEN" -p "$PORT" -n "$n" -P "$WORKERS" "$@")
-    local status=$?
+    LG=$(timeout 120 "$LOADGEN" -p "$PORT" -n "$n" -P "$WORKERS" "$@" || true)
     echo "# loadgen -n $n $*: $(grep -E '^(ok|failed|workers_seen|jain|max_share|wakeups_per_conn)=' <<<"$LG" | tr '\n' ' ')" >&3
-    return $status
 }
 
 lg() {
@@ -240,7 +257,7 @@ ctxt_sum() {
     local pid f sum=0 n
     for pid in "$@"; do
         for f in /proc/"$pid"/task/*/status; do
-            n=$(awk '/^voluntary_ctxt_switches:/ { print $2 }' "$f" 2>/dev/null)
+            n=$(awk '/^voluntary_ctxt_switches:/ { print $2 }' "$f" 2>/dev/null || true)
             sum=$((sum + ${n:-0}))
         done
     done
