@@ -196,7 +196,7 @@ enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
 bool th_lock_granted(struct th_waiter *me, uint64_t *gen);
 void th_lock_abandon(struct th_seg *seg, struct th_waiter *me);
 bool th_lock_check(struct th_seg *seg, struct th_waiter *me);
-int64_t th_lock_slice_ns(bool next_in_line);
+int64_t th_lock_slice_ns(const struct th_seg *seg, bool next_in_line);
 void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait);
 
 /* ---- held.c ---------------------------------------------------------- */

@@ -196,7 +196,7 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
         int64_t until = deadline;
 
         if (me) {
-            int64_t slice = th_lock_slice_ns(next_in_line);
+            int64_t slice = th_lock_slice_ns(set[qj].l->seg, next_in_line);
             until = th_remaining_ns(deadline) > slice ? th_now_ns() + slice : deadline;
         }
         r = hold_and_wait(copy, n + 1, until, sigmask);
