@@ -11,7 +11,7 @@ NON_ASCII=$'l\xc3\xb3ck'
 # Start ex_poll with VAR=VALUE, expect the one warning, pass-through, service.
 expect_rejected() {
     local var=$1 value=$2 line
-    start_example ex_poll 2 "$var=$value"
+    start_example ex_poll 1 "$var=$value"
     socat_conns 2
     all_answered 2 || fail "$var=\"$value\": server did not serve" || return 1
     [ "$(shim_lines)" = 1 ] || { cat "$EX_ERR" >&2; fail "$var=\"$value\": want exactly one line"; return 1; }

@@ -56,6 +56,23 @@ one_wakeup_and_balanced() {
     one_wakeup_and_balanced ex_epoll_excl auto
 }
 
+@test "cross-check without loadgen: socat clients, /proc counters (ex_select, exclusive)" {
+    local before after n=100 counts j
+    start_example ex_select 4 THUNDER_MODE=exclusive
+    socat_conns 4                          # first waits done, segment attached
+    sleep 0.2
+    before=$(ctxt_sum "$WORKERS")
+    socat_conns "$n"
+    sleep 0.2
+    after=$(ctxt_sum "$WORKERS")
+    all_answered "$n"
+    counts=$(answer_counts)
+    j=$(jain "$counts")
+    echo "# $n socat connections: $((after - before)) wake-ups, answers per worker: $counts, Jain $j" >&3
+    le "$((after - before))" "$((n * 3 / 2))" || fail "$((after - before)) wake-ups for $n connections"
+    le 0.9 "$j" || fail "Jain $j for $counts"
+}
+
 @test "strace: the listener is registered with EPOLLEXCLUSIVE (ex_epoll, ex_poll)" {
     command -v strace >/dev/null || skip "strace not installed"
     local ex trace

@@ -12,7 +12,7 @@
 #   socat_conns N           N sequential socat connections; answers in SOCAT_OUT
 #   run_loadgen N [ARGS]    bench/loadgen against PORT, watching WORKERS; LG
 #   lg KEY                  one value from the last loadgen run
-#   ctxt_sum PID...         voluntary context switches, all threads, summed
+#   ctxt_sum PIDS           voluntary context switches, all threads, summed
 #   jain X...               Jain's fairness index of the numbers given
 #
 # Loopback only.  Only processes this file started are ever signalled, by
@@ -253,9 +253,10 @@ every_worker_seen() {
 
 # ---- measurements --------------------------------------------------------------
 
+# ctxt_sum PIDS...: pids as words or comma lists (WORKERS works as is).
 ctxt_sum() {
-    local pid f sum=0 n
-    for pid in "$@"; do
+    local pid f sum=0 n all="$*"
+    for pid in ${all//,/ }; do
         for f in /proc/"$pid"/task/*/status; do
             n=$(awk '/^voluntary_ctxt_switches:/ { print $2 }' "$f" 2>/dev/null || true)
             sum=$((sum + ${n:-0}))

@@ -36,6 +36,9 @@ struct tap_case {
 /* Set in the case process when an expectation fails; its exit status. */
 static int tap_case_failed;
 
+/* Run in each case's process before the case (main may set it). */
+static void (*tap_setup)(void);
+
 static inline void tap_diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline void tap_diag(const char *fmt, ...)
 {
@@ -164,6 +167,8 @@ static inline bool tap_run_one(int n, const struct tap_case *c, void (*cleanup)(
             dup2(out, STDOUT_FILENO);
             dup2(out, STDERR_FILENO);
         }
+        if (tap_setup)
+            tap_setup();
         c->fn();
         fflush(stdout);
         exit(tap_case_failed);
