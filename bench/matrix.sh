@@ -73,6 +73,10 @@ export BENCH_ERR=$work/server.err
 # A private copy of the library: a rebuild during the run cannot mix versions.
 cp "$BENCH_LIB" "$work/libthunder.so" && BENCH_LIB=$work/libthunder.so
 export PEERS_LIB=$BENCH_LIB
+# The commit the library was copied at (others may commit during the run).
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$root" diff --quiet HEAD -- shim 2>/dev/null || commit="$commit (+ uncommitted changes in shim/)"
+[ "$root/libthunder.so" -ot "$root/shim" ] && commit="$commit (libthunder.so older than the last change in shim/)"
 started=$(date +%s)
 
 RAW_HEADER="style,workers,workload,mode,conns,ok,failed,seconds,wakeups_per_conn,jain,max_share,rps,p50_us,p99_us,cpu_ms_per_1000,workers_seen,accepts"
@@ -195,8 +199,6 @@ total_seconds=$(( $(date +%s) - started ))
 
 gcc_version=$(gcc --version 2>/dev/null | head -n 1)
 glibc_version=$(ldd --version 2>/dev/null | head -n 1 | sed 's/^ldd //')
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$root" diff --quiet HEAD -- shim 2>/dev/null || commit="$commit (+ uncommitted changes in shim/)"
 
 # Targets: wake-ups per connection (all workloads) and Jain (seq only), for
 # auto and lock everywhere and for exclusive where it applies.
