@@ -40,7 +40,7 @@ struct reg {
     struct th_listener *l;
     struct epoll_event ev;  /* as the program asked for it */
     bool exclusive;       /* registered with EPOLLEXCLUSIVE */
-    bool injected;        /* ... because we added it */
+    bool injected;        /* the shim made it exclusive (and keeps doing so) */
     bool parked;          /* taken out while another process holds the lock */
 };
 
@@ -141,7 +141,7 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
             atomic_store(&any_regs, true);
             regs[nregs++] = (struct reg){ .epfd = epfd, .fd = fd, .l = l, .ev = *ev,
                                           .exclusive = exclusive,
-                                          .injected = exclusive && !(ev->events & EPOLLEXCLUSIVE) };
+                                          .injected = inject && !(ev->events & EPOLLEXCLUSIVE) };
         }
         if (ret == 0 && inject && !exclusive)
             th_info("port %u: kernel refused EPOLLEXCLUSIVE; listener added as asked", l->port);
@@ -153,12 +153,13 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
             return 0;
         }
         if (r && r->injected && ev && !(ev->events & EPOLLEXCLUSIVE)) {
-            /* the kernel refuses MOD on an exclusive entry: DEL + ADD */
+            /* the kernel refuses MOD on an exclusive entry: DEL + ADD, and
+               exclusive again as soon as the events allow (after ONESHOT) */
             real_epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
             ret = add_listener(epfd, fd, ev, !(ev->events & ~EXCLUSIVE_OK), &exclusive);
             if (ret == 0) {
                 r->ev = *ev;
-                r->exclusive = r->injected = exclusive;
+                r->exclusive = exclusive;
             } else {
                 drop_reg(r);
             }
@@ -279,12 +280,14 @@ static bool park_and_unpark(int epfd, bool shared, struct wait_listener *wl, int
     return capped;
 }
 
+/* Called with every signal blocked; sigmask is what the sleeps apply. */
 static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                      const sigset_t *sigmask, struct wait_listener *wl, int k,
                      bool shared, int others)
 {
-    struct th_listener *ls[MAX_WAIT_LISTENERS];
+    struct th_listener *ls[MAX_WAIT_LISTENERS] = { NULL };
     bool held[MAX_WAIT_LISTENERS], busy[MAX_WAIT_LISTENERS];
+    int bell = th_doorbell_fd();
 
     for (int j = 0; j < k; j++)
         ls[j] = wl[j].l;
@@ -293,7 +296,7 @@ static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t d
         int r, saved_errno;
         bool capped;
 
-        if (th_held_take(ls, k, others == 0, deadline, sigmask, held, busy) < 0)
+        if (th_held_take(ls, k, others == 0, deadline, sigmask, bell, held, busy) < 0)
             return -1;
         capped = park_and_unpark(epfd, shared, wl, k, held, busy);
         th_held_mark_waiting(true);
@@ -340,9 +343,13 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
                                                                      : TH_STRAT_OBSERVE,
                 "epoll wait passed through (observe, jitter, or not exclusive here)");
     }
-    if (mode == TH_MODE_LOCK)
-        r = lock_wait(epfd, evs, maxevents, deadline, sigmask, wl, k, shared, others);
-    else
+    if (mode == TH_MODE_LOCK) {
+        struct th_sigscope scope;
+
+        th_sig_enter(&scope, sigmask);
+        r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, shared, others);
+        th_sig_leave(&scope);
+    } else
         r = real_wait(epfd, evs, maxevents, deadline, sigmask);
     saved_errno = errno;
     for (int j = 0; j < k; j++) {

@@ -76,13 +76,14 @@ void th_held_forget_after_fork(void)
 }
 
 int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t deadline,
-                 const sigset_t *sigmask, bool *held, bool *busy)
+                 const sigset_t *sigmask, int bell, bool *held, bool *busy)
 {
     bool blocked = false;
 
     for (int j = 0; j < k; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
-        struct th_lock_wait w = { .deadline = deadline, .sigmask = sigmask };
+        struct th_lock_wait w = { .deadline = deadline, .sigmask = sigmask,
+                                  .use_bell = bell >= 0, .bell = bell };
         int64_t waited;
         uint64_t gen;
 

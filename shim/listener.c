@@ -110,6 +110,7 @@ static struct th_proc_stats *my_stats(struct th_listener *l)
 struct th_seg *th_listener_seg(struct th_listener *l)
 {
     int state = atomic_load_explicit(&l->attach_state, memory_order_acquire);
+    int saved_errno = errno;      /* attaching tries calls that fail (EEXIST) */
 
     if (state == 0) {
         th_self.in_shim++;
@@ -130,9 +131,12 @@ struct th_seg *th_listener_seg(struct th_listener *l)
         th_self.in_shim--;
         state = atomic_load(&l->attach_state);
     }
-    if (state < 0)
+    if (state < 0) {
+        errno = saved_errno;
         return NULL;
+    }
     my_stats(l);
+    errno = saved_errno;
     return l->seg;
 }
 

@@ -169,11 +169,25 @@ static bool unblocked_signal_pending(const sigset_t *sigmask)
  * change and the sleep is handled but not reported.  Poll-shaped waits
  * with a mask avoid this by sleeping in ppoll on a doorbell instead.)
  */
-static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmask)
+static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmask, int bell)
 {
     sigset_t all, old;
     int r;
 
+    if (bell >= 0) {
+        /* the doorbell: ppoll applies the mask atomically */
+        struct pollfd pfd = { .fd = bell, .events = POLLIN };
+        struct timespec ts;
+        int saved_errno = errno;
+
+        th_ns_to_timespec(rel_ns, &ts);
+        r = real_ppoll(&pfd, 1, &ts, sigmask);
+        r = r < 0 ? errno : r == 0 ? ETIMEDOUT : 0;
+        if (pfd.revents)
+            th_doorbell_drain(bell);
+        errno = saved_errno;
+        return r;
+    }
     if (sigmask == NULL)
         return futex_wait(&me->state, TH_W_QUEUED, rel_ns);
     sigfillset(&all);
@@ -302,7 +316,7 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
         wake(seg, next);
         return res;
     }
-    res = th_lock_enqueue(seg, 0, &me, gen);
+    res = th_lock_enqueue(seg, w->use_bell ? TH_WF_DOORBELL : 0, &me, gen);
     if (res != TH_LOCK_BUSY)
         return res;
     next_in_line = seg->nqueued <= 1;
@@ -319,7 +333,7 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
             res = TH_LOCK_TIMEOUT;
             break;
         }
-        r = sleep_on(me, left < slice ? left : slice, w->sigmask);
+        r = sleep_on(me, left < slice ? left : slice, w->sigmask, w->use_bell ? w->bell : -1);
         if (r == EINTR) {
             th_lock_abandon(seg, me);
             res = TH_LOCK_INTR;

@@ -117,6 +117,22 @@ int th_guard_lock(struct th_seg *seg)
     return 0;
 }
 
+/* For the sweep: take the guard only if it is free right now. */
+static int guard_trylock(struct th_seg *seg)
+{
+    int r;
+
+    th_self.in_shim++;
+    r = pthread_mutex_trylock(&seg->guard);
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(&seg->guard);
+        r = 0;
+    }
+    if (r != 0)
+        th_self.in_shim--;
+    return r == 0 ? 0 : -1;
+}
+
 void th_guard_unlock(struct th_seg *seg)
 {
     pthread_mutex_unlock(&seg->guard);
@@ -215,7 +231,7 @@ static struct th_seg *create_segment(const char *name, uid_t uid, uint64_t inode
 
 /* Open what is already there; NULL with *why when it must be refused. */
 static struct th_seg *open_existing(const char *name, uid_t uid, uint64_t inode,
-                                    const char **why)
+                                    bool patient, const char **why)
 {
     int fd = shm_open(name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
     struct th_seg *seg = NULL;
@@ -231,7 +247,7 @@ static struct th_seg *open_existing(const char *name, uid_t uid, uint64_t inode,
         *why = "owned by another user";
     else if ((st.st_mode & 07777) != 0600)
         *why = "its mode is not 0600";
-    else if (!wait_until(fd, true) || fstat(fd, &st) < 0 ||
+    else if ((patient && !wait_until(fd, true)) || fstat(fd, &st) < 0 ||
              st.st_size != (off_t)sizeof(struct th_seg))
         *why = "wrong size (truncated, oversized or another layout)";
     else if ((seg = map_segment(fd)) == NULL)
@@ -239,7 +255,7 @@ static struct th_seg *open_existing(const char *name, uid_t uid, uint64_t inode,
     real_close(fd);
     if (seg == NULL)
         return NULL;
-    for (int ms = 0; ms < READY_WAIT_MS && !atomic_load(&seg->ready); ms++)
+    for (int ms = 0; patient && ms < READY_WAIT_MS && !atomic_load(&seg->ready); ms++)
         usleep(1000);
     if (!atomic_load(&seg->ready) || th_seg_validate(seg, sizeof(*seg), uid, inode, why) < 0) {
         if (!atomic_load(&seg->ready))
@@ -279,9 +295,10 @@ static void sweep_stale(uid_t uid, uint64_t except)
             continue;
         checked++;
         snprintf(name, sizeof(name), "/%s", de->d_name);
-        if ((seg = open_existing(name, uid, inode, &why)) == NULL)
+        /* never wait here: a half-made or busy segment is left for gc */
+        if ((seg = open_existing(name, uid, inode, false, &why)) == NULL)
             continue;
-        if (th_guard_lock(seg) == 0) {
+        if (guard_trylock(seg) == 0) {
             if (!atomic_load(&seg->unlinked) && stale_locked(seg)) {
                 shm_unlink(name);
                 atomic_store(&seg->unlinked, 1);
@@ -313,7 +330,7 @@ struct th_seg *th_seg_attach(uint64_t inode, uint16_t port)
                     name, strerror(errno), port);
             return NULL;
         }
-        seg = open_existing(name, uid, inode, &why);
+        seg = open_existing(name, uid, inode, true, &why);
         if (seg == NULL && why) {
             th_warn("refusing /dev/shm%s: %s; port %u runs pass-through", name, why, port);
             return NULL;

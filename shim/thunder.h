@@ -180,6 +180,8 @@ struct th_lock_wait {
     int64_t deadline;              /* TH_FOREVER, or absolute; now = try */
     const sigset_t *sigmask;       /* applied while asleep, like ppoll */
     bool try_only;
+    bool use_bell;                 /* sleep on the doorbell (atomic mask), else futex */
+    int bell;
 };
 enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
                                     uint64_t *gen, int64_t *waited_ns);
@@ -213,7 +215,7 @@ void th_held_forget_after_fork(void);
  * Returns 0, or -1 with errno EINTR when a signal interrupted the wait.
  */
 int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t deadline,
-                 const sigset_t *sigmask, bool *held, bool *busy);
+                 const sigset_t *sigmask, int bell, bool *held, bool *busy);
 
 /* ---- per-thread facts ------------------------------------------------- */
 struct th_thread {
@@ -244,6 +246,15 @@ bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
 /* The real ppoll with a deadline. */
 int th_real_ppoll(struct pollfd *fds, nfds_t n, int64_t deadline,
                   const sigset_t *sigmask);
+
+/* ---- signals.c ------------------------------------------------------ */
+struct th_sigscope {
+    sigset_t orig;                 /* the thread's mask on entry */
+    const sigset_t *wait_mask;     /* what every sleep applies: ppoll's or orig */
+};
+/* Block all signals for the shim's bookkeeping; sleep with scope->wait_mask. */
+void th_sig_enter(struct th_sigscope *scope, const sigset_t *callers_mask);
+void th_sig_leave(struct th_sigscope *scope);
 
 /* ---- doorbell.c ----------------------------------------------------- */
 int th_doorbell_fd(void);                 /* -1 when none can be made */

@@ -8,12 +8,15 @@
  *                    auto falls back to the lock
  *   lock             the accept lock, as below
  *
- * The lock, nginx-style: a set that holds only listeners blocks on the
- * lock of the first one (holding no other lock, so several listeners never
- * deadlock) and tries the others.  A set that also holds other fds never
- * blocks on a lock: it tries, waits without the listeners it did not get
- * (their fds negated in the caller's array for the duration of the call)
- * and retries every retry_ms within the caller's timeout.
+ * The lock: the thread tries every listener's lock, queues for the first
+ * one it did not get (never blocking on one lock while holding another, so
+ * several listeners cannot deadlock), and sleeps in the real ppoll on its
+ * own other fds plus its doorbell, which the releaser rings when it hands
+ * it the lock (queued_wait).  Without a doorbell: a listener-only set
+ * sleeps on the futex queue, a mixed set retries every retry_ms with the
+ * listeners it did not get negated in the caller's array (blocking_wait).
+ * Signals are blocked while the shim works and every sleep applies the
+ * caller's mask atomically (signals.c).
  */
 #include "thunder.h"
 
@@ -111,14 +114,14 @@ static int hold_and_wait(struct pollfd *fds, nfds_t n, int64_t until, const sigs
 }
 
 static int take_locks(struct set_listener *set, int k, bool may_block, int64_t deadline,
-                      const sigset_t *sigmask)
+                      const sigset_t *sigmask, int bell)
 {
     struct th_listener *ls[MAX_SET_LISTENERS] = { NULL };
     bool held[MAX_SET_LISTENERS], busy[MAX_SET_LISTENERS];
 
     for (int j = 0; j < k; j++)
         ls[j] = set[j].l;
-    if (th_held_take(ls, k, may_block, deadline, sigmask, held, busy) < 0)
+    if (th_held_take(ls, k, may_block, deadline, sigmask, bell, held, busy) < 0)
         return -1;
     for (int j = 0; j < k; j++) {
         set[j].held = held[j];
@@ -184,9 +187,11 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
     bool next_in_line = true;
     uint64_t gen;
 
-    if (take_locks(set, k, false, deadline, NULL) < 0)
+    if (take_locks(set, k, false, deadline, NULL, -1) < 0)
         return -1;
     me = queue_for_first_busy(set, k, &qj);
+    if (me)
+        next_in_line = set[qj].l->seg->nqueued <= 1;   /* a hint, as in lock.c */
     memcpy(copy, fds, n * sizeof(*fds));
     copy[n] = (struct pollfd){ .fd = bell, .events = POLLIN };
     for (int j = 0; j < k; j++)
@@ -247,7 +252,7 @@ static int blocking_wait(struct pollfd *fds, nfds_t n, struct set_listener *set,
         int r, saved_errno;
         bool capped = false;
 
-        if (take_locks(set, k, others == 0, deadline, sigmask) < 0)
+        if (take_locks(set, k, others == 0, deadline, sigmask, -1) < 0)
             return -1;
         for (int j = 0; j < k; j++)
             capped = capped || set[j].masked;
@@ -267,16 +272,18 @@ static int blocking_wait(struct pollfd *fds, nfds_t n, struct set_listener *set,
     }
 }
 
+/* Called with every signal blocked; sigmask is what the sleeps apply. */
 static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
                      int others, int64_t deadline, const sigset_t *sigmask)
 {
     th_held_release_all();          /* waiting again: the lock goes on */
-    if ((others > 0 || sigmask) && n <= DOORBELL_MAX_SET && th_remaining_ns(deadline) > 0) {
+    if (n <= DOORBELL_MAX_SET && th_remaining_ns(deadline) > 0) {
         int bell = th_doorbell_fd();
         if (bell >= 0)
             return queued_wait(fds, n, set, k, deadline, sigmask, bell);
     }
-    /* no doorbell: nginx's way, try and retry every retry_ms */
+    /* no doorbell (or a try): block on the futex queue, or for a set with
+       other fds nginx's way, try and retry every retry_ms */
     return blocking_wait(fds, n, set, k, others, deadline, sigmask);
 }
 
@@ -294,7 +301,13 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
 
     count_entry(set, k);
     if (mode == TH_MODE_EXCLUSIVE || mode == TH_MODE_AUTO) {
-        if (th_mirror_poll(fds, n, deadline, sigmask, &r)) {
+        struct th_sigscope scope;
+        int handled;
+
+        th_sig_enter(&scope, sigmask);
+        handled = th_mirror_poll(fds, n, deadline, scope.wait_mask, &r);
+        th_sig_leave(&scope);
+        if (handled) {
             set_strategy(set, k, TH_STRAT_EXCLUSIVE,
                          "poll/select waits sleep on a private exclusive epoll instance");
             goto done;
@@ -306,9 +319,13 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
         }
     }
     if (mode == TH_MODE_LOCK) {
+        struct th_sigscope scope;
+
         if (mode == th_cfg.mode)
             set_strategy(set, k, TH_STRAT_LOCK, "lock mode");
-        r = lock_wait(fds, n, set, k, others, deadline, sigmask);
+        th_sig_enter(&scope, sigmask);
+        r = lock_wait(fds, n, set, k, others, deadline, scope.wait_mask);
+        th_sig_leave(&scope);
     } else {
         if (mode == TH_MODE_EXCLUSIVE)
             set_strategy(set, k, TH_STRAT_OBSERVE,
