@@ -20,7 +20,9 @@
 # harmless reason carries "|| true".  teardown() stops them and removes the segments of their listeners.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-THUNDER_LIB=$ROOT/libthunder.so
+# In a sanitizer build (make check SAN=address,...) the ASan runtime must
+# come first in LD_PRELOAD; the Makefile exports its path.
+THUNDER_LIB=${TEST_ASAN_PRELOAD:+$TEST_ASAN_PRELOAD:}$ROOT/libthunder.so
 EXAMPLES=$ROOT/examples
 LOADGEN=$ROOT/bench/loadgen
 THUNDER_STAT=$ROOT/shim/thunder-stat
