@@ -18,7 +18,12 @@ endif
 # the test helpers put this first when it is set.
 ifneq ($(findstring address,$(SAN)),)
 export TEST_ASAN_PRELOAD := $(shell $(CC) -print-file-name=libasan.so)
+# Memory errors abort; leaks are checked by tests/80-leaks.bats (fds, RSS)
+# and valgrind, not LSan, which reports the host programs' own leaks.
+export ASAN_OPTIONS := detect_leaks=0:abort_on_error=1
 endif
+# Undefined behaviour fails the test instead of printing and going on.
+export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
 SHIM_CFLAGS = $(CFLAGS) -fPIC -fvisibility=hidden -ftls-model=initial-exec
 SHIM_LDFLAGS = $(LDFLAGS) -shared -Wl,-soname,libthunder.so \
 	-Wl,--version-script=shim/libthunder.map -Wl,-z,now -Wl,-z,defs -ldl -lpthread
