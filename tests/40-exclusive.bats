@@ -164,6 +164,16 @@ keepalive_served() {
     done
 }
 
+@test "ex_threads, auto: takes the lock for an instance several threads wait on (info line), about 2 wake-ups" {
+    start_example ex_threads 4 -t 4 THUNDER_MODE=auto THUNDER_LOG=info
+    run_loadgen "$CONNS" -g "$GAP_US"
+    [ "$(lg ok)" = "$CONNS" ]
+    every_worker_seen
+    le "$(lg wakeups_per_conn)" 3.0 || fail "$(lg wakeups_per_conn) wake-ups per connection"
+    grep -q 'info: .*several threads: using the lock' "$EX_ERR" ||
+        { cat "$EX_ERR" >&2; fail "no info line about several threads"; }
+}
+
 @test "THUNDER_BALANCE=lifo concentrates (ex_poll, exclusive)" {
     local fifo_share lifo_share
     start_example ex_poll 8 THUNDER_MODE=exclusive THUNDER_BALANCE=fifo
