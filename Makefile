@@ -37,7 +37,7 @@ UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
 TOOLS     = bench/loadgen shim/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -73,6 +73,14 @@ soak: all
 	@for spec in "ex_poll lock 300" "ex_select lock 200" "ex_epoll_shared auto 200" \
 	             "ex_epoll auto 150" "ex_poll auto 150"; do \
 	    echo "soak: $$spec"; tests/death.sh $$spec || exit 1; done
+
+# The unit tests under valgrind memcheck (each case runs in a forked child).
+check-valgrind: $(UNITS)
+	@for t in $(UNITS); do \
+	    valgrind -q --error-exitcode=9 $$t >$$t.valgrind 2>&1 || \
+	        { cat $$t.valgrind; echo "check-valgrind: $$t failed"; exit 1; }; \
+	    echo "$$t: $$(grep -c '^ok' $$t.valgrind) passed under valgrind"; rm -f $$t.valgrind; \
+	done
 
 fuzz:
 	@tests/fuzz/run.sh $${FUZZ_SECONDS:-120}
