@@ -420,3 +420,19 @@ Environment=THUNDER_MODE=auto" ]
     [ "$status" -eq 1 ]
     [[ $output == *"thunder-stat not found"* ]]
 }
+
+@test "make install (DESTDIR, PREFIX): the installed wrapper uses the installed library; uninstall removes all" {
+    local dest=$BATS_TEST_TMPDIR/root prefix=/opt/thunder f
+    run make -C "$ROOT" -s install DESTDIR="$dest" PREFIX="$prefix"
+    [ "$status" -eq 0 ]
+    for f in lib/libthunder.so bin/thunder-preload bin/thunder-stat bin/thunder-loadgen \
+             share/man/man1/thunder-preload.1; do
+        [ -e "$dest$prefix/$f" ] || fail "make install did not install $f"
+    done
+    run "$dest$prefix/bin/thunder-preload" -- sh -c 'echo "$LD_PRELOAD"'
+    [ "$status" -eq 0 ]
+    [[ $output == *"$dest$prefix/lib/libthunder.so" ]] || fail "installed wrapper preloads '$output'"
+    run make -C "$ROOT" -s uninstall DESTDIR="$dest" PREFIX="$prefix"
+    [ "$status" -eq 0 ]
+    [ -z "$(find "$dest" -type f)" ] || fail "left after uninstall: $(find "$dest" -type f)"
+}
