@@ -208,6 +208,9 @@ function wtarget(style, mode) {
     if (mode != "auto" && mode != "exclusive") return ""
     if (style == "ex_evloop") return 2.2
     if (style == "ex_epoll_shared") return mode == "auto" ? 2.2 : ""
+    # several threads on one instance: auto takes the lock (the kernel
+    # level-triggered re-queue wakes a second thread with exclusive entries)
+    if (style == "ex_threads") return mode == "auto" ? 2.2 : ""
     return 1.1
 }
 function jtarget(style, mode, workload) {
@@ -286,12 +289,10 @@ misses() {
         # script was written (kernel 6.18, 2 CPUs); they are a guide, not
         # a measurement of this run.
         function reason(s, m, l, what) {
-            if (s == "ex_threads" && what == "wake" && m != "lock")
-                return "threads share their process'"'"'s epoll instance: the kernel also wakes a second thread of the same process for the level-triggered listener (1 worker x 4 threads without the shim: 2.03 per connection; -t 1 with auto: 1.00); the shim removes the herd across processes, not this one inside a process"
             if (s == "ex_threads" && what == "wake")
-                return "lock waiters wake periodically to check the holder is alive (THUNDER_CHECK_MS), and here every thread is a waiter: 64 workers x 4 threads in lock mode wake ~2700 times/s with no connections at all; this adds to the hand-off'"'"'s 2"
+                return "threads share their process'"'"'s epoll instance: the kernel also wakes a second thread of the same process for the level-triggered listener, so auto uses the lock there (floor 2)"
             if (s == "ex_evloop" && m == "lock") return "event loop: floor of 2 (accept + client EOF) plus the lock hand-off wake-up"
-            if (m == "lock" && what == "wake") return "lock waiters wake periodically to check the holder is alive (THUNDER_CHECK_MS): with 64 workers in lock mode and no connections at all, ex_select wakes ~785 times/s, ex_poll ~677/s; this adds to the hand-off'"'"'s 2"
+            if (m == "lock" && what == "wake") return "lock waiters wake periodically to check the holder is alive (THUNDER_CHECK_MS); this adds to the hand-off'"'"'s 2"
             if (l != "seq" && what == "wake") return "concurrent load: extra wake-ups from workers re-entering the wait while connections queue (not a herd: compare the no-shim ratio)"
             return ""
         }
