@@ -73,6 +73,7 @@ soak: all
 	@for spec in "ex_poll lock 300" "ex_select lock 200" "ex_epoll_shared auto 200" \
 	             "ex_epoll auto 150" "ex_poll auto 150"; do \
 	    echo "soak: $$spec"; tests/death.sh $$spec || exit 1; done
+	@echo "soak: 100 start/stop cycles of every example"; LEAK_CYCLES=100 bats tests/80-leaks.bats
 
 # The unit tests under valgrind memcheck (each case runs in a forked child).
 check-valgrind: $(UNITS)
