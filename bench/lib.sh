@@ -29,34 +29,9 @@ cell_cleanup() {
 }
 
 run_cell() {
-    local example=$1 workers=$2 mode=$3 conns=$4 conc=$5 seconds=$6 threads=${7:-}
-    local line port gap=${BENCH_GAP_US:-200}
-    local -a env_cmd=(env)
-    cell_out=$(mktemp)
-    if [ "$mode" != none ]; then
-        env_cmd+=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$mode")
-        [ -n "${BENCH_BALANCE:-}" ] && env_cmd+=("THUNDER_BALANCE=$BENCH_BALANCE")
-    fi
-    local -a args=(-w "$workers")
-    [ -n "$threads" ] && args+=(-t "$threads")
-    "${env_cmd[@]}" "$BENCH_ROOT/examples/$example" "${args[@]}" >"$cell_out" 2>>"${BENCH_ERR:-/dev/null}" &
-    cell_master=$!
-    for _ in $(seq 100); do
-        line=$(head -n 1 "$cell_out" 2>/dev/null)
-        [ -n "$line" ] && break
-        sleep 0.05
-    done
-    port=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$line")
-    cell_workers=$(sed -n 's/.*workers=\([0-9,]*\).*/\1/p' <<<"$line")
-    if [ -z "$port" ]; then
-        echo "error=server did not start"
-        cell_cleanup
-        return 1
-    fi
-    [ "$conc" -gt 1 ] && gap=0
-    timeout $((seconds + 30)) "$BENCH_ROOT/bench/loadgen" -p "$port" -n "$conns" -c "$conc" \
-        -d "$seconds" -g "$gap" -P "$cell_workers"
-    cell_cleanup
+    local gap=${BENCH_GAP_US:-200}
+    [ "$5" -gt 1 ] && gap=0      # several clients: a closed loop
+    run_cell_gap "$1" "$2" "$3" "$4" "$5" "$6" "$gap" "${7:-}"
 }
 
 # Pull one key out of a cell's output.
@@ -64,9 +39,9 @@ cell_get() { sed -n "s/^$1=//p" <<<"$2" | head -n 1; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 
-# Like run_cell, but with the gap between one client's connections given
-# explicitly, whatever the concurrency (run_cell forces 0 with several
-# clients); used by bench/matrix.sh for a light concurrent workload.
+# run_cell with the gap between one client's connections given explicitly,
+# whatever the concurrency; bench/matrix.sh uses it for a light concurrent
+# workload.
 #
 #   run_cell_gap EXAMPLE WORKERS MODE CONNS CONCURRENCY SECONDS GAP_US [THREADS]
 run_cell_gap() {
