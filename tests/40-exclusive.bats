@@ -189,3 +189,26 @@ keepalive_served() {
     le "$(awk -v f="$fifo_share" 'BEGIN { print f + 0.25 }')" "$lifo_share" ||
         fail "lifo max_share $lifo_share not well above fifo $fifo_share"
 }
+
+@test "auto chooses as documented for every example (THUNDER_LOG=info)" {
+    local spec name want
+    for spec in "ex_poll:private exclusive epoll instance" "ex_select:private exclusive epoll instance" \
+                "ex_epoll:EPOLLEXCLUSIVE with rotation" "ex_epoll_excl:EPOLLEXCLUSIVE with rotation" \
+                "ex_evloop:EPOLLEXCLUSIVE with rotation" "ex_epoll_shared:shared with other processes: using the lock" \
+                "ex_accept:blocking accept"; do
+        name=${spec%%:*} want=${spec#*:}
+        start_example "$name" 2 THUNDER_MODE=auto THUNDER_LOG=info
+        socat_conns 4
+        [ "$(grep -c FAILED "$SOCAT_OUT" || true)" -eq 0 ] || fail "$name: a connection failed"
+        stop_example
+        grep -q "info: .*$want" "$EX_ERR" || { cat "$EX_ERR" >&2; fail "$name: no info line with '$want'"; }
+    done
+}
+
+@test "jitter: keeps serving and counts, random delay before accept" {
+    start_example ex_poll 4 THUNDER_MODE=jitter THUNDER_JITTER_US=2000 THUNDER_LOG=info
+    run_loadgen 200
+    [ "$(lg ok)" = 200 ]
+    every_worker_seen
+    grep -q 'info: .*jitter mode' "$EX_ERR" || { cat "$EX_ERR" >&2; fail "no jitter info line"; }
+}
