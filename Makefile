@@ -37,7 +37,7 @@ UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
 TOOLS     = bench/loadgen shim/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -82,6 +82,12 @@ check-valgrind: $(UNITS)
 	        { cat $$t.valgrind; echo "check-valgrind: $$t failed"; exit 1; }; \
 	    echo "$$t: $$(grep -c '^ok' $$t.valgrind) passed under valgrind"; rm -f $$t.valgrind; \
 	done
+
+# ThreadSanitizer over the threaded example.  Not part of check yet: it
+# reports races on data that is accessed under the shim's mutexes, which it
+# does not show as held (under investigation, see issue 5).
+check-tsan: all
+	@tests/tsan.sh
 
 fuzz:
 	@tests/fuzz/run.sh $${FUZZ_SECONDS:-120}

@@ -445,7 +445,7 @@ void th_epreg_parent_fork(void)
 
 void th_epreg_child_fork(void)
 {
-    pthread_mutex_init(&reg_lock, NULL);
+    pthread_mutex_unlock(&reg_lock);   /* taken by prepare, in this very thread */
     /* the parent's threads are not here: only this one can be waiting */
     for (int i = 0; i < ninstances; i++) {
         instances[i].waiting = 0;

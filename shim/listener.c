@@ -185,5 +185,5 @@ void th_listeners_parent_fork(void)
 
 void th_listeners_child_fork(void)
 {
-    pthread_mutex_init(&table_lock, NULL);
+    pthread_mutex_unlock(&table_lock);   /* taken by prepare, in this very thread */
 }

@@ -101,14 +101,19 @@ static struct th_waiter *grant_next_locked(struct th_seg *seg)
     }
 }
 
-/* The holder died or stalled outside its wait: hand the lock on. */
-static struct th_waiter *recover_locked(struct th_seg *seg)
+/*
+ * The holder died or stalled outside its wait: hand the lock on.  The
+ * periodic check also looks for a holder that exited but is not reaped yet
+ * (a zombie answers kill(pid, 0)); that reads /proc, so not on every enqueue.
+ */
+static struct th_waiter *recover_locked(struct th_seg *seg, bool periodic)
 {
     const char *why = NULL;
 
     if (seg->holder_pid == 0)
         return seg->nqueued ? grant_next_locked(seg) : NULL;
-    if (!th_thread_alive(seg->holder_pid, seg->holder_tid))
+    if (!th_thread_alive(seg->holder_pid, seg->holder_tid) ||
+        (periodic && th_pid_exited(seg->holder_pid)))
         why = "died";
     else if (!seg->holder_in_wait &&
              (uint64_t)th_now_ns() - seg->holder_since_ns > th_cfg.hold_ms * NS_PER_MS)
@@ -229,7 +234,7 @@ enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
     *gen = 0;
     if (th_guard_lock(seg) < 0)
         return TH_LOCK_ERROR;
-    next = recover_locked(seg);
+    next = recover_locked(seg, false);
     if (seg->holder_pid == 0) {
         become_holder_locked(seg, th_pid, th_gettid(), gen);
         th_guard_unlock(seg);
@@ -285,7 +290,7 @@ bool th_lock_check(struct th_seg *seg, struct th_waiter *me)
 
     if (th_guard_lock(seg) < 0)
         return false;
-    next = recover_locked(seg);
+    next = recover_locked(seg, true);
     next_in_line = atomic_load(&me->state) == TH_W_QUEUED && is_next_locked(seg, me);
     th_guard_unlock(seg);
     if (next != me)
@@ -306,7 +311,7 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
         /* a try never queues: take it if free, else busy */
         if (th_guard_lock(seg) < 0)
             return TH_LOCK_ERROR;
-        struct th_waiter *next = recover_locked(seg);
+        struct th_waiter *next = recover_locked(seg, false);
         res = TH_LOCK_BUSY;
         if (seg->holder_pid == 0) {
             become_holder_locked(seg, th_pid, th_gettid(), gen);

@@ -42,9 +42,37 @@ bool th_thread_alive(int32_t pid, int32_t tid)
     return alive;
 }
 
+/*
+ * A process that has exited but is not reaped yet (a zombie) still answers
+ * kill(pid, 0); for the lock and the segment it is gone.  This reads
+ * /proc, so it is for the slow paths only (recovery, staleness).
+ */
+bool th_pid_exited(int32_t pid)
+{
+    char path[40], buf[256], *close_paren;
+    int saved_errno = errno, fd;
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errno = saved_errno;
+        return false;               /* no /proc: trust the signal check */
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    real_close(fd);
+    errno = saved_errno;
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    close_paren = strrchr(buf, ')');
+    return close_paren && close_paren[1] == ' ' &&
+           (close_paren[2] == 'Z' || close_paren[2] == 'X');
+}
+
 static bool proc_alive(int32_t pid)
 {
-    return th_thread_alive(pid, pid);
+    return th_thread_alive(pid, pid) && !th_pid_exited(pid);
 }
 
 int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
@@ -159,21 +187,32 @@ static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
     return free_slot;
 }
 
-/* Every attached process is gone: whatever is in the segment is history. */
-static bool stale_locked(const struct th_seg *seg)
+/*
+ * Every attached process is gone: whatever is in the segment is history.
+ * gone_pid (or 0) is a process that is leaving: its threads still queued
+ * or holding the lock at its exit do not keep the segment alive.
+ */
+static bool stale_except(const struct th_seg *seg, int32_t gone_pid)
 {
-    if (seg->holder_pid && proc_alive(seg->holder_pid))
+    if (seg->holder_pid && seg->holder_pid != gone_pid && proc_alive(seg->holder_pid))
         return false;
     for (int i = 0; i < TH_MAX_PROCS; i++) {
         int32_t pid = atomic_load_explicit(&seg->procs[i].pid, memory_order_relaxed);
-        if (pid && proc_alive(pid))
+        if (pid && pid != gone_pid && proc_alive(pid))
             return false;
     }
-    for (int i = 0; i < TH_MAX_WAITERS; i++)
-        if (atomic_load(&seg->waiters[i].state) != TH_W_FREE &&
-            proc_alive(seg->waiters[i].pid))
+    for (int i = 0; i < TH_MAX_WAITERS; i++) {
+        int32_t pid = seg->waiters[i].pid;
+        if (atomic_load(&seg->waiters[i].state) != TH_W_FREE && pid != gone_pid &&
+            proc_alive(pid))
             return false;
+    }
     return true;
+}
+
+static bool stale_locked(const struct th_seg *seg)
+{
+    return stale_except(seg, 0);
 }
 
 static void reset_locked(struct th_seg *seg)
@@ -381,7 +420,7 @@ void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine)
         return;
     if (mine)
         atomic_store(&mine->pid, 0);
-    if (stale_locked(seg)) {
+    if (stale_except(seg, th_pid)) {
         th_seg_name(name, sizeof(name), seg->uid, seg->inode);
         shm_unlink(name);
         atomic_store(&seg->unlinked, 1);

@@ -167,6 +167,7 @@ int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
 int th_guard_lock(struct th_seg *seg);
 void th_guard_unlock(struct th_seg *seg);
 bool th_thread_alive(int32_t pid, int32_t tid);
+bool th_pid_exited(int32_t pid);    /* a zombie: exited, not reaped (reads /proc) */
 
 /* ---- lock.c ---------------------------------------------------------- */
 enum th_lock_result {

@@ -1,4 +1,5 @@
 #!/bin/bash
+# (make check-tsan; not part of make check yet, see the Makefile.)
 # ThreadSanitizer over the shim with the threaded example (P processes x T
 # threads in epoll_wait) in auto and lock modes: builds both with
 # -fsanitize=thread in a scratch directory, drives 2000 connections, and
