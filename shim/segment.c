@@ -215,6 +215,27 @@ static bool stale_locked(const struct th_seg *seg)
     return stale_except(seg, 0);
 }
 
+/*
+ * A process leaves (exit, or its last fd of the listener closed): nothing of
+ * it may stay in the queue, or two workers exiting together would each see
+ * the other's threads still queued and neither would remove the segment.
+ * A lock it holds becomes free; the next waiter's check hands it on.
+ */
+static void forget_process_locked(struct th_seg *seg, int32_t pid)
+{
+    for (int i = 0; i < TH_MAX_WAITERS; i++) {
+        struct th_waiter *w = &seg->waiters[i];
+        uint32_t state = atomic_load(&w->state);
+        if (state == TH_W_FREE || w->pid != pid)
+            continue;
+        if (state == TH_W_QUEUED && seg->nqueued > 0)
+            seg->nqueued--;
+        atomic_store(&w->state, TH_W_FREE);
+    }
+    if (seg->holder_pid == pid)
+        seg->holder_pid = seg->holder_tid = 0;
+}
+
 static void reset_locked(struct th_seg *seg)
 {
     seg->holder_pid = seg->holder_tid = 0;
@@ -420,6 +441,7 @@ void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine)
         return;
     if (mine)
         atomic_store(&mine->pid, 0);
+    forget_process_locked(seg, th_pid);
     if (stale_except(seg, th_pid)) {
         th_seg_name(name, sizeof(name), seg->uid, seg->inode);
         shm_unlink(name);
