@@ -3,14 +3,16 @@
  * balance of a pre-fork server.
  *
  *   loadgen -p PORT [-n CONNS] [-c CONCURRENCY] [-d SECONDS] [-g GAP_US]
- *           [-P PID,PID,...] [-T TIMEOUT_MS] [-6]
+ *           [-P PID,PID,...] [-T TIMEOUT_MS] [-6] [-H]
  *
  * Opens up to CONNS connections (default 400) to 127.0.0.1:PORT (::1 with
  * -6) from CONCURRENCY client threads (default 1: sequential), stopping
  * after SECONDS (default 30) if CONNS is not reached first.  Each client
  * sleeps GAP_US microseconds between its connections (default 0).  Every
  * connection reads one line, the decimal pid of the worker that accepted
- * it, within TIMEOUT_MS (default 5000), or counts as failed.
+ * it, within TIMEOUT_MS (default 5000), or counts as failed.  With -H
+ * (HTTP servers: uWSGI, nginx in bench/peers.sh) it sends
+ * "GET / HTTP/1.0" instead and takes the pid from the body of a 200 reply.
  *
  * With -P, the watched workers' voluntary context switches (summed over
  * their threads) and CPU time are sampled before and after the load:
@@ -62,6 +64,7 @@ struct options {
     long gap_us;
     int timeout_ms;
     bool ipv6;
+    bool http;
     pid_t watched[MAX_WATCHED];
     size_t watched_count;
 };
@@ -145,7 +148,7 @@ static void usage_and_exit(void)
 {
     fprintf(stderr, "usage: loadgen -p PORT [-n CONNS] [-c CONCURRENCY] "
                     "[-d SECONDS] [-g GAP_US] [-P PID,PID,...] "
-                    "[-T TIMEOUT_MS] [-6]\n");
+                    "[-T TIMEOUT_MS] [-6] [-H]\n");
     exit(2);
 }
 
@@ -189,7 +192,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
         .gap_us = 0, .timeout_ms = 5000, .ipv6 = false,
     };
     int c;
-    while ((c = getopt(argc, argv, "p:n:c:d:g:P:T:6")) != -1) {
+    while ((c = getopt(argc, argv, "p:n:c:d:g:P:T:6H")) != -1) {
         switch (c) {
         case 'p': opt->port = (int)parse_long(optarg, 1, 65535); break;
         case 'n': opt->total_conns = parse_long(optarg, 1, LONG_MAX); break;
@@ -199,6 +202,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
         case 'P': parse_pid_list(optarg, opt); break;
         case 'T': opt->timeout_ms = (int)parse_long(optarg, 1, MAX_TIMEOUT_MS); break;
         case '6': opt->ipv6 = true; break;
+        case 'H': opt->http = true; break;
         default: usage_and_exit();
         }
     }
@@ -273,16 +277,17 @@ static bool connect_before(int fd, const struct run *run,
     return true;
 }
 
-/* Reads until a newline or EOF; the reply must be a decimal pid. */
-static bool read_pid_before(int fd, struct timespec deadline, pid_t *pid,
-                            const char **why)
+#define HTTP_REQUEST "GET / HTTP/1.0\r\n\r\n"
+
+/* Reads until EOF, or (stop_at_newline) until the first newline. */
+static bool read_reply_before(int fd, struct timespec deadline, char *reply, size_t cap,
+                              bool stop_at_newline, size_t *len, const char **why)
 {
-    char reply[32];
-    size_t len = 0;
-    while (len < sizeof reply - 1 && !memchr(reply, '\n', len)) {
+    *len = 0;
+    while (*len < cap - 1 && !(stop_at_newline && memchr(reply, '\n', *len))) {
         if (!wait_for(fd, POLLIN, deadline, why))
             return false;
-        ssize_t got = read(fd, reply + len, sizeof reply - 1 - len);
+        ssize_t got = read(fd, reply + *len, cap - 1 - *len);
         if (got == 0)
             break;
         if (got < 0) {
@@ -291,20 +296,60 @@ static bool read_pid_before(int fd, struct timespec deadline, pid_t *pid,
             *why = strerror(errno);
             return false;
         }
-        len += (size_t)got;
+        *len += (size_t)got;
     }
-    reply[len] = '\0';
+    reply[*len] = '\0';
+    return true;
+}
 
+/* A decimal pid at text, ended by a newline or the end of the text. */
+static bool parse_pid(const char *text, pid_t *pid)
+{
     char *end;
     errno = 0;
-    long value = strtol(reply, &end, 10);
-    if (!isdigit((unsigned char)reply[0]) || errno != 0 || value <= 0 ||
-        value > INT32_MAX || (*end != '\n' && *end != '\0')) {
+    long value = strtol(text, &end, 10);
+    if (!isdigit((unsigned char)text[0]) || errno != 0 || value <= 0 ||
+        value > INT32_MAX || (*end != '\n' && *end != '\0'))
+        return false;
+    *pid = (pid_t)value;
+    return true;
+}
+
+/* The reply is a pid line, or with -H an HTTP 200 whose body is one. */
+static bool read_pid_before(int fd, const struct run *run, struct timespec deadline,
+                            pid_t *pid, const char **why)
+{
+    char reply[4096];
+    const char *body;
+    size_t len;
+
+    if (run->opt.http) {
+        if (!wait_for(fd, POLLOUT, deadline, why))
+            return false;
+        if (send(fd, HTTP_REQUEST, sizeof HTTP_REQUEST - 1, MSG_NOSIGNAL) !=
+            (ssize_t)(sizeof HTTP_REQUEST - 1)) {
+            *why = strerror(errno);
+            return false;
+        }
+    }
+    if (!read_reply_before(fd, deadline, reply, run->opt.http ? sizeof reply : 32,
+                           !run->opt.http, &len, why))
+        return false;
+    if (!run->opt.http) {
+        if (parse_pid(reply, pid))
+            return true;
         *why = len ? "reply is not a pid line" : "closed without a reply";
         return false;
     }
-    *pid = (pid_t)value;
-    return true;
+    body = strstr(reply, "\r\n\r\n");
+    if (strncmp(reply, "HTTP/1.", 7) != 0 || strncmp(reply + 8, " 200", 4) != 0 || !body) {
+        *why = len ? "not an HTTP 200 reply" : "closed without a reply";
+        return false;
+    }
+    if (parse_pid(body + 4, pid))
+        return true;
+    *why = "body is not a pid";
+    return false;
 }
 
 /* One connection, from connect() to the reply; fills the sample. */
@@ -320,7 +365,7 @@ static bool fetch_one_pid(const struct run *run, struct sample *out,
     struct timespec start = now_monotonic();
     struct timespec deadline = add_ns(start, (int64_t)run->opt.timeout_ms * 1000000);
     bool ok = connect_before(fd, run, deadline, why) &&
-              read_pid_before(fd, deadline, &out->pid, why);
+              read_pid_before(fd, run, deadline, &out->pid, why);
     out->latency_ns = (uint64_t)ns_between(start, now_monotonic());
     close(fd);
     return ok;

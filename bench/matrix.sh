@@ -368,9 +368,9 @@ TXT
     echo
     if [ -s "$peers_csv" ]; then
         cat <<TXT
-Measured with bench/peers/httpload (bench/loadgen's figures and /proc
-sampling, but one \`GET / HTTP/1.0\` per connection: loadgen expects the pid
-as the first line of the reply, and an HTTP server waits for a request).
+Measured with \`bench/loadgen -H\` (the same figures and /proc sampling as
+the matrix, but one \`GET / HTTP/1.0\` per connection, the pid taken from
+the body of the 200 reply).
 The server answers its worker pid in the body (uWSGI: bench/peers/wsgi_app.py;
 nginx: \`return 200 "\$pid\\n"\`), so per-worker counts come from the replies;
 the workers are the master's children (/proc/PID/task/PID/children).

@@ -15,8 +15,8 @@
 # conc = 4 clients with the same gap for BENCH_CONC_SECONDS (2) s.  One
 # server per (server, workers, variant) serves both workloads.
 #
-# The client is bench/peers/httpload (built here with cc): loadgen's
-# figures and /proc sampling, one "GET / HTTP/1.0" per connection.
+# The client is bench/loadgen -H: the same figures and /proc sampling as
+# every other cell, with one "GET / HTTP/1.0" per connection.
 # A server that is not installed is installed from Debian packages when
 # running as root, otherwise skipped with one line.  Rows are printed, and
 # appended to FILE (bench/matrix.sh's CSV format, header if FILE is new).
@@ -64,8 +64,9 @@ stop_server() {
 trap 'stop_server; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-if ! cc -O2 -std=gnu11 -pthread -o "$work/httpload" "$here/peers/httpload.c" 2>"$work/cc.err"; then
-    echo "peers: cannot build bench/peers/httpload.c: skipped ($(head -n 1 "$work/cc.err"))"
+load=("$BENCH_ROOT/bench/loadgen" -H)     # one HTTP request per connection
+if [ ! -x "$BENCH_ROOT/bench/loadgen" ]; then
+    echo "peers: bench/loadgen is not built (run make): skipped"
     exit 0
 fi
 
@@ -107,7 +108,7 @@ await_server() {
         kill -0 "$srv_pid" 2>/dev/null || return 1
         kids=$(proc_children "$srv_pid") || kids=
         if [ -n "$kids" ] && [ "$(tr ',' '\n' <<<"$kids" | wc -l)" -ge "$want" ] &&
-            "$work/httpload" -p "$port" -n 1 -T 1000 >/dev/null 2>&1; then
+            "${load[@]}" -p "$port" -n 1 -T 1000 >/dev/null 2>&1; then
             srv_kids=$kids
             return 0
         fi
@@ -166,8 +167,8 @@ rows=$work/rows.csv
 measure() {  # server workers variant workload port
     local out=$work/load.out
     case $4 in
-        seq)  timeout 90 "$work/httpload" -p "$5" -n "$SEQ_CONNS" -c 1 -d 60 -g "$GAP_US" -P "$srv_kids" >"$out" 2>>"$work/load.err" ;;
-        conc) timeout $((CONC_SECONDS + 30)) "$work/httpload" -p "$5" -n 1000000 -c "$CONC_CLIENTS" \
+        seq)  timeout 90 "${load[@]}" -p "$5" -n "$SEQ_CONNS" -c 1 -d 60 -g "$GAP_US" -P "$srv_kids" >"$out" 2>>"$work/load.err" ;;
+        conc) timeout $((CONC_SECONDS + 30)) "${load[@]}" -p "$5" -n 1000000 -c "$CONC_CLIENTS" \
                   -d "$CONC_SECONDS" -g "$GAP_US" -P "$srv_kids" >"$out" 2>>"$work/load.err" ;;
     esac
     local o k row="$1,$2,$4,$3"
