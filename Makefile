@@ -70,8 +70,9 @@ demo: all
 	@bench/demo.sh
 
 soak: all
-	@for spec in "ex_poll lock 300" "ex_select lock 200" "ex_epoll_shared auto 200" \
-	             "ex_epoll auto 150" "ex_poll auto 150"; do \
+	@for spec in "ex_poll lock 300 holder,queued,accept" "ex_select lock 200 holder,queued,accept" \
+	             "ex_epoll_shared auto 200 holder,queued,accept" "ex_epoll auto 150 wait,accept,rotate" \
+	             "ex_poll auto 150 wait,accept,rotate"; do \
 	    echo "soak: $$spec"; tests/death.sh $$spec || exit 1; done
 	@echo "soak: 100 start/stop cycles of every example"; LEAK_CYCLES=100 bats tests/80-leaks.bats
 

@@ -23,9 +23,16 @@
  * counted in the balance figures too.
  *
  * Output (stdout), one key=value per line, in this order:
- *   conns ok failed seconds rps p50_us p99_us workers_seen jain max_share
+ *   conns ok failed failed_connect failed_timeout failed_closed
+ *   seconds rps p50_us p99_us max_us workers_seen jain max_share
  *   [wakeups wakeups_per_conn cpu_ms_per_1000]   (only with -P)
  *   pid=PID accepts=N                            (one line per pid, sorted)
+ * where failed = failed_connect (connect refused or in error) +
+ * failed_timeout (no reply within TIMEOUT_MS: stranded in the listen queue
+ * or in a stuck worker) + failed_closed (closed or reset without a reply:
+ * the worker that had accepted it died), and max_us is the slowest
+ * connection.  SIGINT or SIGTERM ends the run early: no new connection is
+ * started, those under way finish, and the results are printed as usual.
  * Exit status: 0 if no connection failed, 1 if any did, 2 on usage error.
  */
 #define _GNU_SOURCE
@@ -37,6 +44,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -69,6 +77,13 @@ struct options {
     size_t watched_count;
 };
 
+/* How a connection failed; see the output description above. */
+enum fail_kind { FAIL_CONNECT, FAIL_TIMEOUT, FAIL_CLOSED, FAIL_KINDS };
+static const char TIMED_OUT[] = "timed out";
+
+/* Set by SIGINT/SIGTERM: start no new connection. */
+static volatile sig_atomic_t stop_requested;
+
 /* One successful connection. */
 struct sample {
     pid_t pid;
@@ -81,6 +96,7 @@ struct client {
     struct sample *samples;
     size_t sample_count, sample_capacity;
     long attempted, failed;
+    long failed_by[FAIL_KINDS];
 };
 
 /* Shared by all client threads; only `claimed` changes during the run. */
@@ -238,14 +254,14 @@ static bool wait_for(int fd, short events, struct timespec deadline,
     for (;;) {
         int left = ms_until(deadline);
         if (left == 0) {
-            *why = "timed out";
+            *why = TIMED_OUT;
             return false;
         }
         int ready = poll(&watch, 1, left);
         if (ready > 0)
             return true;  /* errors show up in the next socket call */
         if (ready == 0) {
-            *why = "timed out";
+            *why = TIMED_OUT;
             return false;
         }
         if (errno != EINTR) {
@@ -352,26 +368,46 @@ static bool read_pid_before(int fd, const struct run *run, struct timespec deadl
     return false;
 }
 
-/* One connection, from connect() to the reply; fills the sample. */
+/* One connection, from connect() to the reply; fills the sample, or
+ * the reason and kind of the failure. */
 static bool fetch_one_pid(const struct run *run, struct sample *out,
-                          const char **why)
+                          const char **why, enum fail_kind *kind)
 {
     int fd = socket(run->server.ss_family,
                     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         *why = strerror(errno);
+        *kind = FAIL_CONNECT;
         return false;
     }
     struct timespec start = now_monotonic();
     struct timespec deadline = add_ns(start, (int64_t)run->opt.timeout_ms * 1000000);
-    bool ok = connect_before(fd, run, deadline, why) &&
-              read_pid_before(fd, run, deadline, &out->pid, why);
+    bool connected = connect_before(fd, run, deadline, why);
+    bool ok = connected && read_pid_before(fd, run, deadline, &out->pid, why);
     out->latency_ns = (uint64_t)ns_between(start, now_monotonic());
     close(fd);
+    if (!ok)
+        *kind = *why == TIMED_OUT ? FAIL_TIMEOUT : connected ? FAIL_CLOSED : FAIL_CONNECT;
     return ok;
 }
 
 /* ---- client threads ------------------------------------------------------------ */
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Without SA_RESTART a waiting client wakes, sees EINTR and retries its
+ * own wait; the loop then starts no new connection. */
+static void catch_stop_signals(void)
+{
+    struct sigaction sa = { .sa_handler = on_stop_signal };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static void record_sample(struct client *client, struct sample s)
 {
@@ -426,17 +462,19 @@ static void *client_thread(void *arg)
     struct run *run = args->run;
     struct client *client = args->client;
 
-    while (ns_between(now_monotonic(), run->deadline) > 0) {
+    while (!stop_requested && ns_between(now_monotonic(), run->deadline) > 0) {
         long attempt = atomic_fetch_add(&run->claimed, 1);
         if (attempt >= run->opt.total_conns)
             break;
         client->attempted++;
         struct sample s;
         const char *why = "unknown";
-        if (fetch_one_pid(run, &s, &why))
+        enum fail_kind kind;
+        if (fetch_one_pid(run, &s, &why, &kind))
             record_sample(client, s);
         else {
             client->failed++;
+            client->failed_by[kind]++;
             report_failure(run, attempt, why);
         }
         if (run->opt.gap_us > 0)
@@ -692,12 +730,14 @@ static void print_results(const struct options *opt, const struct client *client
                           double seconds, const struct proc_sample *before,
                           const struct proc_sample *after)
 {
-    long attempted = 0, failed = 0;
+    long attempted = 0, failed = 0, failed_by[FAIL_KINDS] = { 0 };
     size_t ok = 0;
     for (int c = 0; c < opt->concurrency; c++) {
         attempted += clients[c].attempted;
         failed += clients[c].failed;
         ok += clients[c].sample_count;
+        for (int kind = 0; kind < FAIL_KINDS; kind++)
+            failed_by[kind] += clients[c].failed_by[kind];
     }
 
     uint64_t *latencies = malloc((ok ? ok : 1) * sizeof *latencies);
@@ -724,10 +764,14 @@ static void print_results(const struct options *opt, const struct client *client
     printf("conns=%ld\n", attempted);
     printf("ok=%zu\n", ok);
     printf("failed=%ld\n", failed);
+    printf("failed_connect=%ld\n", failed_by[FAIL_CONNECT]);
+    printf("failed_timeout=%ld\n", failed_by[FAIL_TIMEOUT]);
+    printf("failed_closed=%ld\n", failed_by[FAIL_CLOSED]);
     printf("seconds=%.3f\n", seconds);
     printf("rps=%.1f\n", seconds > 0 ? (double)ok / seconds : 0.0);
     printf("p50_us=%llu\n", (unsigned long long)(percentile(latencies, ok, 0.50) / 1000));
     printf("p99_us=%llu\n", (unsigned long long)(percentile(latencies, ok, 0.99) / 1000));
+    printf("max_us=%llu\n", (unsigned long long)(ok ? latencies[ok - 1] / 1000 : 0));
     printf("workers_seen=%zu\n", seen);
     printf("jain=%.4f\n", jain_index(counts, pid_count));
     printf("max_share=%.4f\n", ok ? (double)most / (double)ok : 0.0);
@@ -756,6 +800,7 @@ int main(int argc, char **argv)
     static struct client clients[MAX_CONCURRENCY];
     static struct proc_sample before[MAX_WATCHED], after[MAX_WATCHED];
 
+    catch_stop_signals();
     sample_watched(&run.opt, before);
     struct timespec start = now_monotonic();
     run.deadline = add_ns(start, (int64_t)(run.opt.max_seconds * 1e9));
