@@ -3,9 +3,11 @@
  *
  * Read once because servers wipe their workers' environment (nginx keeps
  * only TZ): forked workers inherit the parsed struct instead.  Read with
- * secure_getenv, so a setuid program ignores them.  A bad value is never
- * guessed at: one line on stderr names the variable, the value and what is
- * accepted, and the whole process runs pass-through (THUNDER_MODE=off).
+ * secure_getenv, so a setuid program ignores them (and is not told about
+ * unknown names either: the defaults apply silently).  A bad value is
+ * never guessed at: one line on stderr names the variable, the value and
+ * what is accepted, and the whole process runs pass-through
+ * (THUNDER_MODE=off).
  */
 #include "thunder.h"
 
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 
 struct th_config th_cfg = {
     .mode = TH_MODE_OFF,          /* until the constructor has parsed */
@@ -298,8 +301,17 @@ void th_config_load(void)
 {
     struct th_config cfg;
     char err[1024];
+    /*
+     * AT_SECURE (setuid, setgid, file capabilities): the environment comes
+     * from a less privileged user.  secure_getenv already returns NULL
+     * there; the unknown-name scan reads environ directly, so it must not
+     * run either, or that user could make a privileged program print.
+     * Nothing is said instead: any line would be the user's to trigger.
+     */
+    bool secure = getauxval(AT_SECURE) != 0;
 
-    if (th_config_parse(&cfg, secure_getenv, environ, err, sizeof(err), print_unknown) < 0) {
+    if (th_config_parse(&cfg, secure_getenv, secure ? NULL : environ, err, sizeof(err),
+                        secure ? NULL : print_unknown) < 0) {
         /* one line per bad variable, always shown: the user asked for something */
         char *save = NULL;
         th_cfg.log = TH_LOG_WARN;
