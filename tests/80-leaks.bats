@@ -27,43 +27,64 @@ my_segments() {
     done
 }
 
-@test "leaks: $CYCLES kill -9 of the whole group, then gc: no segment left" {
-    for ((c = 0; c < CYCLES; c++)); do
-        start_example ex_poll 4 THUNDER_MODE=lock
-        socat_conns 2
-        all_answered 2
-        inode=$LISTEN_INODE
-        [ "$(my_segments "$inode")" -eq 1 ] || fail "cycle $c: no segment $inode while serving"
-        # workers first: a master killed first sends them SIGTERM (PDEATHSIG)
-        # and their clean exit would remove the segment
-        for pid in ${WORKERS//,/ } $MASTER; do kill -KILL "$pid"; done
-        stop_example
-        # (left for gc, unless another server's start already swept it)
-        "$ROOT/shim/thunder-stat" --gc >/dev/null
-        [ "$(my_segments "$inode")" -eq 0 ] || fail "gc left segment $inode"
-        STARTED=()
+@test "leaks: $CYCLES kill -9 of the whole group of every example, then gc: no segment left" {
+    local style mode
+    for style in $STYLES; do
+        for ((c = 0; c < CYCLES; c++)); do
+            # the lock and the exclusive paths leave different state behind
+            mode=auto
+            ((c % 2)) && mode=lock
+            start_example "$style" 4 "THUNDER_MODE=$mode"
+            socat_conns 2
+            all_answered 2
+            inode=$LISTEN_INODE
+            [ "$(my_segments "$inode")" -le 1 ] || fail "$style cycle $c: several segments for $inode"
+            # workers first: a master killed first sends them SIGTERM (PDEATHSIG)
+            # and their clean exit would remove the segment
+            for pid in ${WORKERS//,/ } $MASTER; do kill -KILL "$pid"; done
+            stop_example
+            # (left for gc, unless another server's start already swept it)
+            "$ROOT/shim/thunder-stat" --gc >/dev/null
+            [ "$(my_segments "$inode")" -eq 0 ] || fail "$style cycle $c ($mode): gc left segment $inode"
+            STARTED=()
+        done
     done
 }
 
 fd_count() { ls "/proc/$1/fd" | wc -l; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-@test "leaks: workers keep the same fds and memory over 20000 connections (auto, lock)" {
-    for mode in auto lock; do
-        start_example ex_select 4 "THUNDER_MODE=$mode"
-        run_loadgen 2000
-        [ "$(lg failed)" -eq 0 ]
-        declare -A fds0 rss0
-        for pid in ${WORKERS//,/ }; do fds0[$pid]=$(fd_count "$pid"); rss0[$pid]=$(rss_kb "$pid"); done
-        run_loadgen 18000 -c 2
-        [ "$(lg failed)" -eq 0 ]
-        for pid in ${WORKERS//,/ }; do
-            fds=$(fd_count "$pid") rss=$(rss_kb "$pid")
-            echo "# $mode worker $pid: fds ${fds0[$pid]} -> $fds, rss ${rss0[$pid]} -> $rss kB" >&3
-            [ "$fds" -eq "${fds0[$pid]}" ] || fail "$mode: worker $pid fds grew ${fds0[$pid]} -> $fds"
-            [ "$rss" -le $((${rss0[$pid]} + 256)) ] || fail "$mode: worker $pid rss grew ${rss0[$pid]} -> $rss kB"
-        done
-        stop_example
-        unset fds0 rss0
+# A warm-up run, then many more connections: the workers' fds and
+# resident memory must not move (a leak per connection would show).
+same_fds_and_memory() {
+    local style=$1 mode=$2 pid fds rss
+    start_example "$style" 4 "THUNDER_MODE=$mode"
+    run_loadgen 1000
+    [ "$(lg failed)" -eq 0 ] || fail "$style $mode: warm-up failed"
+    declare -A fds0 rss0
+    for pid in ${WORKERS//,/ }; do fds0[$pid]=$(fd_count "$pid"); rss0[$pid]=$(rss_kb "$pid"); done
+    run_loadgen 6000 -c 2
+    [ "$(lg failed)" -eq 0 ] || fail "$style $mode: connections failed"
+    for pid in ${WORKERS//,/ }; do
+        fds=$(fd_count "$pid") rss=$(rss_kb "$pid")
+        echo "# $style $mode worker $pid: fds ${fds0[$pid]} -> $fds, rss ${rss0[$pid]} -> $rss kB" >&3
+        [ "$fds" -eq "${fds0[$pid]}" ] || fail "$style $mode: worker $pid fds grew ${fds0[$pid]} -> $fds"
+        [ "$rss" -le $((${rss0[$pid]} + 256)) ] ||
+            fail "$style $mode: worker $pid rss grew ${rss0[$pid]} -> $rss kB"
+    done
+    stop_example
+}
+
+@test "leaks: every example's workers keep the same fds and memory over 7000 connections (auto)" {
+    local style
+    for style in $STYLES; do
+        same_fds_and_memory "$style" auto
+    done
+}
+
+@test "leaks: the same under the lock (poll, select with doorbell, threads)" {
+    local style
+    for style in ex_poll ex_select ex_threads; do
+        same_fds_and_memory "$style" lock
     done
 }
