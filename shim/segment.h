@@ -66,7 +66,7 @@ struct th_seg {
     /* the lock; every field below is changed only under guard (the
        _Atomic ones are also read without it, as hints) */
     pthread_mutex_t guard;        /* robust, process-shared, held briefly */
-    int32_t holder_pid;           /* 0 = free */
+    _Atomic int32_t holder_pid;   /* 0 = free */
     int32_t holder_tid;
     uint64_t holder_gen;          /* bumped on every grant */
     uint64_t holder_since_ns;     /* CLOCK_MONOTONIC: grant or end of wait */
