@@ -97,12 +97,19 @@ void th_listener_closed(struct th_listener *l)
     th_self.in_shim--;
 }
 
-/* Claim this process's statistics slot (again after a fork). */
+/* Claim this process's statistics slot (again after a fork); the first
+   thread to get here claims it, under table_lock, the others wait for it. */
 static struct th_proc_stats *my_stats(struct th_listener *l)
 {
     if (atomic_load_explicit(&l->stats_pid, memory_order_acquire) != th_pid) {
-        l->stats = th_seg_claim_slot(l->seg, th_pid);
-        atomic_store_explicit(&l->stats_pid, th_pid, memory_order_release);
+        th_self.in_shim++;
+        pthread_mutex_lock(&table_lock);
+        if (atomic_load_explicit(&l->stats_pid, memory_order_relaxed) != th_pid) {
+            l->stats = th_seg_claim_slot(l->seg, th_pid);
+            atomic_store_explicit(&l->stats_pid, th_pid, memory_order_release);
+        }
+        pthread_mutex_unlock(&table_lock);
+        th_self.in_shim--;
     }
     return l->stats;
 }

@@ -46,14 +46,29 @@ static void futex_wake_one(_Atomic uint32_t *word)
     errno = saved_errno;
 }
 
+/*
+ * The waiter a grant went to, as the granter must wake it after dropping
+ * the guard.  Its tid and flags are copied under the guard: once the
+ * grantee has seen the grant it frees the slot, and another thread may be
+ * queued in it before the granter reads them.  (A futex wake that finds
+ * the new occupant instead is only a spurious wake-up to it.)
+ */
+struct grant {
+    struct th_waiter *w;      /* NULL: the lock went to nobody */
+    int32_t tid;
+    uint32_t flags;
+};
+
+static const struct grant no_grant = { NULL, 0, 0 };
+
 /* Wake the waiter the lock was just handed to (after the guard is dropped). */
-static void wake(const struct th_seg *seg, struct th_waiter *w)
+static void wake(const struct th_seg *seg, struct grant g)
 {
-    if (w == NULL)
+    if (g.w == NULL)
         return;
-    futex_wake_one(&w->state);
-    if (w->flags & TH_WF_DOORBELL)
-        th_doorbell_ring(seg->uid, w->tid);
+    futex_wake_one(&g.w->state);
+    if (g.flags & TH_WF_DOORBELL)
+        th_doorbell_ring(seg->uid, g.tid);
 }
 
 static bool prefer(const struct th_waiter *a, const struct th_waiter *b)
@@ -74,7 +89,7 @@ static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, u
 }
 
 /* Hand the lock to the next live waiter; returns it (wake it after unlock). */
-static struct th_waiter *grant_next_locked(struct th_seg *seg)
+static struct grant grant_next_locked(struct th_seg *seg)
 {
     for (;;) {
         struct th_waiter *best = NULL;
@@ -88,7 +103,7 @@ static struct th_waiter *grant_next_locked(struct th_seg *seg)
         if (best == NULL) {
             seg->holder_pid = seg->holder_tid = 0;
             seg->nqueued = 0;
-            return NULL;
+            return no_grant;
         }
         seg->nqueued--;
         if (!th_thread_alive(best->pid, best->tid)) {
@@ -97,7 +112,7 @@ static struct th_waiter *grant_next_locked(struct th_seg *seg)
         }
         become_holder_locked(seg, best->pid, best->tid, &best->gen);
         atomic_store_explicit(&best->state, TH_W_GRANTED, memory_order_release);
-        return best;
+        return (struct grant){ best, best->tid, best->flags };
     }
 }
 
@@ -106,12 +121,12 @@ static struct th_waiter *grant_next_locked(struct th_seg *seg)
  * periodic check also looks for a holder that exited but is not reaped yet
  * (a zombie answers kill(pid, 0)); that reads /proc, so not on every enqueue.
  */
-static struct th_waiter *recover_locked(struct th_seg *seg, bool periodic)
+static struct grant recover_locked(struct th_seg *seg, bool periodic)
 {
     const char *why = NULL;
 
     if (seg->holder_pid == 0)
-        return seg->nqueued ? grant_next_locked(seg) : NULL;
+        return seg->nqueued ? grant_next_locked(seg) : no_grant;
     if (!th_thread_alive(seg->holder_pid, seg->holder_tid) ||
         (periodic && th_pid_exited(seg->holder_pid)))
         why = "died";
@@ -119,7 +134,7 @@ static struct th_waiter *recover_locked(struct th_seg *seg, bool periodic)
              (uint64_t)th_now_ns() - seg->holder_since_ns > th_cfg.hold_ms * NS_PER_MS)
         why = "held it too long without accepting";
     if (why == NULL)
-        return NULL;
+        return no_grant;
     th_info("port %u: lock holder %d/%d %s; handing the lock on", seg->port,
             seg->holder_pid, seg->holder_tid, why);
     atomic_fetch_add(&seg->recoveries, 1);
@@ -228,7 +243,7 @@ int64_t th_lock_slice_ns(const struct th_seg *seg, bool next_in_line)
 enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
                                     struct th_waiter **me, uint64_t *gen)
 {
-    struct th_waiter *next;
+    struct grant next;
 
     *me = NULL;
     *gen = 0;
@@ -263,7 +278,7 @@ bool th_lock_granted(struct th_waiter *me, uint64_t *gen)
 /* Leave the queue (timeout, signal, other fds ready); a grant that raced it is passed on. */
 void th_lock_abandon(struct th_seg *seg, struct th_waiter *me)
 {
-    struct th_waiter *next = NULL;
+    struct grant next = no_grant;
 
     if (th_guard_lock(seg) < 0) {
         /* cannot touch the queue: a granted lock is recovered after hold_ms */
@@ -285,7 +300,7 @@ void th_lock_abandon(struct th_seg *seg, struct th_waiter *me)
 /* The periodic look at the holder; returns whether we are next in line. */
 bool th_lock_check(struct th_seg *seg, struct th_waiter *me)
 {
-    struct th_waiter *next;
+    struct grant next;
     bool next_in_line;
 
     if (th_guard_lock(seg) < 0)
@@ -293,7 +308,7 @@ bool th_lock_check(struct th_seg *seg, struct th_waiter *me)
     next = recover_locked(seg, true);
     next_in_line = atomic_load(&me->state) == TH_W_QUEUED && is_next_locked(seg, me);
     th_guard_unlock(seg);
-    if (next != me)
+    if (next.w != me)
         wake(seg, next);
     return next_in_line;
 }
@@ -311,7 +326,7 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
         /* a try never queues: take it if free, else busy */
         if (th_guard_lock(seg) < 0)
             return TH_LOCK_ERROR;
-        struct th_waiter *next = recover_locked(seg, false);
+        struct grant next = recover_locked(seg, false);
         res = TH_LOCK_BUSY;
         if (seg->holder_pid == 0) {
             become_holder_locked(seg, th_pid, th_gettid(), gen);
@@ -353,7 +368,7 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
 
 void th_lock_release(struct th_seg *seg, uint64_t gen)
 {
-    struct th_waiter *next = NULL;
+    struct grant next = no_grant;
 
     if (th_guard_lock(seg) < 0)
         return;                 /* others recover the lock after hold_ms */

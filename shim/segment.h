@@ -63,14 +63,15 @@ struct th_seg {
     _Atomic uint32_t ready;       /* set last by the creator */
     _Atomic uint32_t unlinked;    /* the name is gone: attachers retry */
 
-    /* the lock; every field below is changed only under guard */
+    /* the lock; every field below is changed only under guard (the
+       _Atomic ones are also read without it, as hints) */
     pthread_mutex_t guard;        /* robust, process-shared, held briefly */
-    int32_t holder_pid;           /* 0 = free */
+    _Atomic int32_t holder_pid;   /* 0 = free */
     int32_t holder_tid;
     uint64_t holder_gen;          /* bumped on every grant */
     uint64_t holder_since_ns;     /* CLOCK_MONOTONIC: grant or end of wait */
     uint32_t holder_in_wait;      /* the holder sleeps in the real wait */
-    uint32_t nqueued;
+    _Atomic uint32_t nqueued;
     uint64_t next_ticket;
     _Atomic uint64_t recoveries;  /* dead or stalled holders taken over */
 

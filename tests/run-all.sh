@@ -1,6 +1,6 @@
 #!/bin/bash
-# Run the whole test suite: every tests/unit/test_* binary, the fuzzer, and every
-# tests/*.bats file (or only the files given as arguments), count the
+# Run the whole test suite: every tests/unit/test_* binary, the fuzzer, the
+# ThreadSanitizer run, and every tests/*.bats file (or only the files given as arguments), count the
 # individual test cases, show the details of each failure, and end with
 # exactly one line "N passed, N failed".  Exit status 0 only if none failed.
 #
@@ -121,6 +121,7 @@ list_tests() {
         [ -f "$f" ] && [ -x "$f" ] && echo "$f"
     done
     echo "$ROOT/tests/fuzz/run.sh"         # the config parser, 10 s of libFuzzer
+    echo "$ROOT/tests/tsan.sh"             # the threaded example under TSan, ~6 s
     for f in "$ROOT"/tests/*.bats; do
         [ -f "$f" ] && echo "$f"
     done
