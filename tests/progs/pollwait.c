@@ -34,6 +34,10 @@
  *         handler  a handler without SA_RESTART
  *         restart  a handler with SA_RESTART
  *         default  SIG_DFL (CHLD only: its default is to ignore it)
+ *         ignore   SIG_IGN, set with signal()
+ *         blocked  SIG_DFL, blocked by sigprocmask and the call's sigmask (CHLD
+ *                  only: it must stay pending, as for a program that reads
+ *                  it from a signalfd)
  *         unmask   handler; blocked by sigprocmask, unblocked by the call's
  *                  sigmask (CALL ppoll, pselect or epoll_pwait)
  *         mask     handler; unblocked in the program, blocked by the call's
@@ -43,20 +47,23 @@
  *       C is EINTR (-1, errno EINTR), DONE (timed out or accepted, errno
  *       untouched), DONE-errno-changed, READY (a wait reported the idle
  *       listener ready) or ERR-<errno>.  H says when the handler ran: none,
- *       at-return (as the call returned) or early (while the call went on:
- *       more than EARLY_MS before it returned).  The classes are for the
+ *       at-return (as the call returned), early (while the call went on:
+ *       more than EARLY_MS before it returned) or in-shim (while the shim
+ *       was at its own work, and the call went on: see on_signal); or
+ *       pending: the signal is still pending after the call.  The classes are for the
  *       caller to judge (with and without the shim); exit 0 if every
  *       process reported.
  *
- *   pollwait storm CALL PROCS MS SPEC
- *       PROCS processes repeat CALL with a 5 ms timeout for MS ms; the
- *       parent sends processes 1..PROCS-1 SIG as fast as it can, so signals
- *       also land while the shim does its own work around the real wait
- *       (process 0 is never signalled; under the lock the processes take
+ *   pollwait storm CALL MS SPEC...
+ *       A quiet process and one process per SPEC repeat CALL with a 5 ms
+ *       timeout for MS ms; the parent sends each SPEC process its signal
+ *       as fast as it can, so signals also land while the shim does its
+ *       own work around the real wait (under the lock the processes take
  *       turns as holder and queue).  Output, one line per process:
- *         proc=I spec=SIG/DISP|quiet class=C calls=N eintr=N handled=N
+ *         proc=I spec=SIG/DISP|quiet class=C calls=N eintr=N handled=N lost=N
  *       with C EINTR if any call returned EINTR, DONE if none did, ERR-<e>
- *       on any other failure.
+ *       on any other failure; lost counts calls during which a handler ran
+ *       inside the shim without the call reporting it (see on_signal).
  *
  * CALL is poll, ppoll, select, pselect, epoll (epoll_wait) or epoll_pwait
  * (one epoll instance per process, created after fork); signal also takes
@@ -88,6 +95,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #define MAX_PROCS 64
@@ -106,7 +114,8 @@ struct result {
     double min_ms, max_ms;
 };
 
-enum disp { DISP_HANDLER, DISP_RESTART, DISP_DEFAULT, DISP_UNMASK, DISP_MASK };
+enum disp { DISP_HANDLER, DISP_RESTART, DISP_DEFAULT, DISP_IGNORE, DISP_BLOCKED, DISP_UNMASK,
+            DISP_MASK, NDISPS };
 
 struct spec {
     int sig;
@@ -130,7 +139,7 @@ struct report {
 
 static const char *call_name;
 static int listener, ep = -1;
-static volatile sig_atomic_t handled, handler_ms = -1;
+static volatile sig_atomic_t handled, handler_ms = -1, in_shim;
 static double call_t0;        /* when the current call began (for handler_ms) */
 
 static double now_ms(void)
@@ -149,14 +158,26 @@ static void sleep_until(double t)
         usleep((useconds_t)(left * 1000));
 }
 
-/* Counts runs and notes when the first ran, relative to the call's start. */
-static void on_signal(int sig)
+/*
+ * Counts runs and notes when the first ran, relative to the call's start.
+ * in_shim counts runs that interrupted code with SIGUSR2 blocked: neither
+ * this program nor any call's mask blocks it, only the shim around a wait.
+ * That is the mask a p-call (ppoll, epoll_pwait) puts back when a handler
+ * interrupts it, so one such run comes with each EINTR of the shim's
+ * sleeps; a run without the call failing is a handler that ran during the
+ * shim's own work, an interruption the call never reported.
+ */
+static void on_signal(int sig, siginfo_t *info, void *context)
 {
+    const ucontext_t *uc = context;
     int saved_errno = errno;
 
     (void)sig;
+    (void)info;
     if (handled++ == 0)
         handler_ms = (sig_atomic_t)(now_ms() - call_t0);
+    if (sigismember(&uc->uc_sigmask, SIGUSR2) == 1)
+        in_shim++;
     errno = saved_errno;
 }
 
@@ -266,7 +287,7 @@ static void run_quiet(struct result *r, int delay_ms)
 
 static void run_eintr(struct result *r, int delay_ms)
 {
-    struct sigaction sa = { .sa_handler = on_signal, .sa_flags = 0 };   /* no SA_RESTART */
+    struct sigaction sa = { .sa_sigaction = on_signal, .sa_flags = SA_SIGINFO };   /* no SA_RESTART */
     struct itimerval it = { .it_value = { .tv_sec = delay_ms / 1000,
                                           .tv_usec = (delay_ms % 1000) * 1000L } };
     sigset_t block, during;
@@ -373,9 +394,10 @@ static void usage(void)
             "usage: pollwait timeout CALL PROCS TIMEOUT_MS ROUNDS\n"
             "       pollwait eintr|eintr-queued CALL PROCS DELAY_MS\n"
             "       pollwait signal CALL queued|holder SIG/DISP...\n"
-            "       pollwait storm CALL PROCS MS SIG/DISP\n"
+            "       pollwait storm CALL MS SIG/DISP...\n"
             "CALL: poll ppoll select pselect epoll epoll_pwait (signal: also accept)\n"
-            "SIG: TERM HUP CHLD ALRM USR1  DISP: handler restart default unmask mask\n");
+            "SIG: TERM HUP CHLD ALRM USR1\n"
+            "DISP: handler restart default ignore blocked unmask mask\n");
     exit(2);
 }
 
@@ -385,7 +407,8 @@ static void parse_spec(const char *arg, struct spec *s)
         { "TERM", SIGTERM }, { "HUP", SIGHUP }, { "CHLD", SIGCHLD },
         { "ALRM", SIGALRM }, { "USR1", SIGUSR1 },
     };
-    static const char *const disps[] = { "handler", "restart", "default", "unmask", "mask" };
+    static const char *const disps[] = { "handler", "restart", "default", "ignore", "blocked",
+                                         "unmask", "mask" };
     const char *slash = strchr(arg, '/');
 
     s->sig = 0;
@@ -393,10 +416,10 @@ static void parse_spec(const char *arg, struct spec *s)
         if (strncmp(arg, sigs[i].name, (size_t)(slash - arg)) == 0 &&
             strlen(sigs[i].name) == (size_t)(slash - arg))
             s->sig = sigs[i].sig;
-    for (s->disp = 0; slash && s->disp < 5 && strcmp(slash + 1, disps[s->disp]) != 0;)
+    for (s->disp = 0; slash && s->disp < NDISPS && strcmp(slash + 1, disps[s->disp]) != 0;)
         s->disp++;
-    if (s->sig == 0 || s->disp == 5 || strlen(arg) >= sizeof(s->text) ||
-        (s->disp == DISP_DEFAULT && s->sig != SIGCHLD) ||       /* the others would kill */
+    if (s->sig == 0 || s->disp == NDISPS || strlen(arg) >= sizeof(s->text) ||
+        ((s->disp == DISP_DEFAULT || s->disp == DISP_BLOCKED) && s->sig != SIGCHLD) ||
         ((s->disp == DISP_UNMASK || s->disp == DISP_MASK) && !masked_call()))
         usage();
     strcpy(s->text, arg);
@@ -408,7 +431,7 @@ static void parse_spec(const char *arg, struct spec *s)
  */
 static void apply_spec(const struct spec *s, sigset_t *call_mask)
 {
-    struct sigaction sa = { .sa_handler = on_signal };
+    struct sigaction sa = { .sa_sigaction = on_signal, .sa_flags = SA_SIGINFO };
     sigset_t one;
 
     sigprocmask(SIG_BLOCK, NULL, call_mask);
@@ -418,11 +441,19 @@ static void apply_spec(const struct spec *s, sigset_t *call_mask)
     sigemptyset(&one);
     sigaddset(&one, s->sig);
     if (s->disp == DISP_RESTART)
-        sa.sa_flags = SA_RESTART;
-    if (s->disp == DISP_DEFAULT)
+        sa.sa_flags |= SA_RESTART;
+    if (s->disp == DISP_DEFAULT || s->disp == DISP_BLOCKED) {
+        sa.sa_flags = 0;
         sa.sa_handler = SIG_DFL;
-    sigaction(s->sig, &sa, NULL);
-    if (s->disp == DISP_UNMASK) {
+    }
+    if (s->disp == DISP_IGNORE)
+        signal(s->sig, SIG_IGN);      /* the other way programs set dispositions */
+    else
+        sigaction(s->sig, &sa, NULL);
+    if (s->disp == DISP_BLOCKED) {
+        sigprocmask(SIG_BLOCK, &one, NULL);
+        sigaddset(call_mask, s->sig);
+    } else if (s->disp == DISP_UNMASK) {
         sigprocmask(SIG_BLOCK, &one, NULL);
         sigdelset(call_mask, s->sig);
     } else if (s->disp == DISP_MASK) {
@@ -440,13 +471,18 @@ static int accept_once(void)
     return fd;
 }
 
-static void classify(char *buf, size_t len, int ret, int err, double ret_ms)
+static void classify(char *buf, size_t len, int ret, int err, double ret_ms, int sig)
 {
     char cls[32];
-    const char *when = handled == 0 ? "none" : handled > 1 ? "many"
+    bool intr = ret < 0 && err == EINTR;
+    const char *when = handled == 0 ? "none" : handled > 1 ? "many" : in_shim && !intr ? "in-shim"
                      : ret_ms - handler_ms > EARLY_MS ? "early" : "at-return";
+    sigset_t pending;
 
-    if (ret < 0 && err == EINTR)
+    if (sig && sigpending(&pending) == 0 && sigismember(&pending, sig) == 1)
+        when = handled ? "ran-and-pending" : "pending";
+
+    if (intr)
         strcpy(cls, "EINTR");
     else if (ret < 0)
         snprintf(cls, sizeof(cls), "ERR-%d", err);
@@ -468,28 +504,31 @@ static void signal_call(const struct proc *p, const sigset_t *mask, struct repor
     errno = ERRNO_MARK;
     ret = is_call("accept") ? accept_once() : wait_once(WAIT_MS, mask);
     err = errno;
-    classify(rep->text, sizeof(rep->text), ret, err, now_ms() - call_t0);
+    classify(rep->text, sizeof(rep->text), ret, err, now_ms() - call_t0, p->spec ? p->spec->sig : 0);
 }
 
 /* The stormed loop: short waits for ms, counting EINTR and handler runs. */
 static void storm_calls(const sigset_t *mask, int ms, struct report *rep)
 {
     double end = now_ms() + ms;
-    int calls = 0, eintr = 0, other = 0;
+    int calls = 0, eintr = 0, other = 0, lost = 0;
 
     call_t0 = now_ms();
     while (now_ms() < end) {
-        int ret = wait_once(5, mask);
+        int before = in_shim, ret = wait_once(5, mask);
+        bool intr = ret < 0 && errno == EINTR;
+
         calls++;
-        eintr += ret < 0 && errno == EINTR;
+        eintr += intr;
+        lost += in_shim - before > intr;    /* see on_signal */
         if (ret < 0 && errno != EINTR)
             other = errno;
     }
     if (other)
         snprintf(rep->text, sizeof(rep->text), "class=ERR-%d calls=%d", other, calls);
     else
-        snprintf(rep->text, sizeof(rep->text), "class=%s calls=%d eintr=%d handled=%d",
-                 eintr ? "EINTR" : "DONE", calls, eintr, (int)handled);
+        snprintf(rep->text, sizeof(rep->text), "class=%s calls=%d eintr=%d handled=%d lost=%d",
+                 eintr ? "EINTR" : "DONE", calls, eintr, (int)handled, lost);
 }
 
 /*
@@ -637,25 +676,27 @@ static int run_signal(const char *shape, char **args, int nargs)
     return collect(out, procs, n) == n ? 0 : 1;
 }
 
-static int run_storm(int nprocs, int ms, const char *arg)
+static int run_storm(int ms, char **args, int nargs)
 {
-    struct spec spec;
+    struct spec specs[MAX_SPECS];
     struct proc procs[MAX_PROCS];
     double end;
-    int l, out;
+    int l, out, n = nargs + 1;
 
-    if (nprocs < 2 || nprocs > MAX_PROCS || ms < 1 || is_call("accept"))
+    if (ms < 1 || nargs < 1 || nargs > MAX_SPECS || is_call("accept"))
         usage();
-    parse_spec(arg, &spec);
     l = open_listener(false);
-    for (int i = 0; i < nprocs; i++)
-        procs[i] = (struct proc){ .listener = l, .spec = i ? &spec : NULL };
-    out = start_procs(procs, nprocs, ms);
+    procs[0] = (struct proc){ .listener = l };
+    for (int i = 0; i < nargs; i++) {
+        parse_spec(args[i], &specs[i]);
+        procs[i + 1] = (struct proc){ .listener = l, .spec = &specs[i] };
+    }
+    out = start_procs(procs, n, ms);
     end = now_ms() + ms;
     while (now_ms() < end)
-        for (int i = 1; i < nprocs; i++)
-            kill(procs[i].pid, spec.sig);
-    return collect(out, procs, nprocs) == nprocs ? 0 : 1;
+        for (int i = 1; i < n; i++)
+            kill(procs[i].pid, procs[i].spec->sig);
+    return collect(out, procs, n) == n ? 0 : 1;
 }
 
 static void check_call(bool accept_ok)
@@ -684,8 +725,8 @@ int main(int argc, char **argv)
         return run_signal(argv[3], argv + 4, argc - 4);
     }
     check_call(false);
-    if (strcmp(argv[1], "storm") == 0 && argc == 6)
-        return run_storm(atoi(argv[3]), atoi(argv[4]), argv[5]);
+    if (strcmp(argv[1], "storm") == 0 && argc >= 5)
+        return run_storm(atoi(argv[3]), argv + 4, argc - 4);
     if (argc == 6 && strcmp(argv[1], "timeout") == 0)
         what = TIMEOUTS;
     else if (argc == 5 && strcmp(argv[1], "eintr") == 0)
