@@ -35,9 +35,9 @@
  *         restart  a handler with SA_RESTART
  *         default  SIG_DFL (CHLD only: its default is to ignore it)
  *         ignore   SIG_IGN, set with signal()
- *         blocked  SIG_DFL, blocked by sigprocmask and the call's sigmask (CHLD
- *                  only: it must stay pending, as for a program that reads
- *                  it from a signalfd)
+ *         blocked  SIG_DFL, blocked by sigprocmask and the call's sigmask
+ *                  (CHLD only: it must stay pending, as for a program that
+ *                  reads it from a signalfd)
  *         unmask   handler; blocked by sigprocmask, unblocked by the call's
  *                  sigmask (CALL ppoll, pselect or epoll_pwait)
  *         mask     handler; unblocked in the program, blocked by the call's
@@ -50,9 +50,9 @@
  *       at-return (as the call returned), early (while the call went on:
  *       more than EARLY_MS before it returned) or in-shim (while the shim
  *       was at its own work, and the call went on: see on_signal); or
- *       pending: the signal is still pending after the call.  The classes are for the
- *       caller to judge (with and without the shim); exit 0 if every
- *       process reported.
+ *       pending: the signal is still pending after the call.  The classes
+ *       are for the caller to judge (with and without the shim); exit 0 if
+ *       every process reported.
  *
  *   pollwait storm CALL MS SPEC...
  *       A quiet process and one process per SPEC repeat CALL with a 5 ms
@@ -68,7 +68,7 @@
  * CALL is poll, ppoll, select, pselect, epoll (epoll_wait) or epoll_pwait
  * (one epoll instance per process, created after fork); signal also takes
  * accept.  ppoll, pselect and epoll_pwait pass a sigmask: the mask the
- * process has, changed as unmask/mask say.  Listeners are opened before the
+ * process has, changed as blocked/unmask/mask say.  Listeners are opened before the
  * fork, like a pre-fork server's; every mode prints "listener inode=N" for
  * each, so the caller can remove a shim segment a killed run leaves.
  * The first three modes end with
