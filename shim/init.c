@@ -49,6 +49,8 @@ static void load(void)
     th_pid = getpid();
     th_resolve();
     th_config_load();
+    if (th_cfg.mode != TH_MODE_OFF)
+        th_sig_init();
     pthread_atfork(prepare_fork, parent_after_fork, child_after_fork);
     th_debug("loaded: mode %s, balance %s", th_mode_name(th_cfg.mode),
              th_cfg.balance == TH_BALANCE_FIFO ? "fifo" : "lifo");

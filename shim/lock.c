@@ -210,7 +210,7 @@ static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmas
     }
     if (sigmask == NULL)
         return futex_wait(&me->state, TH_W_QUEUED, rel_ns);
-    sigfillset(&all);
+    th_sig_busy_mask(&all, sigmask);     /* ignored signals stay droppable */
     pthread_sigmask(SIG_SETMASK, &all, &old);
     if (unblocked_signal_pending(sigmask)) {
         pthread_sigmask(SIG_SETMASK, sigmask, NULL);   /* delivers it now */

@@ -6,21 +6,89 @@
  * holder and hands the lock on; a signal handled during those few lines
  * would be consumed, and the call would then sleep as if nothing happened
  * (a master that SIGTERMs all its workers at once hits exactly that).  So
- * a managed wait blocks every signal on entry and does every sleep with a
+ * a managed wait blocks signals on entry and does every sleep with a
  * p-variant (ppoll, epoll_pwait) that applies the caller's mask atomically:
  * a signal that arrived during the bookkeeping is pending, and the next
  * sleep returns EINTR at once, after its handler ran.
+ *
+ * Ignored signals (SIG_IGN, or SIG_DFL for SIGCHLD, SIGURG, SIGWINCH,
+ * SIGCONT) are the exception: the kernel drops one only while it is not
+ * blocked.  Blocked, it stays pending, and epoll_pwait - which, unlike
+ * ppoll, is never restarted - fails with EINTR on it, so a worker's poll
+ * or epoll_wait failed on a child's exit where the real call does not.
+ * Those signals stay unblocked during the bookkeeping when the wait would
+ * let them through, and the kernel drops them as it would during the real
+ * call.  Which signals are ignored is read once at load and again after
+ * each sigaction()/signal() of the program (hook_signal.c).
  */
 #include "thunder.h"
 
 #include <pthread.h>
+#include <unistd.h>
+
+#define MAX_TRACKED 64              /* the kernel's signals: 1..64 */
+
+/* bit sig-1: sig is ignored (dropped by the kernel when not blocked) */
+static _Atomic uint64_t ignored;
+
+static bool ignored_by_default(int sig)
+{
+    return sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT;
+}
+
+void th_sig_refresh(int sig)
+{
+    struct sigaction sa;
+    int saved_errno = errno;
+    uint64_t bit;
+
+    if (sig < 1 || sig > MAX_TRACKED || real_sigaction == NULL ||
+        real_sigaction(sig, NULL, &sa) != 0) {
+        errno = saved_errno;
+        return;
+    }
+    bit = 1ull << (sig - 1);
+    if (sa.sa_handler == SIG_IGN || (sa.sa_handler == SIG_DFL && ignored_by_default(sig)))
+        atomic_fetch_or(&ignored, bit);
+    else
+        atomic_fetch_and(&ignored, ~bit);
+    errno = saved_errno;
+}
+
+/* A disposition changed: only this process's own (a vfork child shares our memory). */
+void th_sig_changed(int sig)
+{
+    if (th_cfg.mode != TH_MODE_OFF && getpid() == th_pid)
+        th_sig_refresh(sig);
+}
+
+void th_sig_init(void)
+{
+    for (int sig = 1; sig <= MAX_TRACKED; sig++)
+        th_sig_refresh(sig);
+}
+
+void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask)
+{
+    uint64_t ign = atomic_load_explicit(&ignored, memory_order_relaxed);
+
+    sigfillset(set);
+    for (int sig = 1; ign; sig++, ign >>= 1)
+        if ((ign & 1) && (wait_mask == NULL || sigismember(wait_mask, sig) == 0))
+            sigdelset(set, sig);
+}
 
 void th_sig_enter(struct th_sigscope *scope, const sigset_t *callers_mask)
 {
-    sigset_t all;
+    sigset_t busy;
 
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &scope->orig);
+    th_sig_busy_mask(&busy, callers_mask);
+    if (callers_mask) {
+        pthread_sigmask(SIG_SETMASK, &busy, &scope->orig);
+    } else {
+        /* the wait applies the thread's own mask: what it blocks stays blocked */
+        pthread_sigmask(SIG_BLOCK, &busy, &scope->orig);
+    }
     scope->wait_mask = callers_mask ? callers_mask : &scope->orig;
 }
 

@@ -50,6 +50,9 @@ void th_resolve(void);
 int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
 int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
                 const sigset_t *sigmask, size_t fdslen);
+/* nor do these glibc exports (headers hide them under _GNU_SOURCE) */
+int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
+sighandler_t bsd_signal(int sig, sighandler_t handler);
 
 /* ---- config.c -------------------------------------------------------- */
 enum th_mode {
@@ -253,9 +256,14 @@ struct th_sigscope {
     sigset_t orig;                 /* the thread's mask on entry */
     const sigset_t *wait_mask;     /* what every sleep applies: ppoll's or orig */
 };
-/* Block all signals for the shim's bookkeeping; sleep with scope->wait_mask. */
+/* Block signals for the shim's bookkeeping; sleep with scope->wait_mask. */
 void th_sig_enter(struct th_sigscope *scope, const sigset_t *callers_mask);
 void th_sig_leave(struct th_sigscope *scope);
+/* The bookkeeping mask: every signal but the ignored ones wait_mask lets through. */
+void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask);
+void th_sig_init(void);                 /* read every disposition (at load) */
+void th_sig_refresh(int sig);           /* read one again */
+void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
 
 /* ---- doorbell.c ----------------------------------------------------- */
 int th_doorbell_fd(void);                 /* -1 when none can be made */
