@@ -69,12 +69,15 @@ setup() {
     port=$(free_port)
     LD_PRELOAD=$PRELOAD python3 -m http.server "$port" --bind 127.0.0.1 --directory "$BATS_TEST_TMPDIR" \
         >/dev/null 2>&1 3>&- &
-    STARTED+=("$!::")
+    server=$!
+    STARTED+=("$server::")
     echo hello >"$BATS_TEST_TMPDIR/hello.txt"
     for _ in $(seq 100); do
         out=$(printf 'GET /hello.txt HTTP/1.0\r\n\r\n' | socat -T2 - "TCP:127.0.0.1:$port" 2>/dev/null) && [ -n "$out" ] && break
         sleep 0.1
     done
+    # SIGTERM kills python without a clean exit: teardown removes the segment
+    STARTED[${#STARTED[@]} - 1]="$server:::$(listener_inode "$port")"
     for _ in 1 2 3; do
         out=$(printf 'GET /hello.txt HTTP/1.0\r\n\r\n' | socat -T5 - "TCP:127.0.0.1:$port")
         [[ $out == *"200"* ]] && [[ $out == *hello* ]]

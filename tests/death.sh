@@ -116,6 +116,7 @@ for ((c = 0; kills < kills_wanted; c++)); do
     if [[ $probe == *$'\nok=1\n'* ]]; then
         us=$(sed -n 's/^max_us=//p' <<<"$probe")
         ((us > recovery_us)) && recovery_us=$us
+        [ -n "${DEATH_VERBOSE:-}" ] && echo "  recovery after $point: $us us" >&2
     else
         probes_failed=$((probes_failed + 1))
     fi

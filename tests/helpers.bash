@@ -33,7 +33,7 @@ for _var in $(compgen -e); do
 done
 unset _var LD_PRELOAD
 
-STARTED=()          # "master:workers:inode" of every example this test started
+STARTED=()          # "job:master:workers:inode" of every server this test started (empty fields allowed)
 EXAMPLE_STATUS=
 EX_SEQ=0
 
@@ -136,20 +136,12 @@ stop_one() {
     return 0
 }
 
-# The fields of one STARTED entry: job master workers inode.
-started_fields() {
-    local IFS=:
-    # shellcheck disable=SC2086  # split on ":" on purpose
-    set -- $1
-    echo "${1:-} ${2:-} ${3:-} ${4:-}"
-}
-
 # Stop the example started last (MASTER); EXAMPLE_STATUS is its exit status.
 stop_example() {
     local entry job master workers inode
     EXAMPLE_STATUS=
     for entry in "${STARTED[@]}"; do
-        read -r job master workers inode <<<"$(started_fields "$entry")"
+        IFS=: read -r job master workers inode <<<"$entry"
         [ "$master" = "$MASTER" ] && stop_one "$job" "$master" "$workers"
     done
     return 0
@@ -161,7 +153,7 @@ stop_example() {
 remove_segments() {
     local entry job master workers inode
     for entry in "${STARTED[@]}"; do
-        read -r job master workers inode <<<"$(started_fields "$entry")"
+        IFS=: read -r job master workers inode <<<"$entry"
         [ -n "$inode" ] && rm -f "/dev/shm/libthunder.$(id -u).$inode"
     done
     return 0
@@ -171,7 +163,7 @@ remove_segments() {
 helpers_teardown() {
     local entry job master workers inode
     for entry in "${STARTED[@]}"; do
-        read -r job master workers inode <<<"$(started_fields "$entry")"
+        IFS=: read -r job master workers inode <<<"$entry"
         stop_one "$job" "$master" "$workers"
     done
     if [ -n "${KEEPALIVE_PID:-}" ]; then
