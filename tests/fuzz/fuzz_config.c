@@ -8,6 +8,7 @@
  * value is in range; on failure mode is off and there is exactly one
  * message line per rejected variable.
  */
+#define _GNU_SOURCE   /* before any libc header: thunder.h needs sighandler_t */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
