@@ -108,6 +108,7 @@ bench-quick: all
 
 lint:
 	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
+	shellcheck -x -S warning tests/*.bats tests/helpers.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 
 install: all

@@ -40,6 +40,7 @@ teardown() {
     run --separate-stderr "$WRAPPER" --bogus -- touch "$BATS_TEST_TMPDIR/ran"
     [ "$status" -eq 2 ]
     [ -z "$output" ]
+    # shellcheck disable=SC2154  # set by run --separate-stderr
     [[ $stderr == *"usage: thunder-preload "* ]]
     [ ! -e "$BATS_TEST_TMPDIR/ran" ]
 }
@@ -213,7 +214,7 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
 # ---- gc ----------------------------------------------------------------------------------
 
 @test "gc removes the segment of a server killed with SIGKILL and keeps a live one" {
-    local live_seg dead_seg attempt removed=0 live_port live_workers
+    local live_seg dead_seg removed=0 live_port live_workers
     start_wrapped ex_poll 2 --mode lock
     live_seg=$(segment_of_listener)
     live_port=$PORT live_workers=$WORKERS
@@ -221,7 +222,7 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
     [ -f "$live_seg" ]
     # Another server's start sweeps dead segments too (the shim does it when
     # it creates one): when that beats us to it, make another dead one.
-    for attempt in 1 2 3; do
+    for _ in 1 2 3; do
         start_wrapped ex_poll 2 --mode lock
         dead_seg=$(segment_of_listener)
         run_loadgen 10

@@ -8,8 +8,9 @@ load helpers
 STYLES="ex_poll ex_select ex_epoll ex_epoll_shared ex_epoll_excl ex_threads ex_evloop ex_accept"
 CYCLES=${LEAK_CYCLES:-12}
 
+# 1 if the segment of listener inode $1 exists, else 0.
 my_segments() {
-    ls /dev/shm 2>/dev/null | grep -c "^libthunder\.$(id -u)\.$1\$" || true
+    [ -e "/dev/shm/libthunder.$(id -u).$1" ] && echo 1 || echo 0
 }
 
 @test "leaks: $CYCLES clean start/stop cycles of every example leave no segment" {
@@ -38,7 +39,7 @@ my_segments() {
             socat_conns 2
             all_answered 2
             inode=$LISTEN_INODE
-            [ "$(my_segments "$inode")" -le 1 ] || fail "$style cycle $c: several segments for $inode"
+            [ "$(my_segments "$inode")" -eq 1 ] || fail "$style cycle $c ($mode): no segment for $inode while serving"
             # workers first: a master killed first sends them SIGTERM (PDEATHSIG)
             # and their clean exit would remove the segment
             for pid in ${WORKERS//,/ } $MASTER; do kill -KILL "$pid"; done
@@ -46,6 +47,7 @@ my_segments() {
             # (left for gc, unless another server's start already swept it)
             "$ROOT/shim/thunder-stat" --gc >/dev/null
             [ "$(my_segments "$inode")" -eq 0 ] || fail "$style cycle $c ($mode): gc left segment $inode"
+            # shellcheck disable=SC2034  # read by the helpers' teardown
             STARTED=()
         done
     done
