@@ -31,8 +31,13 @@
 #   slowest_ms=X survivors=N unserved=N
 # and exits 1 if anything was lost, a kill point was never reached, a
 # survivor got no connection, or a connection took over 2 s.
+# DEATH_VERBOSE=1 prints each kill and its recovery; DEATH_DRY_RUN=1 lets
+# each victim go on at its point instead (what the tracing alone costs).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
+# listener_inode, alive
+# shellcheck source=tests/lib/proc.bash
+. "$root/tests/lib/proc.bash"
 example=$1 mode=$2 kills_wanted=$3 points=$4 workers=${5:-8}
 out=$(mktemp) err=$(mktemp) load=$(mktemp) loaderr=$(mktemp)
 master='' loader='' segment=''
@@ -56,13 +61,6 @@ all_workers() {
     sed -n "s/.*workers=//p; s/^respawn=//p" "$out" | tr , " "
 }
 
-# Alive and not a zombie.
-alive() {
-    local state
-    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
 live_workers() {
     local pid
     for pid in $(all_workers); do alive "$pid" && echo "$pid"; done
@@ -83,8 +81,7 @@ master=$!
 for _ in $(seq 100); do grep -q '^port=' "$out" && break; sleep 0.05; done
 port=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' "$out")
 [ -n "$port" ] || { cat "$err"; fail "$example did not start"; }
-inode=$(awk -v p=":$(printf '%04X' "$port")" \
-    '$4 == "0A" && substr($2, length($2) - 4) == p { print $10; exit }' /proc/net/tcp)
+inode=$(listener_inode "$port")
 segment=/dev/shm/libthunder.$(id -u).$inode
 "$root/bench/loadgen" -p "$port" -n 50 >/dev/null || fail "no service before the kills"
 

@@ -20,6 +20,9 @@
 # harmless reason carries "|| true".  teardown() stops them and removes the segments of their listeners.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# listener_inode, alive
+# shellcheck source=tests/lib/proc.bash
+. "$ROOT/tests/lib/proc.bash"
 # In a sanitizer build (make check SAN=address,...) the ASan runtime must
 # come first in LD_PRELOAD; the Makefile exports its path.
 THUNDER_LIB=${TEST_ASAN_PRELOAD:+$TEST_ASAN_PRELOAD:}$ROOT/libthunder.so
@@ -41,14 +44,6 @@ EX_SEQ=0
 fail() {
     echo "FAIL: $*" >&2
     return 1
-}
-
-# The inode of the TCP socket listening on 127.0.0.1:$1, from /proc/net/tcp.
-listener_inode() {
-    local hexport
-    hexport=$(printf '%04X' "$1")
-    awk -v p=":$hexport" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10; exit }' \
-        /proc/net/tcp
 }
 
 # A loopback TCP port nothing uses right now (for programs that need one given).
@@ -95,13 +90,6 @@ start_example() {
     fi
     LISTEN_INODE=$(listener_inode "$PORT")
     STARTED[${#STARTED[@]} - 1]="$job:$MASTER:$WORKERS:$LISTEN_INODE"
-}
-
-# Is pid a live process of ours (not a zombie waiting to be reaped)?
-alive() {
-    local state
-    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
 }
 
 # stop_one JOB MASTER WORKERS: SIGTERM the master; wait up to 8 s (it

@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# What the tests read from /proc about servers, shared by tests/helpers.bash
+# (the bats suites) and tests/death.sh (a standalone script).
+#
+#   listener_inode PORT   inode of the socket listening on 127.0.0.1:PORT
+#   alive PID             PID is running (not gone, not a zombie)
+
+# The inode of the TCP socket listening on 127.0.0.1:$1, from /proc/net/tcp.
+listener_inode() {
+    local hexport
+    hexport=$(printf '%04X' "$1")
+    awk -v p=":$hexport" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10; exit }' \
+        /proc/net/tcp
+}
+
+# Is pid a live process of ours (not a zombie waiting to be reaped)?
+alive() {
+    local state
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
