@@ -178,31 +178,28 @@ static bool is_queued(pid_t pid)
     return false;
 }
 
-/* Does this syscall entry stop match WHEN?  Sets *in_hand. */
+/* Is this system call the one WHEN waits for? */
+static bool is_the_call(pid_t pid, enum when when, const struct __ptrace_syscall_info *si)
+{
+    switch (when) {
+    case AT_WAIT: return is_wait_call(si);
+    case AT_HOLDER: return is_wait_call(si) && holds_lock(pid);
+    case AT_QUEUED: return is_wait_call(si) && is_queued(pid);
+    case AT_ACCEPT: return is_accept_call(si);
+    case AT_ROTATE: return is_rotation_add(si);
+    }
+    return false;
+}
+
+/* Does this syscall entry stop match WHEN?  Sets *in_hand.  Only the
+ * rotation is caught with a connection in hand: it comes after an accept. */
 static bool is_the_point(pid_t pid, enum when when, const struct __ptrace_syscall_info *si,
                          bool *in_hand)
 {
-    switch (when) {
-    case AT_WAIT:
-    case AT_HOLDER:
-    case AT_QUEUED:
-        if (!is_wait_call(si) || (when == AT_HOLDER && !holds_lock(pid)) ||
-            (when == AT_QUEUED && !is_queued(pid)))
-            return false;
-        *in_hand = connection_in_hand(pid);
-        return !*in_hand;
-    case AT_ACCEPT:
-        if (!is_accept_call(si))
-            return false;
-        *in_hand = connection_in_hand(pid);
-        return !*in_hand;
-    case AT_ROTATE:
-        if (!is_rotation_add(si))
-            return false;
-        *in_hand = connection_in_hand(pid);
-        return *in_hand;
-    }
-    return false;
+    if (!is_the_call(pid, when, si))
+        return false;
+    *in_hand = connection_in_hand(pid);
+    return *in_hand == (when == AT_ROTATE);
 }
 
 static int parse_when(const char *s, enum when *when)
