@@ -36,7 +36,7 @@ static bool ignored_by_default(int sig)
     return sig == SIGCHLD || sig == SIGURG || sig == SIGWINCH || sig == SIGCONT;
 }
 
-void th_sig_refresh(int sig)
+static void refresh_disposition(int sig)
 {
     struct sigaction sa;
     int saved_errno = errno;
@@ -59,13 +59,13 @@ void th_sig_refresh(int sig)
 void th_sig_changed(int sig)
 {
     if (th_cfg.mode != TH_MODE_OFF && getpid() == th_pid)
-        th_sig_refresh(sig);
+        refresh_disposition(sig);
 }
 
 void th_sig_init(void)
 {
     for (int sig = 1; sig <= MAX_TRACKED; sig++)
-        th_sig_refresh(sig);
+        refresh_disposition(sig);
 }
 
 void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask)

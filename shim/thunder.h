@@ -262,7 +262,6 @@ void th_sig_leave(struct th_sigscope *scope);
 /* The bookkeeping mask: every signal but the ignored ones wait_mask lets through. */
 void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask);
 void th_sig_init(void);                 /* read every disposition (at load) */
-void th_sig_refresh(int sig);           /* read one again */
 void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
 
 /* ---- doorbell.c ----------------------------------------------------- */
