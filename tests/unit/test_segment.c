@@ -160,7 +160,7 @@ static void expect_refused(uint64_t inode, const char *reason)
     double t0 = tap_now_ms(), ms;
     struct th_seg *seg;
 
-    th_cfg.log = TH_LOG_WARN;
+    th_log_set_level(TH_LOG_WARN);
     capture_begin();
     seg = th_seg_attach(inode, TEST_PORT);
     capture_end(log, sizeof(log));
@@ -349,9 +349,15 @@ static void scribble_lock(struct th_seg *seg, pid_t dead)
         atomic_store(&seg->procs[i].pid, i % 4 ? dead : -1);
 }
 
+/* The lock's parameters as the library passes them (the defaults). */
+static const struct th_lock_params lock_params = {
+    .balance = TH_BALANCE_FIFO, .hold_ms = 100, .check_ms = 25,
+};
+
 static void expect_lock_usable(struct th_seg *seg)
 {
-    struct th_lock_wait w = { .deadline = th_now_ns() + 2000LL * 1000000 };
+    struct th_lock_wait w = { .params = &lock_params,
+                              .deadline = th_now_ns() + 2000LL * 1000000 };
     uint64_t gen;
     int64_t waited;
     double t0 = tap_now_ms();
@@ -359,7 +365,7 @@ static void expect_lock_usable(struct th_seg *seg)
     EXPECT_EQ(th_lock_acquire(seg, &w, &gen, &waited), TH_LOCK_OK);
     EXPECT(tap_now_ms() - t0 < 2000.0);
     EXPECT_EQ(seg->holder_pid, getpid());
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &lock_params, gen);
     EXPECT_EQ(seg->holder_pid, 0);
 }
 
@@ -422,8 +428,6 @@ static void test_garbage_future_hold_time(void)
         _exit(0);
     }
     REQUIRE(seg != NULL && sleeper > 0);
-    th_cfg.hold_ms = 100;
-    th_cfg.check_ms = 25;
     seg->holder_pid = seg->holder_tid = sleeper;
     seg->holder_in_wait = 0;
     seg->holder_since_ns = (uint64_t)th_now_ns() + 3600ULL * 1000000000ULL;
@@ -464,11 +468,12 @@ static void test_garbage_guard_bytes(void)
     capture_begin();
     seg = th_seg_attach(inode, TEST_PORT);
     if (seg) {
-        struct th_lock_wait w = { .deadline = th_now_ns() + 500LL * 1000000 };
+        struct th_lock_wait w = { .params = &lock_params,
+                                  .deadline = th_now_ns() + 500LL * 1000000 };
         uint64_t gen;
         int64_t waited;
         if (th_lock_acquire(seg, &w, &gen, &waited) == TH_LOCK_OK)
-            th_lock_release(seg, gen);
+            th_lock_release_and_wake(seg, &lock_params, gen);
     }
     capture_end(log, sizeof(log));
     EXPECT(tap_now_ms() - t0 < REFUSE_BOUND_MS + 1000.0);
