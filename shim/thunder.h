@@ -9,6 +9,7 @@
  *   clock.c     deadlines and the time arithmetic of every wait call
  *   fdtable.c   what the shim knows about each fd (listener, epoll, other)
  *   listener.c  per-process listener objects, their segment and statistics
+ *   segcore.c   the segment core: name, validation, liveness, stale, guard
  *   segment.c   shared memory: create, validate, attach, detach
  *   lock.c      the FIFO hand-off accept lock inside a segment
  *   held.c      the locks this thread holds, released after accept
@@ -35,7 +36,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "segment.h"
+#include "segcore.h"   /* segment.h and what is known about a segment */
 
 #define TH_EXPORT __attribute__((visibility("default")))
 #define TH_UNUSED __attribute__((unused))
@@ -163,14 +164,11 @@ bool th_fd_is_blocking(int fd);
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
 void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine);
 struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid);
-void th_seg_name(char *buf, size_t len, uid_t uid, uint64_t inode);
 /* Refuse a mapping that is not ours or not sane; 0 if valid, else -1 with why. */
 int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
                     uint64_t inode, const char **why);
 int th_guard_lock(struct th_seg *seg);
 void th_guard_unlock(struct th_seg *seg);
-bool th_thread_alive(int32_t pid, int32_t tid);
-bool th_pid_exited(int32_t pid);    /* a zombie: exited, not reaped (reads /proc) */
 
 /* ---- lock.c ---------------------------------------------------------- */
 enum th_lock_result {
