@@ -57,9 +57,21 @@ bool th_seg_parse_name(const char *entry, uid_t uid, uint64_t *inode)
     len = strlen(prefix);
     if (strncmp(entry, prefix, len) != 0 || entry[len] < '0' || entry[len] > '9')
         return false;
+    if (entry[len] == '0' && entry[len + 1] != '\0')
+        return false;               /* one spelling per inode: no leading zero */
     errno = 0;
     *inode = strtoull(entry + len, &end, 10);
     return errno == 0 && *end == '\0';
+}
+
+const char *th_strategy_name(uint32_t strategy)
+{
+    static const char *const names[] = {
+        [TH_STRAT_NONE] = "none",      [TH_STRAT_OBSERVE] = "observe",
+        [TH_STRAT_LOCK] = "lock",      [TH_STRAT_EXCLUSIVE] = "exclusive",
+        [TH_STRAT_JITTER] = "jitter",  [TH_STRAT_PASS] = "pass",
+    };
+    return strategy < sizeof(names) / sizeof(names[0]) ? names[strategy] : "?";
 }
 
 /* ---- validation ---------------------------------------------------------- */
@@ -247,10 +259,15 @@ static bool wait_for_size(int fd)
     return false;
 }
 
+int th_seg_open_path(const char *path, bool writable)
+{
+    return open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+}
+
 int th_seg_open_file(const char *path, uid_t uid, bool writable, bool patient,
                      const char **why)
 {
-    int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    int fd = th_seg_open_path(path, writable);
     struct stat st;
 
     if (fd < 0) {

@@ -41,6 +41,9 @@ void th_seg_prefix(char *buf, size_t len, uid_t uid);
 /* A directory entry "libthunder.<uid>.<decimal inode>"; false for any other. */
 bool th_seg_parse_name(const char *entry, uid_t uid, uint64_t *inode);
 
+/* How a process handles a listener (enum th_strategy), as shown: "lock"... */
+const char *th_strategy_name(uint32_t strategy);
+
 /* ---- validation: NULL when fine, else why not ------------------------- */
 const char *th_seg_check_file(const struct stat *st, uid_t uid);
 const char *th_seg_check_header(const struct th_seg *seg, uid_t uid, uint64_t inode);
@@ -66,6 +69,8 @@ int th_seg_guard_trylock(struct th_seg *seg);
 void th_seg_guard_unlock(struct th_seg *seg);
 
 /* ---- open, map, create ---------------------------------------------- */
+/* open() without following a link or blocking on a FIFO: an fd or -1 (errno). */
+int th_seg_open_path(const char *path, bool writable);
 /*
  * Open path without following links or blocking on a FIFO, and check the
  * file.  An fd (close it with th_seg_close), or -1 with *why set ("" when
