@@ -27,10 +27,16 @@ teardown() {
 
 # ---- run: options and exit codes ------------------------------------------------
 
-@test "--version and --help" {
+@test "--version: thunder-preload and thunder-stat print the one VERSION; --help" {
+    local version
+    version=$(cat "$ROOT/VERSION")
+    [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "VERSION holds '$version'"
     run "$WRAPPER" --version
     [ "$status" -eq 0 ]
-    [ "$output" = "thunder-preload 0.1.0" ]
+    [ "$output" = "thunder-preload $version" ] || fail "$output"
+    run "$THUNDER_STAT" --version
+    [ "$status" -eq 0 ]
+    [ "$output" = "thunder-stat $version" ] || fail "$output"
     run "$WRAPPER" --help
     [ "$status" -eq 0 ]
     [[ $output == *"--mode M"* ]] && [[ $output == *systemd* ]]
@@ -432,6 +438,8 @@ Environment=THUNDER_MODE=auto" ]
     run "$dest$prefix/bin/thunder-preload" -- sh -c 'echo "$LD_PRELOAD"'
     [ "$status" -eq 0 ]
     [[ $output == *"$dest$prefix/lib/libthunder.so" ]] || fail "installed wrapper preloads '$output'"
+    run "$dest$prefix/bin/thunder-preload" --version
+    [ "$output" = "thunder-preload $(cat "$ROOT/VERSION")" ] || fail "installed: $output"
     run make -C "$ROOT" -s uninstall DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     [ -z "$(find "$dest" -type f)" ] || fail "left after uninstall: $(find "$dest" -type f)"
