@@ -1,4 +1,6 @@
 # libthunder — see README.md.  `make demo` and `make check` are the two commands.
+# The project's one version number; debian/changelog must say the same.
+VERSION := $(shell cat VERSION)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
@@ -6,9 +8,6 @@ SAN     ?=
 BINDIR   = $(PREFIX)/bin
 LIBDIR   = $(PREFIX)/lib
 MANDIR   = $(PREFIX)/share/man/man1
-
-# The version of the whole project, in one place.
-VERSION := $(shell cat VERSION)
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 CFLAGS  ?= -O2 -g
