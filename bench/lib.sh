@@ -4,7 +4,7 @@
 #   run_cell EXAMPLE WORKERS MODE CONNS CONCURRENCY SECONDS [THREADS]
 #
 # starts examples/EXAMPLE with WORKERS workers (MODE "none" = without the
-# shim, else THUNDER_MODE=MODE under LD_PRELOAD), drives bench/loadgen
+# shim, else THUNDER_MODE=MODE under LD_PRELOAD), drives tools/thunder-loadgen
 # against it (bounded by CONNS and SECONDS), stops the server by its PID
 # and prints loadgen's key=value lines.  Cleans up on every path.
 
@@ -69,7 +69,7 @@ run_cell_gap() {
         cell_cleanup
         return 1
     fi
-    timeout $((seconds + 30)) "$BENCH_ROOT/bench/loadgen" -p "$port" -n "$conns" -c "$conc" \
+    timeout $((seconds + 30)) "$BENCH_ROOT/tools/thunder-loadgen" -p "$port" -n "$conns" -c "$conc" \
         -d "$seconds" -g "$gap" -P "$cell_workers"
     cell_cleanup
 }

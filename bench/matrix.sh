@@ -58,7 +58,7 @@ CONC_CLIENTS=4
 SAT_CLIENTS=8
 THREADS_PER_WORKER=4   # ex_threads -t
 
-for f in libthunder.so bench/loadgen; do
+for f in libthunder.so tools/thunder-loadgen; do
     [ -x "$root/$f" ] || [ -f "$root/$f" ] || { echo "matrix.sh: $root/$f missing: run make first" >&2; exit 1; }
 done
 for s in $STYLES; do
@@ -329,7 +329,7 @@ md=$here/RESULTS.md
     [ "$partial" = 1 ] && echo "| partial | BENCH_STYLES='${BENCH_STYLES:-}' BENCH_MODES='${BENCH_MODES:-}' BENCH_WORKERS='${BENCH_WORKERS:-}' BENCH_WORKLOADS='${BENCH_WORKLOADS:-}' |"
     echo
     cat <<TXT
-**How it is measured** (bench/loadgen, one server per cell, loopback only):
+**How it is measured** (tools/thunder-loadgen, one server per cell, loopback only):
 *wake-ups/conn* is the sum over all workers (all their threads) of the change
 in \`voluntary_ctxt_switches\` divided by the connections answered (1.0 is the
 limit, a herd is about one per worker); *Jain* is Jain's fairness index over
@@ -368,7 +368,7 @@ TXT
     echo
     if [ -s "$peers_csv" ]; then
         cat <<TXT
-Measured with \`bench/loadgen -H\` (the same figures and /proc sampling as
+Measured with \`tools/thunder-loadgen -H\` (the same figures and /proc sampling as
 the matrix, but one \`GET / HTTP/1.0\` per connection, the pid taken from
 the body of the 200 reply).
 The server answers its worker pid in the body (uWSGI: bench/peers/wsgi_app.py;

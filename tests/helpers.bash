@@ -10,7 +10,7 @@
 #   stop_example            SIGTERM to the master, bounded wait, then SIGKILL
 #                           the master and each worker; sets EXAMPLE_STATUS.
 #   socat_conns N           N sequential socat connections; answers in SOCAT_OUT
-#   run_loadgen N [ARGS]    bench/loadgen against PORT, watching WORKERS; LG
+#   run_loadgen N [ARGS]    tools/thunder-loadgen against PORT, watching WORKERS; LG
 #   lg KEY                  one value from the last loadgen run
 #   ctxt_sum PIDS           voluntary context switches, all threads, summed
 #   jain X...               Jain's fairness index of the numbers given
@@ -27,7 +27,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # come first in LD_PRELOAD; the Makefile exports its path.
 THUNDER_LIB=${TEST_ASAN_PRELOAD:+$TEST_ASAN_PRELOAD:}$ROOT/libthunder.so
 EXAMPLES=$ROOT/examples
-LOADGEN=$ROOT/bench/loadgen
+LOADGEN=$ROOT/tools/thunder-loadgen
 THUNDER_STAT=$ROOT/shim/thunder-stat
 
 # Results must not depend on what the caller's shell had set.
@@ -204,7 +204,7 @@ answer_counts() {
     done | tr '\n' ' '
 }
 
-# bench/loadgen: N connections against PORT, watching WORKERS.  Its
+# tools/thunder-loadgen: N connections against PORT, watching WORKERS.  Its
 # figures go to the TAP output; the test asserts on them (lg ok, ...).
 run_loadgen() {
     local n=$1
