@@ -6,6 +6,9 @@ SAN     ?=
 BINDIR   = $(PREFIX)/bin
 LIBDIR   = $(PREFIX)/lib
 MANDIR   = $(PREFIX)/share/man/man1
+# Shell libraries of the installed scripts (thunder-ab finds them here).
+TOOLLIBDIR = $(LIBDIR)/libthunder
+TOOL_LIBS  = tools/lib/server.bash tools/lib/ab-report.bash
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 CFLAGS  ?= -O2 -g
@@ -109,22 +112,26 @@ bench-quick: all
 	@bench/matrix.sh --quick
 
 lint:
-	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
+	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload tools/thunder-ab $(TOOL_LIBS) .ci/run
 	shellcheck -x -S warning tests/*.bats tests/helpers.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(TOOLLIBDIR)
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
 	install -m 0755 shim/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
 	install -m 0755 tools/thunder-loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-ab $(DESTDIR)$(BINDIR)/thunder-ab
+	install -m 0644 $(TOOL_LIBS) $(DESTDIR)$(TOOLLIBDIR)/
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libthunder.so $(DESTDIR)$(BINDIR)/thunder-preload \
 	      $(DESTDIR)$(BINDIR)/thunder-stat $(DESTDIR)$(BINDIR)/thunder-loadgen \
+	      $(DESTDIR)$(BINDIR)/thunder-ab $(addprefix $(DESTDIR)$(TOOLLIBDIR)/,$(notdir $(TOOL_LIBS))) \
 	      $(DESTDIR)$(MANDIR)/thunder-preload.1
+	@rmdir $(DESTDIR)$(TOOLLIBDIR) 2>/dev/null || true
 
 clean:
 	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS) $(PROGS)

@@ -17,6 +17,7 @@
 #                               JOB exited first or time ran out (SRV_DIED=1/0)
 #   srv_answers PORT            something accepts on 127.0.0.1:PORT now
 #   srv_listener_inodes PORT    inodes of the sockets listening on PORT
+#   srv_descendants PID         every descendant of PID into SRV_DESC
 #   srv_workers PID PORT        the workers: descendants of PID that hold a
 #                               listener of PORT, less those that are
 #                               ancestors of another holder (masters); PID
@@ -34,6 +35,8 @@
 #                               (the shell copy; C: tools/common/fairness.h)
 
 SRV_STOP_S=${SRV_STOP_S:-8}
+SRV_DESC=()
+SRV_PARENT=()
 SRV_SESSIONS=' '        # jobs started with --session (they lead a group)
 
 srv_now_ms() {
@@ -120,41 +123,57 @@ srv_listener_inodes() {
         /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-# Every descendant of $1 (not $1 itself), one per line.
+# Every descendant of $1 (not $1 itself) into SRV_DESC, and its parent
+# into SRV_PARENT[pid].  Builtins only: this runs in wait loops.
 srv_descendants() {
-    local pid kids
-    kids=$(cat /proc/"$1"/task/*/children 2>/dev/null)
-    for pid in $kids; do
-        echo "$pid"
-        srv_descendants "$pid"
+    SRV_DESC=()
+    SRV_PARENT=()
+    srv_add_children "$1"
+}
+
+srv_add_children() {
+    local task kid
+    local -a kids
+    for task in /proc/"$1"/task/*/children; do
+        kids=()
+        # (the file has no newline: read "fails" but fills kids)
+        { read -r -a kids <"$task"; } 2>/dev/null
+        for kid in "${kids[@]}"; do
+            SRV_DESC+=("$kid")
+            SRV_PARENT[kid]=$1
+            srv_add_children "$kid"
+        done
     done
 }
 
-# Does process $1 hold one of the socket inodes in $2 (" a b c ")?
-srv_holds() {
-    local link target
-    for link in /proc/"$1"/fd/*; do
-        target=$(readlink "$link" 2>/dev/null) || continue
-        [[ $target == socket:\[*\] ]] || continue
-        target=${target#socket:[}
-        [[ $2 == *" ${target%]} "* ]] && return 0
-    done
-    return 1
+# The pids among $2... that hold a socket whose inode is in $1 (" a b c ").
+srv_holders() {
+    local inodes=$1
+    shift
+    [ $# -gt 0 ] || return 0
+    find "${@/#//proc/}" -mindepth 1 -maxdepth 1 -lname 'socket:*' -printf '%h %l\n' 2>/dev/null |
+        awk -v inodes="$inodes" '{ split($1, p, "/"); i = $2; gsub(/[^0-9]/, "", i)
+                                   if (index(inodes, " " i " ") && !seen[p[3]]++) print p[3] }'
 }
 
 srv_workers() {
-    local top=$1 inodes pid other holders=() found=() below
+    local top=$1 inodes pid up
+    local -a holders found=() dirs=()
+    local -A master=()
     inodes=" $(srv_listener_inodes "$2" | tr '\n' ' ') "
-    for pid in $(srv_descendants "$top"); do
-        srv_holds "$pid" "$inodes" && holders+=("$pid")
-    done
-    # a holder with a holder below it is a master (it forked them)
+    srv_descendants "$top"
+    for pid in "${SRV_DESC[@]}"; do dirs+=("$pid/fd"); done
+    mapfile -t holders < <(srv_holders "$inodes" "${dirs[@]}")
+    # a holder above another holder is a master (it forked them)
     for pid in "${holders[@]}"; do
-        below=" $(srv_descendants "$pid" | tr '\n' ' ') "
-        for other in "${holders[@]}"; do
-            [[ $below == *" $other "* ]] && continue 2
+        up=${SRV_PARENT[pid]:-}
+        while [ -n "$up" ] && [ "$up" != "$top" ]; do
+            master[$up]=1
+            up=${SRV_PARENT[up]:-}
         done
-        found+=("$pid")
+    done
+    for pid in "${holders[@]}"; do
+        [ -n "${master[$pid]:-}" ] || found+=("$pid")
     done
     [ ${#found[@]} -gt 0 ] || found=("$top")
     printf '%s\n' "${found[@]}" | sort -n | paste -sd, -
@@ -190,7 +209,16 @@ srv_running() {
     [[ $SRV_SESSIONS == *" $job "* ]] && srv_group_alive "$job"
 }
 
+# bash reports a job killed by a signal ("Killed") on stderr whenever it
+# notices: the whole stop runs with stderr silenced, its one message after.
 srv_stop() {
+    SRV_STOP_MSG=''
+    srv_stop_quietly "$@" 2>/dev/null
+    [ -z "$SRV_STOP_MSG" ] || echo "$SRV_STOP_MSG" >&2
+    return 0
+}
+
+srv_stop_quietly() {
     local job=$1 master=${2:-$1} workers=${3:-} pid deadline i
     SRV_STATUS=
     [ -n "$job" ] || return 0
@@ -202,7 +230,7 @@ srv_stop() {
         done
     fi
     if [[ $SRV_SESSIONS == *" $job "* ]] && srv_group_alive "$job"; then
-        echo "server group $job still running after ${SRV_STOP_S}s: SIGKILL" >&2
+        SRV_STOP_MSG="server group $job still running ${SRV_STOP_S}s after SIGTERM: SIGKILL"
         kill -KILL -- "-$job" 2>/dev/null || true
     fi
     for pid in "$master" ${workers//,/ }; do
