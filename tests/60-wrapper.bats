@@ -351,12 +351,17 @@ Environment=THUNDER_MODE=auto" ]
     run make -C "$ROOT" -s install DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     for f in lib/libthunder.so bin/thunder-preload bin/thunder-stat bin/thunder-loadgen \
+             bin/thunder-ab lib/libthunder/server.bash lib/libthunder/ab-report.bash \
              share/man/man1/thunder-preload.1; do
         [ -e "$dest$prefix/$f" ] || fail "make install did not install $f"
     done
     run "$dest$prefix/bin/thunder-preload" -- sh -c 'echo "$LD_PRELOAD"'
     [ "$status" -eq 0 ]
     [[ $output == *"$dest$prefix/lib/libthunder.so" ]] || fail "installed wrapper preloads '$output'"
+    # the installed ab finds thunder-ab and its libraries
+    run "$dest$prefix/bin/thunder-preload" ab --help
+    [ "$status" -eq 0 ]
+    [[ $output == *"--http [PATH]"* ]] || fail "installed ab --help: $output"
     run make -C "$ROOT" -s uninstall DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     [ -z "$(find "$dest" -type f)" ] || fail "left after uninstall: $(find "$dest" -type f)"
