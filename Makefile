@@ -35,7 +35,9 @@ EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
-TOOLS     = bench/loadgen shim/thunder-stat
+LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
+LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
+TOOLS     = tools/thunder-loadgen shim/thunder-stat
 
 .PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan
 all: libthunder.so $(TOOLS) $(EXAMPLES)
@@ -46,8 +48,8 @@ libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
 shim/thunder-stat: shim/thunder-stat.c shim/segment.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
-bench/loadgen: bench/loadgen.c
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+tools/thunder-loadgen: $(LOADGEN_SRC) $(LOADGEN_HDR)
+	$(CC) $(CFLAGS) -o $@ $(LOADGEN_SRC) $(LDFLAGS) -lm
 
 examples/%: examples/%.c $(wildcard examples/*.h)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
@@ -116,7 +118,7 @@ install: all
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
 	install -m 0755 shim/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
-	install -m 0755 bench/loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
 
 uninstall:
