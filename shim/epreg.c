@@ -205,6 +205,7 @@ struct wait_listener {
     struct th_listener *l;
     int fd;
     uint64_t data;
+    uint32_t events;      /* as the program asked for them */
     bool exclusive;
 };
 
@@ -226,6 +227,7 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
         if (regs[i].epfd == epfd)
             wl[k++] = (struct wait_listener){ .l = regs[i].l, .fd = regs[i].fd,
                                               .data = regs[i].ev.data.u64,
+                                              .events = regs[i].ev.events,
                                               .exclusive = regs[i].exclusive };
     unlock();
     return k;
@@ -330,6 +332,70 @@ static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t d
     return th_lockwait_run(&lw);
 }
 
+/* ---- bursts: leaving a re-reported listener to the others ------------- */
+
+#define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
+
+/* Take the yielded listeners out of (out) or back into (!out) the instance. */
+static void park_yielded(int epfd, const struct wait_listener *wl, int k, uint64_t yield, bool out)
+{
+    lock();
+    for (int j = 0; j < k; j++) {
+        struct reg *r = find_reg(epfd, wl[j].fd);
+        bool exclusive;
+
+        if (!(yield & (1ull << j)) || r == NULL)
+            continue;
+        if (out && !r->parked && real_epoll_ctl(epfd, EPOLL_CTL_DEL, r->fd, NULL) == 0)
+            r->parked = true;
+        else if (!out && r->parked &&
+                 add_listener(epfd, r->fd, &r->ev, r->injected, &exclusive) == 0)
+            r->parked = false;          /* back in, at the tail of the queue */
+    }
+    unlock();
+}
+
+/*
+ * An exclusive wait.  When it returns at once a listener this thread took
+ * a connection from in its last wake-up, while other threads woken by it
+ * have not reached their accept yet, the listener sits out up to
+ * TH_YIELD_MS (policy.c).
+ */
+static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                          const sigset_t *sigmask, const struct wait_listener *wl, int k,
+                          uint64_t took_last)
+{
+    int64_t start = th_now_ns();
+    int r = real_wait(epfd, evs, maxevents, deadline, sigmask), saved_errno;
+    bool at_once = th_now_ns() - start < AT_ONCE_NS;
+    uint64_t yield = 0;
+
+    for (int j = 0; r > 0 && took_last && j < k; j++)
+        if ((took_last & th_listener_bit(wl[j].l->index)) && reported(evs, r, wl[j].data) &&
+            th_policy_yields(true, at_once, th_woken_others(wl[j].l)))
+            yield |= 1ull << j;
+    if (yield == 0)
+        return r;
+    for (int j = 0; j < k; j++)
+        if (yield & (1ull << j))
+            th_count_yield(wl[j].l);
+    park_yielded(epfd, wl, k, yield, true);
+    r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask);
+    saved_errno = errno;
+    park_yielded(epfd, wl, k, yield, false);
+    if (r != 0 || th_remaining_ns(deadline) == 0) {
+        errno = saved_errno;
+        return r;
+    }
+    /* nobody came for it: take it now (and check no dead process is counted) */
+    start = th_now_ns();
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+    for (int j = 0; r > 0 && th_now_ns() - start < AT_ONCE_NS && j < k; j++)
+        if ((yield & (1ull << j)) && reported(evs, r, wl[j].data) && wl[j].l->seg)
+            th_seg_drop_dead_woken(wl[j].l->seg);
+    return r;
+}
+
 static void done_waiting(int epfd)
 {
     struct instance *inst;
@@ -346,10 +412,11 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     struct wait_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true };
     int others, k = snapshot(epfd, wl, &facts.shared, &others, &facts.threaded), r, saved_errno;
+    uint64_t took_last = th_self.took;
     struct th_plan plan;
 
-    th_self.woke = 0;
-    th_self.rotated = 0;
+    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
+    th_woken_clear();               /* woken last time, and never accepted */
     for (int j = 0; j < k; j++) {
         facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
         TH_COUNT(wl[j].l, waits, 1);
@@ -366,6 +433,8 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
         r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, facts.shared,
                       others);
         th_sig_leave(&scope);
+    } else if (plan.strategy == TH_STRAT_EXCLUSIVE) {
+        r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, wl, k, took_last);
     } else {
         r = real_wait(epfd, evs, maxevents, deadline, sigmask);
     }
@@ -373,8 +442,14 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     done_waiting(epfd);
     for (int j = 0; j < k; j++) {
         if (r > 0 && reported(evs, r, wl[j].data)) {
+            uint64_t bit = th_listener_bit(wl[j].l->index);
             TH_COUNT(wl[j].l, wakeups, 1);
-            th_self.woke |= th_listener_bit(wl[j].l->index);
+            th_self.woke |= bit;
+            if (th_policy_epoll_entry(plan, wl[j].exclusive).strategy != TH_STRAT_EXCLUSIVE)
+                continue;
+            th_woken_count(wl[j].l);        /* until its accept */
+            if (!(wl[j].events & (EPOLLET | EPOLLONESHOT)))
+                th_self.refusable |= bit;
         }
     }
     errno = saved_errno;

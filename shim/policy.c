@@ -119,6 +119,50 @@ bool th_policy_rotates(void)
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 
+/*
+ * Bursts.  An event loop that accepts until EAGAIN (asyncio, tornado,
+ * libuv, nginx multi_accept) lets the first worker that runs drain a
+ * burst while the workers the kernel woke for the other connections find
+ * the queue empty.  So in auto mode, after the first connection of a
+ * wake-up, a further accept of the same wake-up answers EAGAIN, as an
+ * empty queue would, and the connection stays for the others; but only
+ *   - when that wake-up came from an exclusive level-triggered wait: the
+ *     thread's next wait reports a connection still queued at once, so
+ *     it is never stranded (edge-triggered and one-shot entries, the lock
+ *     and pass-through waits are never refused), and
+ *   - when other processes wait on the listener: alone, there is nobody
+ *     to leave it to.
+ * The worker serves what it took and comes back for the next one: a
+ * refused connection is accepted no later than the refusing worker would
+ * have served it had it taken it (plus one wait call), or earlier by
+ * another worker.  With fifo balance only (lifo keeps the hot worker busy).
+ */
+bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait)
+{
+    return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
+           level_triggered_exclusive && others_wait;
+}
+
+/*
+ * The same for loops that accept one connection per wake-up and come
+ * straight back: a level-triggered entry reports a listener whose queue
+ * is not empty at once, and the worker that just served one takes the
+ * next while the workers woken for it wait for a CPU.  So when a wait
+ * that follows a wake-up with an accept returns the listener at once
+ * (without sleeping) while other threads were woken by it and have not
+ * reached their accept yet (they take what is queued), it is left out of
+ * that wait for up to TH_YIELD_MS (the other fds are still served), then
+ * put back at the tail of the queue.  The bound: a connection is left at
+ * most TH_YIELD_MS by each worker that yields it, and a yielding worker
+ * takes it itself when it comes back.  Sleeping waits and busy servers
+ * (nobody else woken) are never delayed.
+ */
+bool th_policy_yields(bool took_last_wakeup, bool at_once, int others_woken)
+{
+    return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
+           took_last_wakeup && at_once && others_woken > 0;
+}
+
 bool th_policy_jitters(void)
 {
     return th_cfg.mode == TH_MODE_JITTER;

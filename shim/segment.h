@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
-#define TH_SEG_VERSION 1u
+#define TH_SEG_VERSION 2u   /* 2: woken, th_proc_stats.woken and .yields */
 #define TH_MAX_WAITERS 512   /* threads queued on one listener's lock */
 #define TH_MAX_PROCS   512   /* processes with statistics for one listener */
 #define TH_SEG_PREFIX  "libthunder."
@@ -49,7 +49,10 @@ struct th_proc_stats {
     _Atomic uint64_t lock_waits;  /* times the lock was waited for */
     _Atomic uint64_t lock_wait_ns;/* total time spent waiting for it */
     _Atomic uint64_t rotations;   /* exclusive entries moved to the tail */
-    uint64_t reserved[2];
+    _Atomic uint64_t refused;     /* accepts answered EAGAIN to spread a burst
+                                     (was reserved: 0 from older writers) */
+    _Atomic uint32_t yields;      /* waits that left a re-reported listener out */
+    _Atomic int32_t woken;        /* this process's part of th_seg.woken */
 };
 
 struct th_seg {
@@ -74,6 +77,10 @@ struct th_seg {
     _Atomic uint32_t nqueued;
     uint64_t next_ticket;
     _Atomic uint64_t recoveries;  /* dead or stalled holders taken over */
+    /* threads an exclusive wait returned the listener to, not yet at
+       their accept (a hint for spreading bursts, policy.c) */
+    _Atomic int32_t woken;
+    uint32_t spare;
 
     struct th_waiter waiters[TH_MAX_WAITERS];
     struct th_proc_stats procs[TH_MAX_PROCS];

@@ -75,8 +75,7 @@ static int collect(const struct pollfd *fds, nfds_t n, struct set_listener *set,
 
 static void count_entry(struct set_listener *set, int k)
 {
-    th_self.woke = 0;
-    th_self.rotated = 0;
+    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
     for (int j = 0; j < k; j++)
         TH_COUNT(set[j].l, waits, 1);
 }
@@ -315,7 +314,11 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     if (plan.strategy == TH_STRAT_EXCLUSIVE) {
         if (mirrored_wait(fds, n, deadline, sigmask, &r)) {
             set_strategy(set, k, plan);
-            goto done;
+            saved_errno = errno;
+            count_wakeups(fds, r, set, k);
+            th_self.refusable = th_self.woke;    /* the mirror is level-triggered */
+            errno = saved_errno;
+            return r;
         }
         facts.mirror_refused = true;
         plan = th_policy_wait(&facts);
@@ -330,7 +333,6 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     } else {
         r = real_ppoll_until(fds, n, deadline, sigmask);
     }
-done:
     saved_errno = errno;
     count_wakeups(fds, r, set, k);
     errno = saved_errno;
