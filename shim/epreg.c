@@ -21,13 +21,27 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MAX_INSTANCES 256
 #define MAX_REGS 256
 
+/*
+ * Which processes wait on an instance, in memory shared by every process
+ * that inherits it: mapped when the instance is created, so a fork passes
+ * it on with the instance.  Where the instance was created does not
+ * matter (a master may create it and leave it to one worker); whether
+ * more than one process waits on it does.
+ */
+struct waiters {
+    _Atomic int32_t pid;      /* the process that waits on it; 0: none yet */
+    _Atomic uint32_t several; /* another one did too (sticky) */
+};
+
 struct instance {
     int epfd;             /* -1 = free */
     pid_t creator;
+    struct waiters *w;    /* NULL if it could not be mapped: creator decides */
     int others;           /* registrations that are not managed listeners */
     int waiting;          /* threads of this process in epoll_wait on it now */
     bool threaded;        /* ever more than one at once (sticky) */
@@ -82,12 +96,49 @@ static void drop_reg(struct reg *r)
     *r = regs[--nregs];
 }
 
+/* No other process waits on it (so far): this process may change it. */
+static bool instance_private(const struct instance *inst)
+{
+    int32_t pid;
+
+    if (inst->w == NULL)
+        return inst->creator == th_pid;
+    pid = atomic_load(&inst->w->pid);
+    return !atomic_load(&inst->w->several) && (pid == 0 || pid == th_pid);
+}
+
+/* This process waits on it: is it the only one (a dead one does not count)? */
+static bool wait_alone(struct instance *inst)
+{
+    int32_t seen = 0;
+
+    if (inst->w == NULL)
+        return inst->creator == th_pid;
+    if (atomic_load(&inst->w->several))
+        return false;
+    if (atomic_compare_exchange_strong(&inst->w->pid, &seen, th_pid) || seen == th_pid)
+        return true;
+    if (!th_thread_alive(seen, seen) && atomic_compare_exchange_strong(&inst->w->pid, &seen, th_pid))
+        return true;
+    atomic_store(&inst->w->several, 1);
+    return false;
+}
+
 void th_epreg_created(int epfd)
 {
+    struct waiters *w = mmap(NULL, sizeof(*w), PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    if (w == MAP_FAILED)
+        w = NULL;
     lock();
-    if (find_instance(epfd) == NULL && ninstances < MAX_INSTANCES)
-        instances[ninstances++] = (struct instance){ .epfd = epfd, .creator = th_pid };
+    if (find_instance(epfd) == NULL && ninstances < MAX_INSTANCES) {
+        instances[ninstances++] = (struct instance){ .epfd = epfd, .creator = th_pid, .w = w };
+        w = NULL;
+    }
     unlock();
+    if (w)
+        munmap(w, sizeof(*w));
     th_fd_mark_epoll(epfd);
 }
 
@@ -132,7 +183,7 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
 
     switch (op) {
     case EPOLL_CTL_ADD: {
-        bool inject = ev && th_policy_injects_exclusive(inst && inst->creator == th_pid,
+        bool inject = ev && th_policy_injects_exclusive(inst && instance_private(inst),
                                                         ev->events);
         ret = add_listener(epfd, fd, ev, inject, &exclusive);
         if (ret == 0 && nregs < MAX_REGS) {
@@ -218,7 +269,7 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
 
     lock();
     inst = find_instance(epfd);
-    *shared = inst == NULL || inst->creator != th_pid;
+    *shared = inst == NULL || !wait_alone(inst);
     *others = inst ? inst->others : 1;
     if (inst && ++inst->waiting > 1)
         inst->threaded = true;
@@ -469,7 +520,7 @@ void th_epreg_rotate(struct th_listener *l)
         if (r->l != l || !r->exclusive || r->parked)
             continue;
         inst = find_instance(r->epfd);
-        if (inst == NULL || inst->creator != th_pid)
+        if (inst == NULL || !instance_private(inst))
             continue;                  /* a shared entry has no order to fix */
         /* re-adding puts this process's entry at the tail of the wait queue */
         ev = r->ev;
@@ -488,8 +539,11 @@ void th_epreg_forget_fd(int fd)
 {
     lock();
     for (int i = 0; i < ninstances;) {
-        if (instances[i].epfd == fd)
+        if (instances[i].epfd == fd) {
+            if (instances[i].w)
+                munmap(instances[i].w, sizeof(*instances[i].w));
             instances[i] = instances[--ninstances];
+        }
         else
             i++;
     }
