@@ -407,9 +407,9 @@ static void park_yielded(int epfd, const struct wait_listener *wl, int k, uint64
 }
 
 /*
- * An exclusive wait.  When it returns at once a listener this thread took
- * a connection from in its last wake-up, while other threads woken by it
- * have not reached their accept yet, the listener sits out up to
+ * An exclusive wait, counted in seg->waiting.  When it returns at once,
+ * again, a listener this thread took a connection from in its last
+ * wake-up while other threads wait on it, the listener sits out up to
  * TH_YIELD_MS (policy.c).
  */
 static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
@@ -417,16 +417,28 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
                           uint64_t took_last)
 {
     int64_t start = th_now_ns();
-    int r = real_wait(epfd, evs, maxevents, deadline, sigmask), saved_errno;
-    bool at_once = th_now_ns() - start < AT_ONCE_NS;
-    uint64_t yield = 0;
+    int r, saved_errno;
+    uint64_t yield = 0, again = 0;
 
+    for (int j = 0; j < k; j++)
+        th_waiting_count(wl[j].l);
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask);
     for (int j = 0; r > 0 && took_last && j < k; j++)
-        if ((took_last & th_listener_bit(wl[j].l->index)) && reported(evs, r, wl[j].data) &&
-            th_policy_yields(true, at_once, th_woken_others(wl[j].l)))
+        if ((took_last & th_listener_bit(wl[j].l->index)) && reported(evs, r, wl[j].data))
+            again |= 1ull << j;
+    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data) && !(again & (1ull << j)))
+            continue;                   /* counted until its accept */
+        th_waiting_done(wl[j].l);       /* a yielding thread is not waiting */
+        if ((again & (1ull << j)) && th_policy_yields(th_self.streak, th_waiting_others(wl[j].l)))
             yield |= 1ull << j;
+        else if (again & (1ull << j))
+            th_waiting_count(wl[j].l);
+    }
     if (yield == 0)
         return r;
+    th_self.streak = 0;
     for (int j = 0; j < k; j++)
         if (yield & (1ull << j))
             th_count_yield(wl[j].l);
@@ -435,15 +447,22 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     saved_errno = errno;
     park_yielded(epfd, wl, k, yield, false);
     if (r != 0 || th_remaining_ns(deadline) == 0) {
-        errno = saved_errno;
+        errno = saved_errno;            /* the yielded listeners sat this one out */
         return r;
     }
+    for (int j = 0; j < k; j++)
+        th_waiting_count(wl[j].l);
     /* nobody came for it: take it now (and check no dead process is counted) */
     start = th_now_ns();
     r = real_wait(epfd, evs, maxevents, deadline, sigmask);
-    for (int j = 0; r > 0 && th_now_ns() - start < AT_ONCE_NS && j < k; j++)
-        if ((yield & (1ull << j)) && reported(evs, r, wl[j].data) && wl[j].l->seg)
-            th_seg_drop_dead_woken(wl[j].l->seg);
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data)) {
+            if ((yield & (1ull << j)) && th_now_ns() - start < AT_ONCE_NS && wl[j].l->seg)
+                th_seg_drop_dead_waiting(wl[j].l->seg);
+            continue;                   /* counted until its accept */
+        }
+        th_waiting_done(wl[j].l);
+    }
     return r;
 }
 
@@ -467,7 +486,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     struct th_plan plan;
 
     th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
-    th_woken_clear();               /* woken last time, and never accepted */
+    th_waiting_clear();             /* back from the last wait, never accepted */
     for (int j = 0; j < k; j++) {
         facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
         TH_COUNT(wl[j].l, waits, 1);
@@ -496,10 +515,8 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
             uint64_t bit = th_listener_bit(wl[j].l->index);
             TH_COUNT(wl[j].l, wakeups, 1);
             th_self.woke |= bit;
-            if (th_policy_epoll_entry(plan, wl[j].exclusive).strategy != TH_STRAT_EXCLUSIVE)
-                continue;
-            th_woken_count(wl[j].l);        /* until its accept */
-            if (!(wl[j].events & (EPOLLET | EPOLLONESHOT)))
+            if (th_policy_epoll_entry(plan, wl[j].exclusive).strategy == TH_STRAT_EXCLUSIVE &&
+                !(wl[j].events & (EPOLLET | EPOLLONESHOT)))
                 th_self.refusable |= bit;
         }
     }

@@ -60,7 +60,7 @@ static bool refused(int fd, struct th_listener *l)
 {
     uint64_t bit = th_listener_bit(l->index);
 
-    th_woken_done(l);                   /* at its accept */
+    th_waiting_done(l);                   /* at its accept */
     if (!(th_self.took & th_self.refusable & bit) ||
         !th_policy_refuses_more(true, th_listener_others_wait(l)) || th_fd_is_blocking(fd))
         return false;

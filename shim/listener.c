@@ -203,46 +203,46 @@ bool th_listener_others_wait(struct th_listener *l)
     return active;
 }
 
-/* ---- seg->woken -------------------------------------------------------- */
+/* ---- seg->waiting -------------------------------------------------------- */
 
-static void woken_add(struct th_listener *l, int n)
+static void waiting_add(struct th_listener *l, int n)
 {
     struct th_proc_stats *stats;
 
     if (th_listener_seg(l) == NULL || (stats = my_stats(l)) == NULL)
         return;
-    atomic_fetch_add_explicit(&l->seg->woken, n, memory_order_relaxed);
-    atomic_fetch_add_explicit(&stats->woken, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->seg->waiting, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&stats->waiting, n, memory_order_relaxed);
 }
 
-void th_woken_count(struct th_listener *l)
+void th_waiting_count(struct th_listener *l)
 {
     uint64_t bit = th_listener_bit(l->index);
 
     if (!(th_self.counted & bit)) {
         th_self.counted |= bit;
-        woken_add(l, 1);
+        waiting_add(l, 1);
     }
 }
 
-void th_woken_done(struct th_listener *l)
+void th_waiting_done(struct th_listener *l)
 {
     uint64_t bit = th_listener_bit(l->index);
 
     if (th_self.counted & bit) {
         th_self.counted &= ~bit;
-        woken_add(l, -1);
+        waiting_add(l, -1);
     }
 }
 
-void th_woken_clear(void)
+void th_waiting_clear(void)
 {
     uint64_t left = th_self.counted;
 
     for (int i = 0; left; i++, left >>= 1) {
         struct th_listener *l;
         if ((left & 1) && (l = th_listener_at(i)) != NULL)
-            th_woken_done(l);
+            th_waiting_done(l);
     }
     th_self.counted = 0;
 }
@@ -255,14 +255,14 @@ void th_count_yield(struct th_listener *l)
         atomic_fetch_add_explicit(&stats->yields, 1, memory_order_relaxed);
 }
 
-int th_woken_others(struct th_listener *l)
+int th_waiting_others(struct th_listener *l)
 {
     struct th_seg *seg = th_listener_seg(l);
     int n;
 
     if (seg == NULL)
         return 0;
-    n = atomic_load_explicit(&seg->woken, memory_order_relaxed);
+    n = atomic_load_explicit(&seg->waiting, memory_order_relaxed);
     return n - ((th_self.counted & th_listener_bit(l->index)) ? 1 : 0);
 }
 

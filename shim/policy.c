@@ -147,20 +147,26 @@ bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait)
  * The same for loops that accept one connection per wake-up and come
  * straight back: a level-triggered entry reports a listener whose queue
  * is not empty at once, and the worker that just served one takes the
- * next while the workers woken for it wait for a CPU.  So when a wait
- * that follows a wake-up with an accept returns the listener at once
- * (without sleeping) while other threads were woken by it and have not
- * reached their accept yet (they take what is queued), it is left out of
- * that wait for up to TH_YIELD_MS (the other fds are still served), then
- * put back at the tail of the queue.  The bound: a connection is left at
- * most TH_YIELD_MS by each worker that yields it, and a yielding worker
- * takes it itself when it comes back.  Sleeping waits and busy servers
- * (nobody else woken) are never delayed.
+ * next while the workers the kernel woke for it wait for a CPU.  So when
+ * a worker's waits return the listener at once (without sleeping) after
+ * an accept YIELD_STREAK times in a row, while other threads are in a
+ * wait on it (asleep, or woken and not yet at their accept), the
+ * listener is left out of its next wait for up to TH_YIELD_MS (the
+ * program's other fds are still served), then put back at the tail of
+ * the queue.  A yielding worker does not count as waiting, so two never
+ * yield to each other.  Bound: each yield delays a connection left in
+ * the queue by at most TH_YIELD_MS; the yielding worker takes it itself
+ * when it comes back.  Waits that slept, and servers where no other
+ * thread waits (all busy), never yield.  The streak keeps a saturated
+ * server, where a returning worker often finds one connection queued,
+ * from paying for a yield on every connection.
  */
-bool th_policy_yields(bool took_last_wakeup, bool at_once, int others_woken)
+#define YIELD_STREAK 2
+
+bool th_policy_yields(unsigned streak, int others_waiting)
 {
     return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           took_last_wakeup && at_once && others_woken > 0;
+           streak >= YIELD_STREAK && others_waiting > 0;
 }
 
 bool th_policy_jitters(void)

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
-#define TH_SEG_VERSION 2u   /* 2: woken, th_proc_stats.woken and .yields */
+#define TH_SEG_VERSION 2u   /* 2: waiting, th_proc_stats.waiting and .yields */
 #define TH_MAX_WAITERS 512   /* threads queued on one listener's lock */
 #define TH_MAX_PROCS   512   /* processes with statistics for one listener */
 #define TH_SEG_PREFIX  "libthunder."
@@ -52,7 +52,7 @@ struct th_proc_stats {
     _Atomic uint64_t refused;     /* accepts answered EAGAIN to spread a burst
                                      (was reserved: 0 from older writers) */
     _Atomic uint32_t yields;      /* waits that left a re-reported listener out */
-    _Atomic int32_t woken;        /* this process's part of th_seg.woken */
+    _Atomic int32_t waiting;      /* this process's part of th_seg.waiting */
 };
 
 struct th_seg {
@@ -77,9 +77,10 @@ struct th_seg {
     _Atomic uint32_t nqueued;
     uint64_t next_ticket;
     _Atomic uint64_t recoveries;  /* dead or stalled holders taken over */
-    /* threads an exclusive wait returned the listener to, not yet at
-       their accept (a hint for spreading bursts, policy.c) */
-    _Atomic int32_t woken;
+    /* threads in an exclusive wait on the listener, or back from one that
+       reported it and not yet at their accept: asleep, or woken and about
+       to accept (a hint for spreading bursts, policy.c) */
+    _Atomic int32_t waiting;
     uint32_t spare;
 
     struct th_waiter waiters[TH_MAX_WAITERS];

@@ -73,7 +73,8 @@ struct th_thread {
     uint64_t took;         /* bit i: accepted a connection since that wait */
     uint64_t refusable;    /* bit i: that wait was exclusive and level-triggered:
                               the next one reports a connection left queued */
-    uint64_t counted;      /* bit i: counted in listener i's seg->woken */
+    uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
+    unsigned streak;       /* waits in a row that returned at once after an accept */
 };
 extern __thread struct th_thread th_self;
 extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
@@ -210,8 +211,8 @@ void th_doorbell_after_fork(void);
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
 void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine);
 struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid);
-void th_seg_drop_woken(struct th_seg *seg, struct th_proc_stats *slot);
-void th_seg_drop_dead_woken(struct th_seg *seg);
+void th_seg_drop_waiting(struct th_seg *seg, struct th_proc_stats *slot);
+void th_seg_drop_dead_waiting(struct th_seg *seg);
 void th_seg_name(char *buf, size_t len, uid_t uid, uint64_t inode);
 /* Refuse a mapping that is not ours or not sane; 0 if valid, else -1 with why. */
 int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
@@ -249,15 +250,16 @@ void th_listener_set_strategy(struct th_listener *l, enum th_strategy s,
 /* Did other processes wait on this listener lately (cached a few ms)? */
 bool th_listener_others_wait(struct th_listener *l);
 /*
- * seg->woken: threads an exclusive wait returned the listener to that have
- * not reached their accept yet.  count after such a wait, done at the
- * accept, clear (all of this thread's) at the next wait; others: the
- * other threads counted now.
+ * seg->waiting: threads in an exclusive wait on the listener, or back from
+ * one that reported it and not yet at their accept.  count when the wait
+ * starts, done when it returns without the listener or at the accept,
+ * clear (all of this thread's) at the next wait; others: the other
+ * threads counted now.
  */
-void th_woken_count(struct th_listener *l);
-void th_woken_done(struct th_listener *l);
-void th_woken_clear(void);
-int th_woken_others(struct th_listener *l);
+void th_waiting_count(struct th_listener *l);
+void th_waiting_done(struct th_listener *l);
+void th_waiting_clear(void);
+int th_waiting_others(struct th_listener *l);
 void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COUNT */
 struct th_listener *th_listener_at(int index);
 /* Its last fd in this process was closed: detach and recycle the entry. */
@@ -380,7 +382,7 @@ bool th_policy_rotates(void);
 bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
-bool th_policy_yields(bool took_last_wakeup, bool at_once, int others_woken);
+bool th_policy_yields(unsigned streak, int others_waiting);
 bool th_policy_jitters(void);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */

@@ -46,7 +46,7 @@ static void test_layout_lock(void)
     PIN(th_seg, nqueued, g + 28);
     PIN(th_seg, next_ticket, g + 32);
     PIN(th_seg, recoveries, g + 40);
-    PIN(th_seg, woken, g + 48);
+    PIN(th_seg, waiting, g + 48);
     PIN(th_seg, waiters, g + 56);
     PIN(th_seg, procs, g + 56 + TH_MAX_WAITERS * 32);
     EXPECT_EQ(sizeof(struct th_seg), g + 56 + TH_MAX_WAITERS * 32 + TH_MAX_PROCS * 88);
@@ -77,7 +77,7 @@ static void test_layout_waiter_and_stats(void)
     PIN(th_proc_stats, rotations, 64);
     PIN(th_proc_stats, refused, 72);
     PIN(th_proc_stats, yields, 80);
-    PIN(th_proc_stats, woken, 84);
+    PIN(th_proc_stats, waiting, 84);
     EXPECT_EQ(TH_STRAT_NONE, 0);
     EXPECT_EQ(TH_STRAT_OBSERVE, 1);
     EXPECT_EQ(TH_STRAT_LOCK, 2);
