@@ -408,6 +408,9 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until);
 /* 1 handled (result in *ret), 0 not applicable (caller falls back). */
 int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
                    const sigset_t *sigmask, int *ret);
+/* The same wait with the set's listeners left out until `until` (a yield). */
+int th_mirror_yield(struct pollfd *fds, nfds_t n, int64_t until,
+                    const sigset_t *sigmask, int *ret);
 void th_mirror_rotate(int listener_fd, struct th_listener *l);
 void th_mirror_forget_fd(int fd);
 void th_mirror_after_fork(void);
