@@ -15,7 +15,7 @@
 # tests and thunder-ab use too.
 
 BENCH_ROOT=${BENCH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-BENCH_LIB=$BENCH_ROOT/libthunder.so
+BENCH_LIB=${BENCH_LIB:-$BENCH_ROOT/libthunder.so}   # another build, for an A/B
 
 # srv_start, srv_ready_line, srv_stop: shared with thunder-ab and the tests
 # shellcheck source=tools/lib/server.bash

@@ -18,9 +18,10 @@
 #
 # The full run writes bench/results/ (results.csv, bursts.csv, the plots of
 # bench/plot.sh) and bench/RESULTS.md, and runs bench/peers.sh (uWSGI,
-# nginx) unless --no-peers.  --quick: ex_poll, ex_epoll, ex_epoll_shared x
-# none/auto x 16 workers x seq and both bursts (20 rounds), tables on stdout, nothing
-# written under bench/.
+# nginx) unless --no-peers.  --quick: ex_poll, ex_epoll, ex_epoll_shared,
+# ex_greedy x none/auto x 16 workers x seq and both bursts (20 rounds), tables
+# on stdout, nothing written under bench/ (BENCH_STYLES, BENCH_WORKERS and
+# BENCH_WORKLOADS change its styles, workers and workloads too).
 # BENCH_STYLES, BENCH_MODES, BENCH_WORKERS, BENCH_WORKLOADS (space-separated)
 # narrow the full matrix (the results are then marked as partial).
 set -u
@@ -43,10 +44,11 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-ALL_STYLES="ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept"
+ALL_STYLES="ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_greedy ex_inherit ex_accept"
 ALL_MODES="none observe lock exclusive jitter auto"
 if [ "$quick" = 1 ]; then
-    STYLES="ex_poll ex_epoll ex_epoll_shared" MODES="none auto" WORKERS=16 WORKLOADS="seq burst burst-io"
+    STYLES=${BENCH_STYLES:-ex_poll ex_epoll ex_epoll_shared ex_greedy} MODES="none auto"
+    WORKERS=${BENCH_WORKERS:-16} WORKLOADS=${BENCH_WORKLOADS:-seq burst burst-io}
 else
     STYLES=${BENCH_STYLES:-$ALL_STYLES}
     MODES=${BENCH_MODES:-$ALL_MODES}
@@ -206,14 +208,14 @@ burst_text_table() {
 }
 
 if [ "$quick" = 1 ]; then
-    echo "libthunder bench --quick: ${SEQ_CONNS} sequential connections ${GAP_US} us apart, 16 workers ($(nproc) CPUs, $(uname -r))"
+    echo "libthunder bench --quick: ${SEQ_CONNS} sequential connections ${GAP_US} us apart, workers: ${WORKERS} ($(nproc) CPUs, $(uname -r))"
     echo
     text_table "$work/results.csv"
     echo
     echo "x: ratio to the no-shim run of the same style."
     echo
-    echo "Bursts: ${BURST_ROUNDS} rounds of K = 32 connections opened together, 20 ms apart; burst-io: the handler sleeps ${BURST_SLEEP_MS} ms (limit: ceil(K/N) x ${BURST_SLEEP_MS} ms)."
-    echo "max/round: the mean over rounds of the largest share one worker took (ideal 1/16 = 0.0625)."
+    echo "Bursts: ${BURST_ROUNDS} rounds of K = 2N connections opened together, 20 ms apart; burst-io: the handler sleeps ${BURST_SLEEP_MS} ms (limit: ceil(K/N) x ${BURST_SLEEP_MS} ms)."
+    echo "max/round: the mean over rounds of the largest share one worker took (ideal 1/N)."
     echo
     burst_text_table "$bursts"
     echo
@@ -288,6 +290,8 @@ function label(s) {
     if (s == "ex_epoll_shared") return "shared epoll instance"
     if (s == "ex_threads") return "threads x processes (4 threads)"
     if (s == "ex_evloop") return "event loop, keep-alive clients"
+    if (s == "ex_greedy") return "greedy event loop (accept until EAGAIN)"
+    if (s == "ex_inherit") return "greedy loop, master-created epoll kept by one worker"
     if (s == "ex_accept") return "blocking accept"
     return s
 }

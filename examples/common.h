@@ -12,6 +12,7 @@
  *   -s  the handler sleeps MS milliseconds before it answers (default 0):
  *       an I/O-bound application, for the burst rounds' completion time
  *   -r  the master respawns a worker that dies unexpectedly
+ *   An example may add its own letters (parse_options_with).
  *
  * Behaviour:
  *   - The master opens the listener (127.0.0.1, SO_REUSEADDR, backlog 1024),
@@ -112,27 +113,51 @@ static inline int parse_int_option(const char *program, const char *text,
     return (int)value;
 }
 
-static inline struct server_options parse_options(int argc, char **argv,
-                                                  int default_threads)
+/*
+ * An example's own options: their getopt letters (appended to the common
+ * ones) and a function that takes one; it returns false on a bad value.
+ */
+struct extra_options {
+    const char *letters;
+    const char *usage;        /* appended to the usage line */
+    bool (*take)(int letter, const char *arg);
+};
+
+static inline struct server_options parse_options_with(int argc, char **argv,
+                                                       int default_threads,
+                                                       const struct extra_options *extra)
 {
     struct server_options opt = {
         .workers = 4, .port = 0, .threads = default_threads, .respawn = false,
     };
+    char letters[64];
     int c;
-    while ((c = getopt(argc, argv, "w:p:t:s:r")) != -1) {
+    snprintf(letters, sizeof letters, "w:p:t:s:r%s", extra ? extra->letters : "");
+    while ((c = getopt(argc, argv, letters)) != -1) {
         switch (c) {
         case 'w': opt.workers = parse_int_option(argv[0], optarg, 1, MAX_WORKERS); break;
         case 'p': opt.port = parse_int_option(argv[0], optarg, 0, 65535); break;
         case 't': opt.threads = parse_int_option(argv[0], optarg, 1, MAX_THREADS); break;
         case 's': opt.sleep_ms = parse_int_option(argv[0], optarg, 0, MAX_SLEEP_MS); break;
         case 'r': opt.respawn = true; break;
-        default: usage_and_exit(argv[0]);
+        default:
+            if (c == '?' || !extra || !extra->take(c, optarg)) {
+                if (extra)
+                    fprintf(stderr, "%s: own options: %s\n", argv[0], extra->usage);
+                usage_and_exit(argv[0]);
+            }
         }
     }
     if (optind != argc)
         usage_and_exit(argv[0]);
     handler_sleep_ms = opt.sleep_ms;
     return opt;
+}
+
+static inline struct server_options parse_options(int argc, char **argv,
+                                                  int default_threads)
+{
+    return parse_options_with(argc, argv, default_threads, NULL);
 }
 
 /* ---- the listening socket -------------------------------------------- */

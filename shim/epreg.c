@@ -21,13 +21,27 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MAX_INSTANCES 256
 #define MAX_REGS 256
 
+/*
+ * Which processes wait on an instance, in memory shared by every process
+ * that inherits it: mapped when the instance is created, so a fork passes
+ * it on with the instance.  Where the instance was created does not
+ * matter (a master may create it and leave it to one worker); whether
+ * more than one process waits on it does.
+ */
+struct waiters {
+    _Atomic int32_t pid;      /* the process that waits on it; 0: none yet */
+    _Atomic uint32_t several; /* another one did too (sticky) */
+};
+
 struct instance {
     int epfd;             /* -1 = free */
     pid_t creator;
+    struct waiters *w;    /* NULL if it could not be mapped: creator decides */
     int others;           /* registrations that are not managed listeners */
     int waiting;          /* threads of this process in epoll_wait on it now */
     bool threaded;        /* ever more than one at once (sticky) */
@@ -82,12 +96,49 @@ static void drop_reg(struct reg *r)
     *r = regs[--nregs];
 }
 
+/* No other process waits on it (so far): this process may change it. */
+static bool instance_private(const struct instance *inst)
+{
+    int32_t pid;
+
+    if (inst->w == NULL)
+        return inst->creator == th_pid;
+    pid = atomic_load(&inst->w->pid);
+    return !atomic_load(&inst->w->several) && (pid == 0 || pid == th_pid);
+}
+
+/* This process waits on it: is it the only one (a dead one does not count)? */
+static bool wait_alone(struct instance *inst)
+{
+    int32_t seen = 0;
+
+    if (inst->w == NULL)
+        return inst->creator == th_pid;
+    if (atomic_load(&inst->w->several))
+        return false;
+    if (atomic_compare_exchange_strong(&inst->w->pid, &seen, th_pid) || seen == th_pid)
+        return true;
+    if (!th_thread_alive(seen, seen) && atomic_compare_exchange_strong(&inst->w->pid, &seen, th_pid))
+        return true;
+    atomic_store(&inst->w->several, 1);
+    return false;
+}
+
 void th_epreg_created(int epfd)
 {
+    struct waiters *w = mmap(NULL, sizeof(*w), PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    if (w == MAP_FAILED)
+        w = NULL;
     lock();
-    if (find_instance(epfd) == NULL && ninstances < MAX_INSTANCES)
-        instances[ninstances++] = (struct instance){ .epfd = epfd, .creator = th_pid };
+    if (find_instance(epfd) == NULL && ninstances < MAX_INSTANCES) {
+        instances[ninstances++] = (struct instance){ .epfd = epfd, .creator = th_pid, .w = w };
+        w = NULL;
+    }
     unlock();
+    if (w)
+        munmap(w, sizeof(*w));
     th_fd_mark_epoll(epfd);
 }
 
@@ -132,7 +183,7 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
 
     switch (op) {
     case EPOLL_CTL_ADD: {
-        bool inject = ev && th_policy_injects_exclusive(inst && inst->creator == th_pid,
+        bool inject = ev && th_policy_injects_exclusive(inst && instance_private(inst),
                                                         ev->events);
         ret = add_listener(epfd, fd, ev, inject, &exclusive);
         if (ret == 0 && nregs < MAX_REGS) {
@@ -205,6 +256,7 @@ struct wait_listener {
     struct th_listener *l;
     int fd;
     uint64_t data;
+    uint32_t events;      /* as the program asked for them */
     bool exclusive;
 };
 
@@ -217,7 +269,7 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
 
     lock();
     inst = find_instance(epfd);
-    *shared = inst == NULL || inst->creator != th_pid;
+    *shared = inst == NULL || !wait_alone(inst);
     *others = inst ? inst->others : 1;
     if (inst && ++inst->waiting > 1)
         inst->threaded = true;
@@ -226,6 +278,7 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
         if (regs[i].epfd == epfd)
             wl[k++] = (struct wait_listener){ .l = regs[i].l, .fd = regs[i].fd,
                                               .data = regs[i].ev.data.u64,
+                                              .events = regs[i].ev.events,
                                               .exclusive = regs[i].exclusive };
     unlock();
     return k;
@@ -330,6 +383,89 @@ static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t d
     return th_lockwait_run(&lw);
 }
 
+/* ---- bursts: leaving a re-reported listener to the others ------------- */
+
+#define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
+
+/* Take the yielded listeners out of (out) or back into (!out) the instance. */
+static void park_yielded(int epfd, const struct wait_listener *wl, int k, uint64_t yield, bool out)
+{
+    lock();
+    for (int j = 0; j < k; j++) {
+        struct reg *r = find_reg(epfd, wl[j].fd);
+        bool exclusive;
+
+        if (!(yield & (1ull << j)) || r == NULL)
+            continue;
+        if (out && !r->parked && real_epoll_ctl(epfd, EPOLL_CTL_DEL, r->fd, NULL) == 0)
+            r->parked = true;
+        else if (!out && r->parked &&
+                 add_listener(epfd, r->fd, &r->ev, r->injected, &exclusive) == 0)
+            r->parked = false;          /* back in, at the tail of the queue */
+    }
+    unlock();
+}
+
+/*
+ * An exclusive wait, counted in seg->waiting.  When it returns at once,
+ * again, a listener this thread took a connection from in its last
+ * wake-up while other threads wait on it, the listener sits out up to
+ * TH_YIELD_MS (policy.c).
+ */
+static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                          const sigset_t *sigmask, const struct wait_listener *wl, int k,
+                          uint64_t took_last)
+{
+    int64_t start = th_now_ns();
+    int r, saved_errno;
+    uint64_t yield = 0, again = 0;
+
+    for (int j = 0; j < k; j++)
+        th_waiting_count(wl[j].l);
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+    for (int j = 0; r > 0 && took_last && j < k; j++)
+        if ((took_last & th_listener_bit(wl[j].l->index)) && reported(evs, r, wl[j].data))
+            again |= 1ull << j;
+    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data) && !(again & (1ull << j)))
+            continue;                   /* counted until its accept */
+        th_waiting_done(wl[j].l);       /* a yielding thread is not waiting */
+        if ((again & (1ull << j)) && th_policy_yields(th_self.streak, th_waiting_others(wl[j].l)))
+            yield |= 1ull << j;
+        else if (again & (1ull << j))
+            th_waiting_count(wl[j].l);
+    }
+    if (yield == 0)
+        return r;
+    th_self.streak = 0;
+    for (int j = 0; j < k; j++)
+        if (yield & (1ull << j))
+            th_count_yield(wl[j].l);
+    park_yielded(epfd, wl, k, yield, true);
+    r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask);
+    saved_errno = errno;
+    park_yielded(epfd, wl, k, yield, false);
+    if (r != 0 || th_remaining_ns(deadline) == 0) {
+        errno = saved_errno;            /* the yielded listeners sat this one out */
+        return r;
+    }
+    for (int j = 0; j < k; j++)
+        th_waiting_count(wl[j].l);
+    /* nobody came for it: take it now (and check no dead process is counted) */
+    start = th_now_ns();
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data)) {
+            if ((yield & (1ull << j)) && th_now_ns() - start < AT_ONCE_NS && wl[j].l->seg)
+                th_seg_drop_dead_waiting(wl[j].l->seg);
+            continue;                   /* counted until its accept */
+        }
+        th_waiting_done(wl[j].l);
+    }
+    return r;
+}
+
 static void done_waiting(int epfd)
 {
     struct instance *inst;
@@ -346,10 +482,11 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     struct wait_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true };
     int others, k = snapshot(epfd, wl, &facts.shared, &others, &facts.threaded), r, saved_errno;
+    uint64_t took_last = th_self.took;
     struct th_plan plan;
 
-    th_self.woke = 0;
-    th_self.rotated = 0;
+    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
+    th_waiting_clear();             /* back from the last wait, never accepted */
     for (int j = 0; j < k; j++) {
         facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
         TH_COUNT(wl[j].l, waits, 1);
@@ -366,6 +503,8 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
         r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, facts.shared,
                       others);
         th_sig_leave(&scope);
+    } else if (plan.strategy == TH_STRAT_EXCLUSIVE) {
+        r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, wl, k, took_last);
     } else {
         r = real_wait(epfd, evs, maxevents, deadline, sigmask);
     }
@@ -373,8 +512,12 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     done_waiting(epfd);
     for (int j = 0; j < k; j++) {
         if (r > 0 && reported(evs, r, wl[j].data)) {
+            uint64_t bit = th_listener_bit(wl[j].l->index);
             TH_COUNT(wl[j].l, wakeups, 1);
-            th_self.woke |= th_listener_bit(wl[j].l->index);
+            th_self.woke |= bit;
+            if (th_policy_epoll_entry(plan, wl[j].exclusive).strategy == TH_STRAT_EXCLUSIVE &&
+                !(wl[j].events & (EPOLLET | EPOLLONESHOT)))
+                th_self.refusable |= bit;
         }
     }
     errno = saved_errno;
@@ -394,7 +537,7 @@ void th_epreg_rotate(struct th_listener *l)
         if (r->l != l || !r->exclusive || r->parked)
             continue;
         inst = find_instance(r->epfd);
-        if (inst == NULL || inst->creator != th_pid)
+        if (inst == NULL || !instance_private(inst))
             continue;                  /* a shared entry has no order to fix */
         /* re-adding puts this process's entry at the tail of the wait queue */
         ev = r->ev;
@@ -413,8 +556,11 @@ void th_epreg_forget_fd(int fd)
 {
     lock();
     for (int i = 0; i < ninstances;) {
-        if (instances[i].epfd == fd)
+        if (instances[i].epfd == fd) {
+            if (instances[i].w)
+                munmap(instances[i].w, sizeof(*instances[i].w));
             instances[i] = instances[--ninstances];
+        }
         else
             i++;
     }

@@ -6,7 +6,10 @@
  * exclusive or auto mode, moves this process's exclusive wait entry to the
  * tail so the next connection wakes the next idle worker.  In a loop that
  * accepts until EAGAIN (libuv, nginx multi_accept) only the first
- * successful accept of a wake-up does that; the rest pass through.
+ * successful accept of a wake-up does that; and in auto mode a further
+ * accept of the same wake-up may be refused with EAGAIN, exactly as an
+ * empty queue answers, so that a burst is spread over the workers the
+ * kernel woke for it (policy.c says when; counted as "refused").
  * A blocking accept on a blocking listener is already fair and herd-free
  * in the kernel: it is only counted.  errno is kept on every path.
  */
@@ -52,6 +55,20 @@ static void before_accept(int fd, struct th_listener *l)
                                  "blocking accept: the kernel already wakes one, in order");
 }
 
+/* A further accept of this wake-up, left to the other workers? */
+static bool refused(int fd, struct th_listener *l)
+{
+    uint64_t bit = th_listener_bit(l->index);
+
+    th_waiting_done(l);                   /* at its accept */
+    if (!(th_self.took & th_self.refusable & bit) ||
+        !th_policy_refuses_more(true, th_listener_others_wait(l)) || th_fd_is_blocking(fd))
+        return false;
+    TH_COUNT(l, refused, 1);
+    errno = EAGAIN;
+    return true;
+}
+
 static void after_accept(int fd, struct th_listener *l, int result, int err)
 {
     uint64_t bit = th_listener_bit(l->index);
@@ -59,6 +76,7 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
 
     th_self.woke &= ~bit;
     if (result >= 0) {
+        th_self.took |= bit;
         th_fd_forget(result);           /* a new fd under a maybe-reused number */
         TH_COUNT(l, accepts, 1);
     } else if (err == EAGAIN || err == EWOULDBLOCK) {
@@ -84,6 +102,8 @@ TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
     th_resolve();
     if (!th_active() || (l = th_fd_listener(fd)) == NULL)
         return real_accept(fd, addr, addrlen);
+    if (refused(fd, l))
+        return -1;
     before_accept(fd, l);
     r = real_accept(fd, addr, addrlen);
     after_accept(fd, l, r, errno);
@@ -98,6 +118,8 @@ TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
     th_resolve();
     if (!th_active() || (l = th_fd_listener(fd)) == NULL)
         return real_accept4(fd, addr, addrlen, flags);
+    if (refused(fd, l))
+        return -1;
     before_accept(fd, l);
     r = real_accept4(fd, addr, addrlen, flags);
     after_accept(fd, l, r, errno);

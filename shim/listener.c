@@ -69,6 +69,9 @@ struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port)
         atomic_store(&l->stats_pid, 0);
         atomic_store(&l->logged, 0);
         atomic_store(&l->attach_state, 0);
+        atomic_store(&l->others_checked_ns, 0);
+        atomic_store(&l->others_waits, 0);
+        atomic_store(&l->others_active, false);
         l->inode = inode;                /* publish after filling */
         if (l->index == atomic_load(&count))
             atomic_store(&count, l->index + 1);
@@ -166,6 +169,101 @@ void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const c
         atomic_store_explicit(&stats->strategy, s, memory_order_relaxed);
     if (!(atomic_fetch_or(&l->logged, bit) & bit))
         th_info("port %u (inode %llu): %s", l->port, (unsigned long long)l->inode, why);
+}
+
+/*
+ * Other processes wait on this listener if their wait counters moved
+ * since the last look.  Counting, not asking whether they live: a worker
+ * killed with -9 leaves its slot behind but its counters stand still.
+ * One look at the slots per OTHERS_CHECK_MS (it is only asked when a
+ * wake-up has already brought one connection).
+ */
+#define OTHERS_CHECK_MS 50
+
+bool th_listener_others_wait(struct th_listener *l)
+{
+    struct th_seg *seg = th_listener_seg(l);
+    int64_t now = th_now_ns();
+    uint64_t sum = 0;
+    bool active;
+
+    if (seg == NULL)
+        return false;
+    if (now - atomic_load_explicit(&l->others_checked_ns, memory_order_relaxed) <
+        OTHERS_CHECK_MS * TH_NS_PER_MS)
+        return atomic_load_explicit(&l->others_active, memory_order_relaxed);
+    for (int i = 0; i < TH_MAX_PROCS; i++) {
+        int32_t pid = atomic_load_explicit(&seg->procs[i].pid, memory_order_relaxed);
+        if (pid != 0 && pid != th_pid)
+            sum += atomic_load_explicit(&seg->procs[i].waits, memory_order_relaxed);
+    }
+    active = sum != atomic_exchange_explicit(&l->others_waits, sum, memory_order_relaxed);
+    atomic_store_explicit(&l->others_active, active, memory_order_relaxed);
+    atomic_store_explicit(&l->others_checked_ns, now, memory_order_relaxed);
+    return active;
+}
+
+/* ---- seg->waiting -------------------------------------------------------- */
+
+static void waiting_add(struct th_listener *l, int n)
+{
+    struct th_proc_stats *stats;
+
+    if (th_listener_seg(l) == NULL || (stats = my_stats(l)) == NULL)
+        return;
+    atomic_fetch_add_explicit(&l->seg->waiting, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&stats->waiting, n, memory_order_relaxed);
+}
+
+void th_waiting_count(struct th_listener *l)
+{
+    uint64_t bit = th_listener_bit(l->index);
+
+    if (!(th_self.counted & bit)) {
+        th_self.counted |= bit;
+        waiting_add(l, 1);
+    }
+}
+
+void th_waiting_done(struct th_listener *l)
+{
+    uint64_t bit = th_listener_bit(l->index);
+
+    if (th_self.counted & bit) {
+        th_self.counted &= ~bit;
+        waiting_add(l, -1);
+    }
+}
+
+void th_waiting_clear(void)
+{
+    uint64_t left = th_self.counted;
+
+    for (int i = 0; left; i++, left >>= 1) {
+        struct th_listener *l;
+        if ((left & 1) && (l = th_listener_at(i)) != NULL)
+            th_waiting_done(l);
+    }
+    th_self.counted = 0;
+}
+
+void th_count_yield(struct th_listener *l)
+{
+    struct th_proc_stats *stats;
+
+    if (th_listener_seg(l) && (stats = my_stats(l)) != NULL)
+        atomic_fetch_add_explicit(&stats->yields, 1, memory_order_relaxed);
+}
+
+int th_waiting_others(struct th_listener *l)
+{
+    struct th_seg *seg = th_listener_seg(l);
+    int n;
+
+    if (seg == NULL)
+        return 0;
+    n = atomic_load_explicit(&seg->waiting, memory_order_relaxed);
+    return n - ((th_self.counted & th_listener_bit(l->index)) ? 1 : 0);
 }
 
 void th_listeners_detach_all(void)

@@ -248,6 +248,37 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
     }
 }
 
+/*
+ * A yield (policy.c): the listeners sit out of the mirror until `until`
+ * while the rest of the set is watched, then go back in, at the tail of
+ * their wait queues.  Only other fds are answered (from the program's
+ * array, listeners masked); 0 when none became ready.
+ */
+int th_mirror_yield(struct pollfd *fds, nfds_t n, int64_t until,
+                    const sigset_t *sigmask, int *ret)
+{
+    struct mirror *m = mine;
+    struct epoll_event evs[8];
+    int r, saved_errno;
+
+    if (m == NULL || m->pid != th_pid || m->epfd < 0)
+        return 0;
+    for (int i = 0; i < m->n; i++)
+        if (m->ent[i].exclusive)
+            real_epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->ent[i].fd, NULL);
+    r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), th_remaining_ms(until), sigmask);
+    saved_errno = errno;
+    for (int i = 0; i < m->n;) {
+        if (m->ent[i].exclusive && ctl(m, EPOLL_CTL_ADD, &m->ent[i]) < 0)
+            m->ent[i] = m->ent[--m->n];        /* gone meanwhile: resynced next call */
+        else
+            i++;
+    }
+    *ret = r > 0 ? others_ready_now(m, fds, n) : r;
+    errno = saved_errno;
+    return 1;
+}
+
 void th_mirror_rotate(int listener_fd, struct th_listener *l)
 {
     struct entry *e;

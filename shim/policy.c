@@ -117,6 +117,56 @@ bool th_policy_rotates(void)
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 
+/*
+ * Bursts.  An event loop that accepts until EAGAIN (asyncio, tornado,
+ * libuv, nginx multi_accept) lets the first worker that runs drain a
+ * burst while the workers the kernel woke for the other connections find
+ * the queue empty.  So in auto mode, after the first connection of a
+ * wake-up, a further accept of the same wake-up answers EAGAIN, as an
+ * empty queue would, and the connection stays for the others; but only
+ *   - when that wake-up came from an exclusive level-triggered wait: the
+ *     thread's next wait reports a connection still queued at once, so
+ *     it is never stranded (edge-triggered and one-shot entries, the lock
+ *     and pass-through waits are never refused), and
+ *   - when other processes wait on the listener: alone, there is nobody
+ *     to leave it to.
+ * The worker serves what it took and comes back for the next one: a
+ * refused connection is accepted no later than the refusing worker would
+ * have served it had it taken it (plus one wait call), or earlier by
+ * another worker.  With fifo balance only (lifo keeps the hot worker busy).
+ */
+bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait)
+{
+    return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
+           level_triggered_exclusive && others_wait;
+}
+
+/*
+ * The same for loops that accept one connection per wake-up and come
+ * straight back: a level-triggered entry reports a listener whose queue
+ * is not empty at once, and the worker that just served one takes the
+ * next while the workers the kernel woke for it wait for a CPU.  So when
+ * a worker's waits return the listener at once (without sleeping) after
+ * an accept YIELD_STREAK times in a row, while other threads are in a
+ * wait on it (asleep, or woken and not yet at their accept), the
+ * listener is left out of its next wait for up to TH_YIELD_MS (the
+ * program's other fds are still served), then put back at the tail of
+ * the queue.  A yielding worker does not count as waiting, so two never
+ * yield to each other.  Bound: each yield delays a connection left in
+ * the queue by at most TH_YIELD_MS; the yielding worker takes it itself
+ * when it comes back.  Waits that slept, and servers where no other
+ * thread waits (all busy), never yield.  The streak keeps a saturated
+ * server, where a returning worker often finds one connection queued,
+ * from paying for a yield on every connection.
+ */
+#define YIELD_STREAK 2
+
+bool th_policy_yields(unsigned streak, int others_waiting)
+{
+    return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
+           streak >= YIELD_STREAK && others_waiting > 0;
+}
+
 bool th_policy_jitters(void)
 {
     return th_cfg.mode == TH_MODE_JITTER;

@@ -50,6 +50,27 @@ int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
     return *why ? -1 : 0;
 }
 
+/* Take a slot's part out of seg->waiting, once (whoever swaps it to 0). */
+void th_seg_drop_waiting(struct th_seg *seg, struct th_proc_stats *slot)
+{
+    int32_t part = atomic_exchange(&slot->waiting, 0);
+
+    if (part != 0)
+        atomic_fetch_sub(&seg->waiting, part);
+}
+
+/* Dead processes' parts of seg->waiting (killed inside a wait). */
+void th_seg_drop_dead_waiting(struct th_seg *seg)
+{
+    for (int i = 0; i < TH_MAX_PROCS; i++) {
+        struct th_proc_stats *s = &seg->procs[i];
+        int32_t owner = atomic_load_explicit(&s->pid, memory_order_relaxed);
+        if (owner != 0 && atomic_load_explicit(&s->waiting, memory_order_relaxed) != 0 &&
+            !th_proc_alive(owner))
+            th_seg_drop_waiting(seg, s);
+    }
+}
+
 /* This process's statistics slot: its own, a free one, or a dead one's. */
 static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
 {
@@ -64,6 +85,7 @@ static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
             free_slot = s;
     }
     if (free_slot) {
+        th_seg_drop_waiting(seg, free_slot);   /* a dead owner's, if any */
         memset((void *)free_slot, 0, sizeof(*free_slot));
         atomic_store(&free_slot->pid, pid);
     }
@@ -215,8 +237,10 @@ void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine)
 
     if (th_guard_lock(seg) < 0)
         return;
-    if (mine)
+    if (mine) {
+        th_seg_drop_waiting(seg, mine);
         atomic_store(&mine->pid, 0);
+    }
     forget_process_locked(seg, th_pid);
     if (th_seg_remove_if_stale_locked(seg, th_pid) == TH_SEG_REMOVED) {
         th_seg_path(path, sizeof(path), seg->uid, seg->inode);

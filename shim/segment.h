@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
-#define TH_SEG_VERSION 1u
+#define TH_SEG_VERSION 2u   /* 2: waiting, th_proc_stats.waiting and .yields */
 #define TH_MAX_WAITERS 512   /* threads queued on one listener's lock */
 #define TH_MAX_PROCS   512   /* processes with statistics for one listener */
 #define TH_SEG_PREFIX  "libthunder."
@@ -51,7 +51,10 @@ struct th_proc_stats {
     _Atomic uint64_t lock_waits;  /* times the lock was waited for */
     _Atomic uint64_t lock_wait_ns;/* total time spent waiting for it */
     _Atomic uint64_t rotations;   /* exclusive entries moved to the tail */
-    uint64_t reserved[2];
+    _Atomic uint64_t refused;     /* accepts answered EAGAIN to spread a burst
+                                     (was reserved: 0 from older writers) */
+    _Atomic uint32_t yields;      /* waits that left a re-reported listener out */
+    _Atomic int32_t waiting;      /* this process's part of th_seg.waiting */
 };
 
 struct th_seg {
@@ -76,6 +79,11 @@ struct th_seg {
     _Atomic uint32_t nqueued;
     uint64_t next_ticket;
     _Atomic uint64_t recoveries;  /* dead or stalled holders taken over */
+    /* threads in an exclusive wait on the listener, or back from one that
+       reported it and not yet at their accept: asleep, or woken and about
+       to accept (a hint for spreading bursts, policy.c) */
+    _Atomic int32_t waiting;
+    uint32_t spare;
 
     struct th_waiter waiters[TH_MAX_WAITERS];
     struct th_proc_stats procs[TH_MAX_PROCS];

@@ -21,4 +21,5 @@ pid_t th_gettid(void)
 void th_self_refresh(void)
 {
     th_pid = getpid();
+    th_self.counted = 0;     /* a parent's count is not the child's */
 }

@@ -60,7 +60,7 @@
 /* Listeners one wait call manages (more are left to the kernel). */
 #define TH_MAX_WAIT_LISTENERS 8
 
-_Static_assert(TH_MAX_LISTENERS <= 64, "th_thread.woke/rotated are 64-bit masks");
+_Static_assert(TH_MAX_LISTENERS <= 64, "th_thread's listener bits are 64-bit masks");
 _Static_assert(TH_MAX_WAIT_LISTENERS <= TH_MAX_LISTENERS, "a wait's listeners are listeners");
 
 /* ====================================================================== */
@@ -72,6 +72,11 @@ struct th_thread {
     int in_shim;           /* >0 while the shim itself runs: hooks pass through */
     uint64_t woke;         /* bit i: the last wait reported listener i ready */
     uint64_t rotated;      /* bit i: already rotated since that wait */
+    uint64_t took;         /* bit i: accepted a connection since that wait */
+    uint64_t refusable;    /* bit i: that wait was exclusive and level-triggered:
+                              the next one reports a connection left queued */
+    uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
+    unsigned streak;       /* waits in a row that returned at once after an accept */
 };
 extern __thread struct th_thread th_self;
 extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
@@ -208,6 +213,8 @@ void th_doorbell_after_fork(void);
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
 void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine);
 struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid);
+void th_seg_drop_waiting(struct th_seg *seg, struct th_proc_stats *slot);
+void th_seg_drop_dead_waiting(struct th_seg *seg);
 /* Refuse a mapping that is not ours or not sane; 0 if valid, else -1 with why. */
 int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
                     uint64_t inode, const char **why);
@@ -225,6 +232,9 @@ struct th_listener {
     _Atomic int32_t stats_pid;    /* pid that owns *stats */
     struct th_proc_stats *stats;  /* this process's slot in seg */
     _Atomic uint32_t logged;      /* one-time log lines already printed */
+    _Atomic int64_t others_checked_ns;  /* th_listener_others_wait's cache */
+    _Atomic uint64_t others_waits;
+    _Atomic bool others_active;
 };
 
 /* The listener object for a socket inode, created on first sight. */
@@ -236,6 +246,20 @@ void th_count(struct th_listener *l, size_t field_offset, uint64_t n);
 #define TH_COUNT(l, field, n) th_count((l), offsetof(struct th_proc_stats, field), (n))
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s,
                               const char *why);
+/* Did other processes wait on this listener lately (cached a few ms)? */
+bool th_listener_others_wait(struct th_listener *l);
+/*
+ * seg->waiting: threads in an exclusive wait on the listener, or back from
+ * one that reported it and not yet at their accept.  count when the wait
+ * starts, done when it returns without the listener or at the accept,
+ * clear (all of this thread's) at the next wait; others: the other
+ * threads counted now.
+ */
+void th_waiting_count(struct th_listener *l);
+void th_waiting_done(struct th_listener *l);
+void th_waiting_clear(void);
+int th_waiting_others(struct th_listener *l);
+void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COUNT */
 struct th_listener *th_listener_at(int index);
 /* Its last fd in this process was closed: detach and recycle the entry. */
 void th_listener_closed(struct th_listener *l);
@@ -353,6 +377,11 @@ struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclus
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
 bool th_policy_rotates(void);
+/* A further accept of one wake-up: answer EAGAIN and leave the connection? */
+bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
+/* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
+#define TH_YIELD_MS 1
+bool th_policy_yields(unsigned streak, int others_waiting);
 bool th_policy_jitters(void);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
@@ -378,6 +407,9 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until);
 /* 1 handled (result in *ret), 0 not applicable (caller falls back). */
 int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
                    const sigset_t *sigmask, int *ret);
+/* The same wait with the set's listeners left out until `until` (a yield). */
+int th_mirror_yield(struct pollfd *fds, nfds_t n, int64_t until,
+                    const sigset_t *sigmask, int *ret);
 void th_mirror_rotate(int listener_fd, struct th_listener *l);
 void th_mirror_forget_fd(int fd);
 void th_mirror_after_fork(void);

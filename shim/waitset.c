@@ -75,8 +75,7 @@ static int collect(const struct pollfd *fds, nfds_t n, struct set_listener *set,
 
 static void count_entry(struct set_listener *set, int k)
 {
-    th_self.woke = 0;
-    th_self.rotated = 0;
+    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
     for (int j = 0; j < k; j++)
         TH_COUNT(set[j].l, waits, 1);
 }
@@ -291,17 +290,87 @@ static void set_strategy(struct set_listener *set, int k, struct th_plan plan)
         th_listener_set_strategy(set[j].l, plan.strategy, plan.why);
 }
 
-/* The exclusive mirror; 0 when this set cannot be mirrored. */
+/* The exclusive mirror (or a yield from it); 0 when this set cannot be mirrored. */
 static int mirrored_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
-                         const sigset_t *sigmask, int *r)
+                         const sigset_t *sigmask, int *r, bool yield)
 {
     struct th_sigscope scope;
     int handled;
 
     th_sig_enter(&scope, sigmask);
-    handled = th_mirror_poll(fds, n, deadline, scope.wait_mask, r);
+    handled = yield ? th_mirror_yield(fds, n, deadline, scope.wait_mask, r)
+                    : th_mirror_poll(fds, n, deadline, scope.wait_mask, r);
     th_sig_leave(&scope);
     return handled;
+}
+
+#define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
+
+/*
+ * After a mirrored wait: the listeners it reported stay counted in
+ * seg->waiting until their accept.  Returns true when this thread should
+ * yield them (policy.c): reported at once, again, after it took one.
+ */
+static bool settle_mirrored(const struct pollfd *fds, int r, struct set_listener *set, int k,
+                            uint64_t took_last, int64_t start)
+{
+    bool again = false, yield = false;
+
+    for (int j = 0; r > 0 && j < k; j++)
+        again = again || ((took_last & th_listener_bit(set[j].l->index)) &&
+                          ready(&fds[set[j].index]));
+    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && ready(&fds[set[j].index]) && !again)
+            continue;                   /* counted until its accept */
+        th_waiting_done(set[j].l);
+        yield = yield || (again && th_policy_yields(th_self.streak,
+                                                    th_waiting_others(set[j].l)));
+    }
+    if (yield)
+        th_self.streak = 0;
+    else if (again)
+        for (int j = 0; j < k; j++)
+            th_waiting_count(set[j].l);
+    return yield;
+}
+
+/* An exclusive wait on the mirror, with a yield when policy.c says so. */
+static int exclusive_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
+                          const sigset_t *sigmask, struct set_listener *set, int k,
+                          uint64_t took_last, int *r)
+{
+    int64_t start = th_now_ns();
+    int handled;
+
+    for (int j = 0; j < k; j++)
+        th_waiting_count(set[j].l);
+    if (!mirrored_wait(fds, n, deadline, sigmask, r, false)) {
+        for (int j = 0; j < k; j++)
+            th_waiting_done(set[j].l);
+        return 0;
+    }
+    if (!settle_mirrored(fds, *r, set, k, took_last, start))
+        return 1;
+    for (int j = 0; j < k; j++)
+        th_count_yield(set[j].l);
+    if (!mirrored_wait(fds, n, th_min_deadline(deadline, TH_YIELD_MS), sigmask, r, true) ||
+        *r != 0 || th_remaining_ns(deadline) == 0)
+        return 1;
+    /* nobody came for it: wait again, and take it now if it is still there */
+    for (int j = 0; j < k; j++)
+        th_waiting_count(set[j].l);
+    start = th_now_ns();
+    handled = mirrored_wait(fds, n, deadline, sigmask, r, false);
+    for (int j = 0; j < k; j++) {
+        if (handled && *r > 0 && ready(&fds[set[j].index])) {
+            if (th_now_ns() - start < AT_ONCE_NS && set[j].l->seg)
+                th_seg_drop_dead_waiting(set[j].l->seg);
+            continue;
+        }
+        th_waiting_done(set[j].l);
+    }
+    return handled;                     /* 0: no mirror any more, the caller falls back */
 }
 
 int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask)
@@ -310,12 +379,18 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     int others, k = collect(fds, n, set, &others), r, saved_errno;
     struct th_wait_facts facts = { .epoll = false };
     struct th_plan plan = th_policy_wait(&facts);
+    uint64_t took_last = th_self.took;
 
     count_entry(set, k);
+    th_waiting_clear();             /* back from the last wait, never accepted */
     if (plan.strategy == TH_STRAT_EXCLUSIVE) {
-        if (mirrored_wait(fds, n, deadline, sigmask, &r)) {
+        if (exclusive_wait(fds, n, deadline, sigmask, set, k, took_last, &r)) {
             set_strategy(set, k, plan);
-            goto done;
+            saved_errno = errno;
+            count_wakeups(fds, r, set, k);
+            th_self.refusable = th_self.woke;    /* the mirror is level-triggered */
+            errno = saved_errno;
+            return r;
         }
         facts.mirror_refused = true;
         plan = th_policy_wait(&facts);
@@ -330,7 +405,6 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     } else {
         r = real_ppoll_until(fds, n, deadline, sigmask);
     }
-done:
     saved_errno = errno;
     count_wakeups(fds, r, set, k);
     errno = saved_errno;

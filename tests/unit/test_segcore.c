@@ -36,7 +36,7 @@ static void test_layout_header(void)
     PIN(th_seg, unlinked, 36);
     PIN(th_seg, guard, 40);
     EXPECT_EQ(TH_SEG_MAGIC, 0x7468756e64657231ULL);
-    EXPECT_EQ(TH_SEG_VERSION, 1);
+    EXPECT_EQ(TH_SEG_VERSION, 2);
     EXPECT_EQ(TH_MAX_WAITERS, 512);
     EXPECT_EQ(TH_MAX_PROCS, 512);
 }
@@ -54,11 +54,12 @@ static void test_layout_lock(void)
     PIN(th_seg, nqueued, g + 28);
     PIN(th_seg, next_ticket, g + 32);
     PIN(th_seg, recoveries, g + 40);
-    PIN(th_seg, waiters, g + 48);
-    PIN(th_seg, procs, g + 48 + TH_MAX_WAITERS * 32);
-    EXPECT_EQ(sizeof(struct th_seg), g + 48 + TH_MAX_WAITERS * 32 + TH_MAX_PROCS * 88);
+    PIN(th_seg, waiting, g + 48);
+    PIN(th_seg, waiters, g + 56);
+    PIN(th_seg, procs, g + 56 + TH_MAX_WAITERS * 32);
+    EXPECT_EQ(sizeof(struct th_seg), g + 56 + TH_MAX_WAITERS * 32 + TH_MAX_PROCS * 88);
 #if defined(__x86_64__)
-    EXPECT_EQ(sizeof(struct th_seg), 61568);
+    EXPECT_EQ(sizeof(struct th_seg), 61576);
 #endif
 }
 
@@ -82,7 +83,9 @@ static void test_layout_waiter_and_stats(void)
     PIN(th_proc_stats, lock_waits, 48);
     PIN(th_proc_stats, lock_wait_ns, 56);
     PIN(th_proc_stats, rotations, 64);
-    PIN(th_proc_stats, reserved, 72);
+    PIN(th_proc_stats, refused, 72);
+    PIN(th_proc_stats, yields, 80);
+    PIN(th_proc_stats, waiting, 84);
     EXPECT_EQ(TH_STRAT_NONE, 0);
     EXPECT_EQ(TH_STRAT_OBSERVE, 1);
     EXPECT_EQ(TH_STRAT_LOCK, 2);
