@@ -231,18 +231,25 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
     return k;
 }
 
+/*
+ * The program's own call, with what is left of its timeout: epoll_wait
+ * stays epoll_wait (no mask to apply), epoll_pwait2's nanoseconds stay
+ * nanoseconds.
+ */
 static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                     const sigset_t *sigmask)
+                     const sigset_t *sigmask, bool ns_timeout)
 {
     int r;
 
-    if (real_epoll_pwait2 && deadline != TH_FOREVER) {
+    if (ns_timeout && real_epoll_pwait2 && deadline != TH_FOREVER) {
         struct timespec ts;
         th_ns_to_timespec(th_remaining_ns(deadline), &ts);
         r = real_epoll_pwait2(epfd, evs, maxevents, &ts, sigmask);
         if (r >= 0 || errno != ENOSYS)
             return r;
     }
+    if (sigmask == NULL)
+        return real_epoll_wait(epfd, evs, maxevents, th_remaining_ms(deadline));
     return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms(deadline), sigmask);
 }
 
@@ -284,6 +291,7 @@ struct epoll_ctx {
     int epfd;
     struct epoll_event *evs;
     int maxevents;
+    bool ns_timeout;
     bool shared;
     struct wait_listener *wl;
     int k;
@@ -301,7 +309,7 @@ static int epoll_real_wait(void *ctx, int64_t until, const sigset_t *sigmask)
 {
     struct epoll_ctx *c = ctx;
 
-    return real_wait(c->epfd, c->evs, c->maxevents, until, sigmask);
+    return real_wait(c->epfd, c->evs, c->maxevents, until, sigmask, c->ns_timeout);
 }
 
 static bool epoll_reported(void *ctx, int j, int result)
@@ -311,23 +319,29 @@ static bool epoll_reported(void *ctx, int j, int result)
     return reported(c->evs, result, c->wl[j].data);
 }
 
-/* Called with every signal blocked; sigmask is what the sleeps apply. */
-static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                     const sigset_t *sigmask, struct wait_listener *wl, int k,
-                     bool shared, int others)
+/* sigmask: the caller's; signals are blocked only if the wait must queue. */
+static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *sigmask,
+                     int others)
 {
     struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
-    struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
-                             .shared = shared, .wl = wl, .k = k };
     struct th_lockwait lw = {
-        .ls = ls, .k = k, .may_block = others == 0, .deadline = deadline,
-        .sigmask = sigmask, .bell = th_doorbell_fd(), .ctx = &ctx,
+        .ls = ls, .k = ctx->k, .may_block = others == 0, .deadline = deadline,
+        .sigmask = sigmask, .bell = -1, .ctx = ctx,
         .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
     };
+    struct th_sigscope scope;
+    int r;
 
-    for (int j = 0; j < k; j++)
-        ls[j] = wl[j].l;
-    return th_lockwait_run(&lw);
+    for (int j = 0; j < ctx->k; j++)
+        ls[j] = ctx->wl[j].l;
+    if (th_lockwait_fast(&lw, &r))
+        return r;
+    th_sig_enter(&scope, sigmask);
+    lw.sigmask = scope.wait_mask;
+    lw.bell = th_doorbell_fd();
+    r = th_lockwait_run(&lw);
+    th_sig_leave(&scope);
+    return r;
 }
 
 static void done_waiting(int epfd)
@@ -341,7 +355,7 @@ static void done_waiting(int epfd)
 }
 
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                  const sigset_t *sigmask)
+                  const sigset_t *sigmask, bool ns_timeout)
 {
     struct wait_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true };
@@ -360,14 +374,12 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
         th_listener_set_strategy(wl[j].l, entry.strategy, entry.why);
     }
     if (plan.strategy == TH_STRAT_LOCK) {
-        struct th_sigscope scope;
-
-        th_sig_enter(&scope, sigmask);
-        r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, facts.shared,
-                      others);
-        th_sig_leave(&scope);
+        struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
+                                 .ns_timeout = ns_timeout, .shared = facts.shared,
+                                 .wl = wl, .k = k };
+        r = lock_wait(&ctx, deadline, sigmask, others);
     } else {
-        r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+        r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
     }
     saved_errno = errno;
     done_waiting(epfd);

@@ -207,6 +207,39 @@ static int others_ready_now(struct mirror *m, struct pollfd *fds, nfds_t n)
     return r;
 }
 
+/*
+ * The mirror's bookkeeping runs with signals unblocked (the sleep, an
+ * epoll_pwait with the caller's mask, is what a signal must interrupt, as
+ * in the real call), but marked as the shim's own work: a handler that
+ * polls meanwhile goes straight to libc and cannot find the mirror half
+ * synced.
+ */
+static bool synced(struct mirror **mp, const struct pollfd *fds, nfds_t n)
+{
+    struct mirror *m;
+    bool ok;
+
+    th_self.in_shim++;
+    m = get_mirror();
+    ok = m != NULL && sync_set(m, fds, n);
+    if (m && !ok)
+        rebuild(m);                             /* leave no half-synced state */
+    th_self.in_shim--;
+    *mp = m;
+    return ok;
+}
+
+static bool synced_afresh(struct mirror *m, const struct pollfd *fds, nfds_t n)
+{
+    bool ok;
+
+    th_self.in_shim++;
+    rebuild(m);
+    ok = m->epfd >= 0 && sync_set(m, fds, n);
+    th_self.in_shim--;
+    return ok;
+}
+
 int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
                    const sigset_t *sigmask, int *ret)
 {
@@ -215,11 +248,8 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
 
     if (n > MIRROR_MAX)
         return 0;
-    if ((m = get_mirror()) == NULL || !sync_set(m, fds, n)) {
-        if (m)
-            rebuild(m);                         /* leave no half-synced state */
+    if (!synced(&m, fds, n))
         return 0;
-    }
     if ((*ret = others_ready_now(m, fds, n)) != 0)
         return 1;
     for (;;) {
@@ -240,11 +270,8 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
             return 1;
         }
         /* woken, yet nothing is ready: another thread won, or a stale entry */
-        if (++m->spurious_run >= SPURIOUS_BEFORE_REBUILD) {
-            rebuild(m);
-            if (m->epfd < 0 || !sync_set(m, fds, n))
-                return 0;
-        }
+        if (++m->spurious_run >= SPURIOUS_BEFORE_REBUILD && !synced_afresh(m, fds, n))
+            return 0;
     }
 }
 

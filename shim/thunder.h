@@ -249,7 +249,11 @@ void th_listeners_child_fork(void);
 /* The managed listener behind fd, or NULL (not a listener, filtered...). */
 struct th_listener *th_fd_listener(int fd);
 void th_fd_forget(int fd);
+void th_fd_mark_connected(int fd);     /* accept's result: never a listener */
 void th_fd_mark_epoll(int fd);
+void th_fd_mark_doorbell(int fd);
+bool th_fd_is_doorbell(int fd);
+uint32_t th_fd_doorbells_forgotten(void);
 bool th_fd_is_epoll(int fd);
 bool th_fd_is_listener(int fd);
 /* Does another cached fd (a dup) still refer to the listener behind fd? */
@@ -354,6 +358,7 @@ struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclus
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
 bool th_policy_rotates(void);
+bool th_policy_serves_backlog_unlocked(void);
 bool th_policy_jitters(void);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
@@ -372,6 +377,8 @@ struct th_lockwait {
     bool (*reported)(void *ctx, int j, int result);   /* listener j ready? */
 };
 int th_lockwait_run(const struct th_lockwait *lw);
+/* Without blocking signals: hold free locks, or serve a backlog unlocked (1, *ret); else 0. */
+int th_lockwait_fast(const struct th_lockwait *lw, int *ret);
 /* Only the real wait (lw->wait until), as the holder of what this thread holds. */
 int th_lockwait_hold(const struct th_lockwait *lw, int64_t until);
 
@@ -398,8 +405,9 @@ bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
 void th_epreg_created(int epfd);
 /* Rewrites *ev for an exclusive ADD/MOD if it applies; returns the result. */
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+/* ns_timeout: the program called epoll_pwait2 (its timeout keeps nanoseconds). */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents,
-                  int64_t deadline, const sigset_t *sigmask);
+                  int64_t deadline, const sigset_t *sigmask, bool ns_timeout);
 bool th_epreg_has_listener(int epfd);
 void th_epreg_rotate(struct th_listener *l);
 void th_epreg_forget_fd(int fd);
