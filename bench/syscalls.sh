@@ -62,7 +62,7 @@ command -v strace >/dev/null || { echo "syscalls: strace is not installed (apt-g
 work=$(mktemp -d "${TMPDIR:-/tmp}/thunder-syscalls.XXXXXX")
 chmod 755 "$work"
 tracer=
-peer_config= peer_dir=
+peer_config='' peer_dir=''
 cleanup() {
     [ -n "$tracer" ] && kill -INT "$tracer" 2>/dev/null
     cell_cleanup
@@ -76,8 +76,11 @@ trap 'exit 130' INT TERM
 # sequential connections are served; "name calls" lines into OUT.
 count() {
     local pids=$1 http=$2 port=$3 out=$4 pid
-    local -a attach=() load=("$loadgen" -p "$port" -n "$CONNS" -c 1 -d 60 -g "$GAP_US")
+    local -a attach=() load=("$loadgen" -p "$port" -c 1 -d 60 -g "$GAP_US")
     [ "$http" = 1 ] && load+=(-H)
+    # warm up first: what each worker does once (attaching the listener's
+    # segment, claiming its statistics slot) is not a per-connection cost
+    "${load[@]}" -n $((WORKERS * 5)) >/dev/null 2>&1
     for pid in ${pids//,/ }; do attach+=(-p "$pid"); done
     strace -f -c -o "$work/strace.out" "${attach[@]}" 2>"$work/strace.err" &
     tracer=$!
@@ -86,7 +89,7 @@ count() {
         sleep 0.05
     done
     sleep 0.2
-    timeout 90 "${load[@]}" >"$work/load.out" 2>&1
+    timeout 90 "${load[@]}" -n "$CONNS" >"$work/load.out" 2>&1
     sleep 0.2
     kill -INT "$tracer" 2>/dev/null
     wait "$tracer" 2>/dev/null
@@ -99,7 +102,11 @@ count() {
 
 tasks() {  # threads of the given processes
     local pid n=0
-    for pid in ${1//,/ }; do n=$((n + $(ls "/proc/$pid/task" 2>/dev/null | wc -l))); done
+    local -a t
+    for pid in ${1//,/ }; do
+        t=("/proc/$pid/task"/*)
+        [ -e "${t[0]}" ] && n=$((n + ${#t[@]}))
+    done
     echo "$n"
 }
 
@@ -186,7 +193,7 @@ budget() {
         apache-prefork/auto) echo 0.2 ;;
         uwsgi*/auto) echo 2.0 ;;
         ex_accept/*) echo 0.2 ;;       # a blocking accept is left alone
-        ex_evloop/auto | ex_threads/auto | ex_epoll_shared/auto) echo lock ;;
+        ex_threads/auto | ex_epoll_shared/auto) echo lock ;;   # auto uses the lock there
         */auto) echo 2.0 ;;            # the rotation
         *) echo lock ;;
     esac
@@ -224,11 +231,14 @@ summary() {
 
 # The full table by name for one configuration.
 by_name() {  # config
-    awk -F, -v c="$1" 'NR > 1 && $1 == c { v[$2 "," $3] = $4; names[$3] = 1; if (!($2 in ms)) { ms[$2] = 1; order[n++] = $2 } }
-        END { printf "| syscall |"; for (i = 0; i < n; i++) printf " %s |", order[i]; printf "\n|---|"
-              for (i = 0; i < n; i++) printf "---|"; printf "\n"
-              for (s in names) { printf "| %s |", s; for (i = 0; i < n; i++) printf " %.2f |", v[order[i] "," s] + 0; printf "\n" } }' "$csv" |
-        { head -n 2; tail -n +3 | sort; }
+    local modes
+    local -a ms
+    modes=$(awk -F, -v c="$1" 'NR > 1 && $1 == c && !s[$2]++ { printf "%s ", $2 }' "$csv")
+    read -r -a ms <<<"$modes"
+    printf '| syscall |'; printf ' %s |' "${ms[@]}"; printf '\n|---|'; printf -- '---|%.0s' "${ms[@]}"; printf '\n'
+    awk -F, -v c="$1" -v modes="$modes" 'NR > 1 && $1 == c { v[$2 "," $3] = $4; names[$3] = 1 }
+        END { n = split(modes, m, " ")
+              for (s in names) { printf "| %s |", s; for (i = 1; i <= n; i++) printf " %.2f |", v[m[i] "," s] + 0; printf "\n" } }' "$csv" | sort
 }
 
 budgets=$work/budgets
@@ -249,7 +259,7 @@ cp "$csv" "$here/results/syscalls.csv"
     echo "strace -c -f on the $WORKERS workers, $CONNS sequential connections $GAP_US µs apart."
     echo
     echo "$table"
-    for config in $(awk -F, 'NR > 1 && !s[$1]++ { print $1 }' "$csv"); do
+    awk -F, 'NR > 1 && !s[$1]++ { print $1 }' "$csv" | while read -r config; do
         echo
         echo "## $config"
         echo

@@ -364,6 +364,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
 
     th_self.woke = 0;
     th_self.rotated = 0;
+    th_self.slept = true;
     for (int j = 0; j < k; j++) {
         facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
         TH_COUNT(wl[j].l, waits, 1);
@@ -379,7 +380,10 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
                                  .wl = wl, .k = k };
         r = lock_wait(&ctx, deadline, sigmask, others);
     } else {
+        int64_t start = th_now_ns();
+
         r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
     }
     saved_errno = errno;
     done_waiting(epfd);

@@ -253,13 +253,16 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
     if ((*ret = others_ready_now(m, fds, n)) != 0)
         return 1;
     for (;;) {
+        int64_t start;
         int r;
 
         if (th_remaining_ns(deadline) == 0) {
             *ret = 0;
             return 1;
         }
+        start = th_now_ns();
         r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), th_remaining_ms(deadline), sigmask);
+        th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
         if (r <= 0) {
             *ret = r;                           /* timeout, or -1 with errno */
             return 1;

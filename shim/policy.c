@@ -116,9 +116,16 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 
-bool th_policy_rotates(void)
+/*
+ * The rotation moves this waiter's entry behind the others that sleep, so
+ * the next connection wakes the next idle worker.  A wait that did not
+ * sleep found a connection already queued (a saturated server: nobody
+ * idle to spread to, and nobody was woken for it): its place in the queue
+ * is unchanged, and the rotation's two system calls would buy nothing.
+ */
+bool th_policy_rotates(bool slept)
 {
-    return th_cfg.lock.balance == TH_BALANCE_FIFO &&
+    return slept && th_cfg.lock.balance == TH_BALANCE_FIFO &&
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 

@@ -70,6 +70,7 @@ struct th_thread {
     int in_shim;           /* >0 while the shim itself runs: hooks pass through */
     uint64_t woke;         /* bit i: the last wait reported listener i ready */
     uint64_t rotated;      /* bit i: already rotated since that wait */
+    bool slept;            /* the last wait slept (false: it found work waiting) */
 };
 extern __thread struct th_thread th_self;
 extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
@@ -109,6 +110,9 @@ void th_log(enum th_loglevel level, const char *fmt, ...)
 #define TH_NS_PER_US 1000LL
 #define TH_NS_PER_MS 1000000LL
 #define TH_NS_PER_S  1000000000LL
+/* A wait that returns sooner cannot have slept: that takes a context
+   switch out and one back in.  (Preempted, it looks slow: never the reverse.) */
+#define TH_NO_SLEEP_NS (5 * TH_NS_PER_US)
 int64_t th_now_ns(void);
 int64_t th_deadline_ms(int timeout_ms);               /* <0: forever */
 int64_t th_deadline_ts(const struct timespec *ts);    /* NULL: forever */
@@ -357,7 +361,7 @@ struct th_plan th_policy_wait(const struct th_wait_facts *f);
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
-bool th_policy_rotates(void);
+bool th_policy_rotates(bool slept);
 bool th_policy_serves_backlog_unlocked(void);
 bool th_policy_jitters(void);
 

@@ -80,6 +80,7 @@ static void count_entry(struct set_listener *set, int k)
 {
     th_self.woke = 0;
     th_self.rotated = 0;
+    th_self.slept = true;
     for (int j = 0; j < k; j++)
         TH_COUNT(set[j].l, waits, 1);
 }
