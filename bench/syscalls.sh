@@ -273,7 +273,9 @@ section=$work/section.md
     echo "## System calls per connection (bench/syscalls.sh)"
     echo
     echo "strace -c -f on the $WORKERS workers while $CONNS sequential connections ($GAP_US µs apart) are served; $(date -u '+%Y-%m-%d %H:%M UTC'), libthunder $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')."
-    echo "Budget: auto adds at most the rotation's EPOLL_CTL_DEL + ADD (2) where it rotates and nothing elsewhere; lock mode's own cost is the hand-off. By name: bench/results/syscalls.md."
+    echo "Budget: auto adds at most the rotation's EPOLL_CTL_DEL + ADD (2) where it rotates, and nothing else, on every path where the wait holds no listener or the exclusive mechanism applies (the poll/select mirror also turns one wait into its epoll_pwait plus a poll(…, 0) of the program's own array). Peers (issue 12): nginx default <= +2.0, accept_mutex on <= +0.5, Apache prefork <= +0.2."
+    echo
+    echo "Lock mode's own budget (also auto where it falls back to the lock: shared epoll instance, threads): a free lock costs nothing; a busy one a look first (the real wait with timeout 0, which serves a backlog unlocked), then, queued, two rt_sigprocmask around the queued wait, the sleep (ppoll on the doorbell), the hand-off (the releaser's sendto to the doorbell, the grantee's two recvfrom to drain it; a futex wake only for waiters without a doorbell); and, with time rather than connections, the waiters' periodic looks at the holder (tgkill, and a /proc read for a zombie holder). By name: bench/results/syscalls.md."
     echo
     echo "$table"
     echo "<!-- /syscalls -->"
