@@ -117,6 +117,7 @@ fuzz:
 
 bench: all
 	@bench/matrix.sh
+	@bench/syscalls.sh
 
 bench-quick: all
 	@bench/matrix.sh --quick

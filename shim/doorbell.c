@@ -12,8 +12,10 @@
  * namespace as "libthunder.<euid>.<tid>": no file, nothing to clean up,
  * gone when the thread's fd closes.  A ring is a one-byte datagram; a
  * stray datagram only causes a spurious look at the lock word.  If the
- * program closes or reuses the fd number, the inode check notices and a
- * new doorbell is made.
+ * program closes or reuses the fd number, a new doorbell is made: the
+ * close/dup hooks tell fdtable.c, and only after some doorbell number was
+ * forgotten does a thread check its own with fstat (the inode), so an
+ * ordinary wait costs no system call here.
  */
 #include "thunder.h"
 
@@ -26,6 +28,7 @@
 static __thread int bell_fd = -1;
 static __thread pid_t bell_pid;
 static __thread ino_t bell_ino;
+static __thread uint32_t bell_epoch;   /* th_fd_doorbells_forgotten() when last proven */
 
 static socklen_t bell_address(struct sockaddr_un *sun, uid_t uid, pid_t tid)
 {
@@ -39,12 +42,26 @@ static socklen_t bell_address(struct sockaddr_un *sun, uid_t uid, pid_t tid)
     return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
 }
 
+static void proven(void)
+{
+    th_fd_mark_doorbell(bell_fd);
+    bell_epoch = th_fd_doorbells_forgotten();
+}
+
 static bool still_ours(void)
 {
     struct stat st;
+    uint32_t epoch;
 
-    return bell_fd >= 0 && bell_pid == th_pid && fstat(bell_fd, &st) == 0 &&
-           st.st_ino == bell_ino;
+    if (bell_fd < 0 || bell_pid != th_pid)
+        return false;
+    epoch = th_fd_doorbells_forgotten();
+    if (epoch == bell_epoch && th_fd_is_doorbell(bell_fd))
+        return true;                   /* no doorbell number was let go since */
+    if (fstat(bell_fd, &st) != 0 || st.st_ino != bell_ino)
+        return false;
+    proven();
+    return true;
 }
 
 int th_doorbell_fd(void)
@@ -70,6 +87,7 @@ int th_doorbell_fd(void)
         bell_fd = fd;
         bell_pid = th_pid;
         bell_ino = st.st_ino;
+        proven();
     }
     errno = saved_errno;
     return bell_fd;
@@ -101,7 +119,9 @@ void th_doorbell_drain(int fd)
 void th_doorbell_after_fork(void)
 {
     /* the copy belongs to the parent's thread; the child makes its own */
-    if (bell_fd >= 0)
+    if (bell_fd >= 0) {
+        th_fd_forget(bell_fd);
         real_close(bell_fd);
+    }
     bell_fd = -1;
 }

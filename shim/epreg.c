@@ -284,18 +284,25 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
     return k;
 }
 
+/*
+ * The program's own call, with what is left of its timeout: epoll_wait
+ * stays epoll_wait (no mask to apply), epoll_pwait2's nanoseconds stay
+ * nanoseconds.
+ */
 static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                     const sigset_t *sigmask)
+                     const sigset_t *sigmask, bool ns_timeout)
 {
     int r;
 
-    if (real_epoll_pwait2 && deadline != TH_FOREVER) {
+    if (ns_timeout && real_epoll_pwait2 && deadline != TH_FOREVER) {
         struct timespec ts;
         th_ns_to_timespec(th_remaining_ns(deadline), &ts);
         r = real_epoll_pwait2(epfd, evs, maxevents, &ts, sigmask);
         if (r >= 0 || errno != ENOSYS)
             return r;
     }
+    if (sigmask == NULL)
+        return real_epoll_wait(epfd, evs, maxevents, th_remaining_ms(deadline));
     return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms(deadline), sigmask);
 }
 
@@ -337,6 +344,7 @@ struct epoll_ctx {
     int epfd;
     struct epoll_event *evs;
     int maxevents;
+    bool ns_timeout;
     bool shared;
     struct wait_listener *wl;
     int k;
@@ -354,7 +362,7 @@ static int epoll_real_wait(void *ctx, int64_t until, const sigset_t *sigmask)
 {
     struct epoll_ctx *c = ctx;
 
-    return real_wait(c->epfd, c->evs, c->maxevents, until, sigmask);
+    return real_wait(c->epfd, c->evs, c->maxevents, until, sigmask, c->ns_timeout);
 }
 
 static bool epoll_reported(void *ctx, int j, int result)
@@ -364,23 +372,29 @@ static bool epoll_reported(void *ctx, int j, int result)
     return reported(c->evs, result, c->wl[j].data);
 }
 
-/* Called with every signal blocked; sigmask is what the sleeps apply. */
-static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                     const sigset_t *sigmask, struct wait_listener *wl, int k,
-                     bool shared, int others)
+/* sigmask: the caller's; signals are blocked only if the wait must queue. */
+static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *sigmask,
+                     int others)
 {
     struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
-    struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
-                             .shared = shared, .wl = wl, .k = k };
     struct th_lockwait lw = {
-        .ls = ls, .k = k, .may_block = others == 0, .deadline = deadline,
-        .sigmask = sigmask, .bell = th_doorbell_fd(), .ctx = &ctx,
+        .ls = ls, .k = ctx->k, .may_block = others == 0, .deadline = deadline,
+        .sigmask = sigmask, .bell = -1, .ctx = ctx,
         .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
     };
+    struct th_sigscope scope;
+    int r;
 
-    for (int j = 0; j < k; j++)
-        ls[j] = wl[j].l;
-    return th_lockwait_run(&lw);
+    for (int j = 0; j < ctx->k; j++)
+        ls[j] = ctx->wl[j].l;
+    if (th_lockwait_fast(&lw, &r))
+        return r;
+    th_sig_enter(&scope, sigmask);
+    lw.sigmask = scope.wait_mask;
+    lw.bell = th_doorbell_fd();
+    r = th_lockwait_run(&lw);
+    th_sig_leave(&scope);
+    return r;
 }
 
 /* ---- bursts: leaving a re-reported listener to the others ------------- */
@@ -413,8 +427,8 @@ static void park_yielded(int epfd, const struct wait_listener *wl, int k, uint64
  * TH_YIELD_MS (policy.c).
  */
 static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                          const sigset_t *sigmask, const struct wait_listener *wl, int k,
-                          uint64_t took_last)
+                          const sigset_t *sigmask, bool ns_timeout,
+                          const struct wait_listener *wl, int k, uint64_t took_last)
 {
     int64_t start = th_now_ns();
     int r, saved_errno;
@@ -422,7 +436,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
 
     for (int j = 0; j < k; j++)
         th_waiting_count(wl[j].l);
-    r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
     for (int j = 0; r > 0 && took_last && j < k; j++)
         if ((took_last & th_listener_bit(wl[j].l->index)) && reported(evs, r, wl[j].data))
             again |= 1ull << j;
@@ -443,7 +457,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
         if (yield & (1ull << j))
             th_count_yield(wl[j].l);
     park_yielded(epfd, wl, k, yield, true);
-    r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask);
+    r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask, ns_timeout);
     saved_errno = errno;
     park_yielded(epfd, wl, k, yield, false);
     if (r != 0 || th_remaining_ns(deadline) == 0) {
@@ -454,7 +468,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
         th_waiting_count(wl[j].l);
     /* nobody came for it: take it now (and check no dead process is counted) */
     start = th_now_ns();
-    r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
     for (int j = 0; j < k; j++) {
         if (r > 0 && reported(evs, r, wl[j].data)) {
             if ((yield & (1ull << j)) && th_now_ns() - start < AT_ONCE_NS && wl[j].l->seg)
@@ -477,7 +491,7 @@ static void done_waiting(int epfd)
 }
 
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                  const sigset_t *sigmask)
+                  const sigset_t *sigmask, bool ns_timeout)
 {
     struct wait_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true };
@@ -486,6 +500,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     struct th_plan plan;
 
     th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
+    th_self.slept = true;
     th_waiting_clear();             /* back from the last wait, never accepted */
     for (int j = 0; j < k; j++) {
         facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
@@ -497,16 +512,19 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
         th_listener_set_strategy(wl[j].l, entry.strategy, entry.why);
     }
     if (plan.strategy == TH_STRAT_LOCK) {
-        struct th_sigscope scope;
-
-        th_sig_enter(&scope, sigmask);
-        r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, facts.shared,
-                      others);
-        th_sig_leave(&scope);
-    } else if (plan.strategy == TH_STRAT_EXCLUSIVE) {
-        r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, wl, k, took_last);
+        struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
+                                 .ns_timeout = ns_timeout, .shared = facts.shared,
+                                 .wl = wl, .k = k };
+        r = lock_wait(&ctx, deadline, sigmask, others);
     } else {
-        r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+        int64_t start = th_now_ns();
+
+        if (plan.strategy == TH_STRAT_EXCLUSIVE)
+            r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
+                               took_last);
+        else
+            r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
     }
     saved_errno = errno;
     done_waiting(epfd);

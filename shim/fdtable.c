@@ -3,9 +3,11 @@
  *
  * A socket with SO_ACCEPTCONN is a listener; everything else is "other".
  * The answer is cached per fd number (one getsockopt on first sight) and
- * forgotten by the close/dup2/dup3/dup/listen/accept hooks, so fd reuse
- * cannot leave a stale answer behind.  Threads race on the cache only to
- * write the same answer, so relaxed atomics are enough.
+ * forgotten by the close/dup2/dup3/dup/listen hooks, so fd reuse cannot
+ * leave a stale answer behind.  An fd that accept returned is a connected
+ * socket, never a listener: the accept hooks say so at once, and it costs
+ * no getsockopt later.  Threads race on the cache only to write the same
+ * answer, so relaxed atomics are enough.
  */
 #include "thunder.h"
 
@@ -20,12 +22,14 @@ enum fd_kind {
     KIND_OTHER,          /* not a listener, or a listener we leave alone */
     KIND_LISTENER,       /* a managed listener; see listener_index */
     KIND_EPOLL,          /* an epoll instance created in this process image */
+    KIND_DOORBELL,       /* a thread's doorbell (doorbell.c) */
 };
 
 static _Atomic uint8_t kind_of[CACHED_FDS];
 static _Atomic uint8_t listener_index[CACHED_FDS];
 _Static_assert(TH_MAX_LISTENERS <= 256, "listener_index holds a table index in a byte");
 static _Atomic int highest_listener_fd = -1;   /* bounds the scan below */
+static _Atomic uint32_t doorbells_forgotten;    /* see th_fd_doorbells_forgotten */
 
 static uint16_t port_of(int fd)
 {
@@ -105,16 +109,49 @@ bool th_fd_listener_shared(int fd, const struct th_listener *l)
     return fd >= CACHED_FDS;    /* uncached numbers: do not guess, keep it */
 }
 
+/* A number now means kind; a doorbell it meant before is gone. */
+static void set_kind(int fd, enum fd_kind kind)
+{
+    if (fd < 0 || fd >= CACHED_FDS)
+        return;
+    if (atomic_exchange_explicit(&kind_of[fd], kind, memory_order_relaxed) == KIND_DOORBELL)
+        atomic_fetch_add(&doorbells_forgotten, 1);
+}
+
 void th_fd_forget(int fd)
 {
-    if (fd >= 0 && fd < CACHED_FDS)
-        atomic_store_explicit(&kind_of[fd], KIND_UNKNOWN, memory_order_relaxed);
+    set_kind(fd, KIND_UNKNOWN);
+}
+
+void th_fd_mark_connected(int fd)
+{
+    set_kind(fd, KIND_OTHER);
+}
+
+void th_fd_mark_doorbell(int fd)
+{
+    set_kind(fd, KIND_DOORBELL);
+}
+
+/*
+ * How many doorbell numbers the program has closed or reused so far.  A
+ * thread whose doorbell was marked while this count stood where it stands
+ * now still has it, without an fstat to prove it.
+ */
+uint32_t th_fd_doorbells_forgotten(void)
+{
+    return atomic_load_explicit(&doorbells_forgotten, memory_order_acquire);
+}
+
+bool th_fd_is_doorbell(int fd)
+{
+    return fd >= 0 && fd < CACHED_FDS &&
+           atomic_load_explicit(&kind_of[fd], memory_order_relaxed) == KIND_DOORBELL;
 }
 
 void th_fd_mark_epoll(int fd)
 {
-    if (fd >= 0 && fd < CACHED_FDS)
-        atomic_store_explicit(&kind_of[fd], KIND_EPOLL, memory_order_relaxed);
+    set_kind(fd, KIND_EPOLL);
 }
 
 bool th_fd_is_epoll(int fd)

@@ -77,7 +77,6 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
     th_self.woke &= ~bit;
     if (result >= 0) {
         th_self.took |= bit;
-        th_fd_forget(result);           /* a new fd under a maybe-reused number */
         TH_COUNT(l, accepts, 1);
     } else if (err == EAGAIN || err == EWOULDBLOCK) {
         TH_COUNT(l, eagain, 1);
@@ -86,12 +85,21 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
     }
     if (th_held_has(l))
         th_held_release(l);
-    if (result >= 0 && !(th_self.rotated & bit) && th_policy_rotates()) {
+    if (result >= 0 && !(th_self.rotated & bit) && th_policy_rotates(th_self.slept)) {
         th_self.rotated |= bit;
         th_mirror_rotate(fd, l);
         th_epreg_rotate(l);
     }
     errno = err;
+}
+
+/* A new fd under a maybe-reused number, and a connected socket: no
+   getsockopt will ever be needed to tell it is not a listener. */
+static int connected(int result)
+{
+    if (result >= 0 && th_cfg.mode != TH_MODE_OFF)
+        th_fd_mark_connected(result);
+    return result;
 }
 
 TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
@@ -101,11 +109,11 @@ TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 
     th_resolve();
     if (!th_active() || (l = th_fd_listener(fd)) == NULL)
-        return real_accept(fd, addr, addrlen);
+        return connected(real_accept(fd, addr, addrlen));
     if (refused(fd, l))
         return -1;
     before_accept(fd, l);
-    r = real_accept(fd, addr, addrlen);
+    r = connected(real_accept(fd, addr, addrlen));
     after_accept(fd, l, r, errno);
     return r;
 }
@@ -117,11 +125,11 @@ TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
 
     th_resolve();
     if (!th_active() || (l = th_fd_listener(fd)) == NULL)
-        return real_accept4(fd, addr, addrlen, flags);
+        return connected(real_accept4(fd, addr, addrlen, flags));
     if (refused(fd, l))
         return -1;
     before_accept(fd, l);
-    r = real_accept4(fd, addr, addrlen, flags);
+    r = connected(real_accept4(fd, addr, addrlen, flags));
     after_accept(fd, l, r, errno);
     return r;
 }

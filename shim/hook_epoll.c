@@ -42,7 +42,7 @@ TH_EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int maxevents, int t
     th_resolve();
     if (!th_active() || maxevents <= 0 || !th_epreg_has_listener(epfd))
         return real_epoll_wait(epfd, evs, maxevents, timeout);
-    return th_epreg_wait(epfd, evs, maxevents, th_deadline_ms(timeout), NULL);
+    return th_epreg_wait(epfd, evs, maxevents, th_deadline_ms(timeout), NULL, false);
 }
 
 TH_EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int maxevents, int timeout,
@@ -51,7 +51,7 @@ TH_EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int maxevents, int 
     th_resolve();
     if (!th_active() || maxevents <= 0 || !th_epreg_has_listener(epfd))
         return real_epoll_pwait(epfd, evs, maxevents, timeout, sigmask);
-    return th_epreg_wait(epfd, evs, maxevents, th_deadline_ms(timeout), sigmask);
+    return th_epreg_wait(epfd, evs, maxevents, th_deadline_ms(timeout), sigmask, false);
 }
 
 TH_EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int maxevents,
@@ -65,5 +65,5 @@ TH_EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int maxevents,
     if (!th_active() || maxevents <= 0 || !th_epreg_has_listener(epfd) ||
         !th_timespec_valid(timeout))
         return real_epoll_pwait2(epfd, evs, maxevents, timeout, sigmask);
-    return th_epreg_wait(epfd, evs, maxevents, th_deadline_ts(timeout), sigmask);
+    return th_epreg_wait(epfd, evs, maxevents, th_deadline_ts(timeout), sigmask, true);
 }

@@ -36,13 +36,15 @@ static void futex_wake_one(_Atomic uint32_t *word)
     errno = saved_errno;
 }
 
+/* A doorbell waiter sleeps in ppoll, never on its futex word: ring only. */
 void th_lock_wake(const struct th_seg *seg, struct th_grant g)
 {
     if (g.w == NULL)
         return;
-    futex_wake_one(&g.w->state);
     if (g.flags & TH_WF_DOORBELL)
         th_doorbell_ring(seg->uid, g.tid);
+    else
+        futex_wake_one(&g.w->state);
 }
 
 /* Is a signal pending that the caller's mask would let through? */

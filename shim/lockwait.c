@@ -43,6 +43,63 @@ static bool any(const bool *flags, int k)
     return false;
 }
 
+static bool all_free(const struct th_lockwait *lw)
+{
+    for (int j = 0; j < lw->k; j++) {
+        struct th_seg *seg = th_listener_seg(lw->ls[j]);
+        if (seg && !th_lock_held_by(seg, 0))
+            return false;
+    }
+    return true;
+}
+
+/* A look without the lock: the real wait with timeout 0. */
+static bool served_without_lock(const struct th_lockwait *lw, int *ret)
+{
+    int64_t now = th_now_ns();
+
+    if (!th_policy_serves_backlog_unlocked() && lw->deadline > now)
+        return false;
+    *ret = lw->wait(lw->ctx, now, lw->sigmask);
+    return *ret != 0 || lw->deadline <= now;
+}
+
+/*
+ * The lock wait's cheap cases, run with signals as they are (nothing
+ * sleeps before the real wait, which applies the caller's own mask):
+ *   every lock free (one waiter at a time, or a program that serialises
+ *   its own accepts like nginx's accept_mutex): take them and wait as
+ *   their holder;
+ *   a lock busy: look first (policy.c), and return what is ready.
+ * Returns 1 with the wait's result in *ret, 0 when the wait must queue
+ * (no lock kept): the caller then runs th_lockwait_run with signals
+ * blocked.
+ */
+int th_lockwait_fast(const struct th_lockwait *lw, int *ret)
+{
+    bool held[TH_MAX_WAIT_LISTENERS], busy[TH_MAX_WAIT_LISTENERS];
+    int saved_errno;
+
+    th_held_release_all();          /* waiting again: the lock goes on */
+    if (!all_free(lw))
+        return served_without_lock(lw, ret);
+    if (th_held_take(lw->ls, lw->k, false, lw->deadline, lw->sigmask, -1, held, busy) < 0)
+        return 0;
+    if (any(busy, lw->k)) {         /* taken meanwhile: queue the slow way */
+        th_held_release_all();
+        return served_without_lock(lw, ret);
+    }
+    lw->exclude(lw->ctx, held, busy, true);
+    *ret = th_lockwait_hold(lw, lw->deadline);
+    saved_errno = errno;
+    lw->exclude(lw->ctx, held, busy, false);
+    for (int j = 0; j < lw->k; j++)
+        if (held[j] && !lw->reported(lw->ctx, j, *ret))
+            th_held_release(lw->ls[j]);
+    errno = saved_errno;
+    return 1;
+}
+
 int th_lockwait_run(const struct th_lockwait *lw)
 {
     bool held[TH_MAX_WAIT_LISTENERS], busy[TH_MAX_WAIT_LISTENERS];

@@ -207,6 +207,39 @@ static int others_ready_now(struct mirror *m, struct pollfd *fds, nfds_t n)
     return r;
 }
 
+/*
+ * The mirror's bookkeeping runs with signals unblocked (the sleep, an
+ * epoll_pwait with the caller's mask, is what a signal must interrupt, as
+ * in the real call), but marked as the shim's own work: a handler that
+ * polls meanwhile goes straight to libc and cannot find the mirror half
+ * synced.
+ */
+static bool synced(struct mirror **mp, const struct pollfd *fds, nfds_t n)
+{
+    struct mirror *m;
+    bool ok;
+
+    th_self.in_shim++;
+    m = get_mirror();
+    ok = m != NULL && sync_set(m, fds, n);
+    if (m && !ok)
+        rebuild(m);                             /* leave no half-synced state */
+    th_self.in_shim--;
+    *mp = m;
+    return ok;
+}
+
+static bool synced_afresh(struct mirror *m, const struct pollfd *fds, nfds_t n)
+{
+    bool ok;
+
+    th_self.in_shim++;
+    rebuild(m);
+    ok = m->epfd >= 0 && sync_set(m, fds, n);
+    th_self.in_shim--;
+    return ok;
+}
+
 int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
                    const sigset_t *sigmask, int *ret)
 {
@@ -215,21 +248,21 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
 
     if (n > MIRROR_MAX)
         return 0;
-    if ((m = get_mirror()) == NULL || !sync_set(m, fds, n)) {
-        if (m)
-            rebuild(m);                         /* leave no half-synced state */
+    if (!synced(&m, fds, n))
         return 0;
-    }
     if ((*ret = others_ready_now(m, fds, n)) != 0)
         return 1;
     for (;;) {
+        int64_t start;
         int r;
 
         if (th_remaining_ns(deadline) == 0) {
             *ret = 0;
             return 1;
         }
+        start = th_now_ns();
         r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), th_remaining_ms(deadline), sigmask);
+        th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
         if (r <= 0) {
             *ret = r;                           /* timeout, or -1 with errno */
             return 1;
@@ -240,11 +273,8 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
             return 1;
         }
         /* woken, yet nothing is ready: another thread won, or a stale entry */
-        if (++m->spurious_run >= SPURIOUS_BEFORE_REBUILD) {
-            rebuild(m);
-            if (m->epfd < 0 || !sync_set(m, fds, n))
-                return 0;
-        }
+        if (++m->spurious_run >= SPURIOUS_BEFORE_REBUILD && !synced_afresh(m, fds, n))
+            return 0;
     }
 }
 
@@ -263,17 +293,21 @@ int th_mirror_yield(struct pollfd *fds, nfds_t n, int64_t until,
 
     if (m == NULL || m->pid != th_pid || m->epfd < 0)
         return 0;
+    th_self.in_shim++;          /* a handler's poll meanwhile goes straight to libc */
     for (int i = 0; i < m->n; i++)
         if (m->ent[i].exclusive)
             real_epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->ent[i].fd, NULL);
+    th_self.in_shim--;
     r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), th_remaining_ms(until), sigmask);
     saved_errno = errno;
+    th_self.in_shim++;
     for (int i = 0; i < m->n;) {
         if (m->ent[i].exclusive && ctl(m, EPOLL_CTL_ADD, &m->ent[i]) < 0)
             m->ent[i] = m->ent[--m->n];        /* gone meanwhile: resynced next call */
         else
             i++;
     }
+    th_self.in_shim--;
     *ret = r > 0 ? others_ready_now(m, fds, n) : r;
     errno = saved_errno;
     return 1;

@@ -16,6 +16,9 @@
  * (with fifo balance) the entry moved to the tail after each accept so the
  * next connection goes to the next idle waiter.  A blocking accept without
  * a wait is already fair in the kernel and is left alone (hook_accept.c).
+ *
+ * Under the lock, a wait that finds a lock busy first looks at its set
+ * without it (lockwait.c): what is ready is served at once.
  */
 #include "thunder.h"
 
@@ -111,9 +114,16 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 
-bool th_policy_rotates(void)
+/*
+ * The rotation moves this waiter's entry behind the others that sleep, so
+ * the next connection wakes the next idle worker.  A wait that did not
+ * sleep found a connection already queued (a saturated server: nobody
+ * idle to spread to, and nobody was woken for it): its place in the queue
+ * is unchanged, and the rotation's two system calls would buy nothing.
+ */
+bool th_policy_rotates(bool slept)
 {
-    return th_cfg.lock.balance == TH_BALANCE_FIFO &&
+    return slept && th_cfg.lock.balance == TH_BALANCE_FIFO &&
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 
@@ -165,6 +175,20 @@ bool th_policy_yields(unsigned streak, int others_waiting)
 {
     return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
            streak >= YIELD_STREAK && others_waiting > 0;
+}
+
+/*
+ * A lock wait that finds the lock busy looks first (the real wait with
+ * timeout 0) and returns what is ready, unlocked.  An idle server finds
+ * nothing there and queues as before, so the order and the one wake-up
+ * per connection hold; a saturated one finds the listener's backlog, and
+ * with every worker busy, spreading buys nothing and serialising the
+ * accepts behind one holder only costs (measured: 0.70x the throughput
+ * of the same server without the shim).
+ */
+bool th_policy_serves_backlog_unlocked(void)
+{
+    return th_cfg.mode == TH_MODE_LOCK || th_cfg.mode == TH_MODE_AUTO;
 }
 
 bool th_policy_jitters(void)

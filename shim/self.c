@@ -13,9 +13,16 @@
 __thread struct th_thread th_self __attribute__((tls_model("initial-exec")));
 pid_t th_pid;
 
+/* gettid is a system call: asked once per thread (again in a forked child). */
 pid_t th_gettid(void)
 {
-    return gettid();
+    static __thread pid_t tid, tid_pid;
+
+    if (tid == 0 || tid_pid != th_pid) {
+        tid = gettid();
+        tid_pid = th_pid;
+    }
+    return tid;
 }
 
 void th_self_refresh(void)

@@ -77,6 +77,7 @@ struct th_thread {
                               the next one reports a connection left queued */
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
     unsigned streak;       /* waits in a row that returned at once after an accept */
+    bool slept;            /* the last wait slept (false: it found work waiting) */
 };
 extern __thread struct th_thread th_self;
 extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
@@ -116,6 +117,9 @@ void th_log(enum th_loglevel level, const char *fmt, ...)
 #define TH_NS_PER_US 1000LL
 #define TH_NS_PER_MS 1000000LL
 #define TH_NS_PER_S  1000000000LL
+/* A wait that returns sooner cannot have slept: that takes a context
+   switch out and one back in.  (Preempted, it looks slow: never the reverse.) */
+#define TH_NO_SLEEP_NS (5 * TH_NS_PER_US)
 int64_t th_now_ns(void);
 int64_t th_deadline_ms(int timeout_ms);               /* <0: forever */
 int64_t th_deadline_ts(const struct timespec *ts);    /* NULL: forever */
@@ -272,7 +276,11 @@ void th_listeners_child_fork(void);
 /* The managed listener behind fd, or NULL (not a listener, filtered...). */
 struct th_listener *th_fd_listener(int fd);
 void th_fd_forget(int fd);
+void th_fd_mark_connected(int fd);     /* accept's result: never a listener */
 void th_fd_mark_epoll(int fd);
+void th_fd_mark_doorbell(int fd);
+bool th_fd_is_doorbell(int fd);
+uint32_t th_fd_doorbells_forgotten(void);
 bool th_fd_is_epoll(int fd);
 bool th_fd_is_listener(int fd);
 /* Does another cached fd (a dup) still refer to the listener behind fd? */
@@ -376,12 +384,13 @@ struct th_plan th_policy_wait(const struct th_wait_facts *f);
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
-bool th_policy_rotates(void);
+bool th_policy_rotates(bool slept);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
 bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
 bool th_policy_yields(unsigned streak, int others_waiting);
+bool th_policy_serves_backlog_unlocked(void);
 bool th_policy_jitters(void);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
@@ -400,6 +409,8 @@ struct th_lockwait {
     bool (*reported)(void *ctx, int j, int result);   /* listener j ready? */
 };
 int th_lockwait_run(const struct th_lockwait *lw);
+/* Without blocking signals: hold free locks, or serve a backlog unlocked (1, *ret); else 0. */
+int th_lockwait_fast(const struct th_lockwait *lw, int *ret);
 /* Only the real wait (lw->wait until), as the holder of what this thread holds. */
 int th_lockwait_hold(const struct th_lockwait *lw, int64_t until);
 
@@ -429,8 +440,9 @@ bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
 void th_epreg_created(int epfd);
 /* Rewrites *ev for an exclusive ADD/MOD if it applies; returns the result. */
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+/* ns_timeout: the program called epoll_pwait2 (its timeout keeps nanoseconds). */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents,
-                  int64_t deadline, const sigset_t *sigmask);
+                  int64_t deadline, const sigset_t *sigmask, bool ns_timeout);
 bool th_epreg_has_listener(int epfd);
 void th_epreg_rotate(struct th_listener *l);
 void th_epreg_forget_fd(int fd);

@@ -13,8 +13,11 @@
  * program's other fds are served all along and the signal mask is applied
  * atomically.  Without a doorbell it takes the one lock wait of
  * lockwait.c, with the listeners it did not get negated in the caller's
- * array.  Signals are blocked while the shim works and every sleep applies
- * the caller's mask atomically (signals.c).
+ * array.  A wait that finds every lock free, or that finds the lock busy
+ * and something ready at a first look, runs with signals as they are
+ * (lockwait.c, th_lockwait_fast); one that must queue blocks signals while
+ * the shim works, and every sleep applies the caller's mask atomically
+ * (signals.c).
  */
 #include "thunder.h"
 
@@ -76,6 +79,7 @@ static int collect(const struct pollfd *fds, nfds_t n, struct set_listener *set,
 static void count_entry(struct set_listener *set, int k)
 {
     th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
+    th_self.slept = true;
     for (int j = 0; j < k; j++)
         TH_COUNT(set[j].l, waits, 1);
 }
@@ -259,7 +263,7 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
     return r;
 }
 
-/* Called with every signal blocked; sigmask is what the sleeps apply. */
+/* sigmask: the caller's; signals are blocked only if the wait must queue. */
 static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
                      int others, int64_t deadline, const sigset_t *sigmask)
 {
@@ -270,18 +274,25 @@ static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int
         .sigmask = sigmask, .bell = -1, .ctx = &ctx,
         .exclude = poll_exclude, .wait = poll_wait, .reported = poll_reported,
     };
+    struct th_sigscope scope;
+    int r, bell = -1;
 
-    th_held_release_all();          /* waiting again: the lock goes on */
-    if (n <= DOORBELL_MAX_SET && th_remaining_ns(deadline) > 0) {
-        int bell = th_doorbell_fd();
-        if (bell >= 0)
-            return queued_wait(fds, n, set, k, deadline, sigmask, bell);
-    }
-    /* no doorbell (or a try): block on the futex queue, or for a set with
-       other fds nginx's way, try and retry every retry_ms */
     for (int j = 0; j < k; j++)
         ls[j] = set[j].l;
-    return th_lockwait_run(&lw);
+    if (th_lockwait_fast(&lw, &r))
+        return r;
+    th_sig_enter(&scope, sigmask);
+    lw.sigmask = scope.wait_mask;
+    if (n <= DOORBELL_MAX_SET && th_remaining_ns(deadline) > 0)
+        bell = th_doorbell_fd();
+    if (bell >= 0)
+        r = queued_wait(fds, n, set, k, deadline, scope.wait_mask, bell);
+    else
+        /* no doorbell (or a try): block on the futex queue, or for a set
+           with other fds nginx's way, try and retry every retry_ms */
+        r = th_lockwait_run(&lw);
+    th_sig_leave(&scope);
+    return r;
 }
 
 static void set_strategy(struct set_listener *set, int k, struct th_plan plan)
@@ -294,14 +305,9 @@ static void set_strategy(struct set_listener *set, int k, struct th_plan plan)
 static int mirrored_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
                          const sigset_t *sigmask, int *r, bool yield)
 {
-    struct th_sigscope scope;
-    int handled;
-
-    th_sig_enter(&scope, sigmask);
-    handled = yield ? th_mirror_yield(fds, n, deadline, scope.wait_mask, r)
-                    : th_mirror_poll(fds, n, deadline, scope.wait_mask, r);
-    th_sig_leave(&scope);
-    return handled;
+    /* no lock to hand on: signals stay as they are, the sleep takes sigmask */
+    return yield ? th_mirror_yield(fds, n, deadline, sigmask, r)
+                 : th_mirror_poll(fds, n, deadline, sigmask, r);
 }
 
 #define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
@@ -397,11 +403,7 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     }
     set_strategy(set, k, plan);
     if (plan.strategy == TH_STRAT_LOCK) {
-        struct th_sigscope scope;
-
-        th_sig_enter(&scope, sigmask);
-        r = lock_wait(fds, n, set, k, others, deadline, scope.wait_mask);
-        th_sig_leave(&scope);
+        r = lock_wait(fds, n, set, k, others, deadline, sigmask);
     } else {
         r = real_ppoll_until(fds, n, deadline, sigmask);
     }

@@ -1,0 +1,110 @@
+#!/bin/bash
+# bench/pairs.sh - with/without ratios from interleaved runs (issue 12).
+#
+#   bench/pairs.sh [TARGET...]
+#
+# A shared, noisy machine makes one run of each side worthless for a 5%
+# question, so each target runs without the shim, with it, without, with
+# ... (PAIRS_N pairs, default 3) and reports the median of the per-pair
+# ratios (with / without) of requests/s and of CPU time per connection
+# (the workers' schedstat, from loadgen).
+#
+# TARGET is
+#   STYLE:WORKERS:MODE   an example under THUNDER_MODE=MODE, saturated:
+#                        PAIRS_CLIENTS (8) clients in a closed loop for
+#                        PAIRS_SECONDS (2) s, as bench/matrix.sh's sat
+#   peer:CONFIG:WORKERS:WORKLOAD  a real server (bench/peers/servers.sh)
+#                        in auto mode; WORKLOAD seq (PAIRS_SEQ_CONNS,
+#                        1000, sequential, 200 us apart) or sat
+# Default: every example style at 4 workers in auto, lock and exclusive,
+# ex_epoll_shared at 16 and 64 in auto and lock, and the four herd-free
+# peers (nginx default and accept_mutex on, Apache prefork, uWSGI
+# --thunder-lock) at 4 workers, seq.  Prints one table row per target.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+# shellcheck source=bench/peers/servers.sh
+. "$here/peers/servers.sh"
+root=$BENCH_ROOT
+N=${PAIRS_N:-3}
+SECONDS_SAT=${PAIRS_SECONDS:-2}
+CLIENTS=${PAIRS_CLIENTS:-8}
+SEQ_CONNS=${PAIRS_SEQ_CONNS:-1000}
+loadgen=$root/bench/loadgen
+[ -x "$root/tools/thunder-loadgen" ] && loadgen=$root/tools/thunder-loadgen
+
+if [ $# -eq 0 ]; then
+    for style in ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept; do
+        for mode in auto lock exclusive; do set -- "$@" "$style:4:$mode"; done
+    done
+    set -- "$@" ex_epoll_shared:16:auto ex_epoll_shared:16:lock ex_epoll_shared:64:auto ex_epoll_shared:64:lock
+    for config in nginx nginx-accept-mutex apache-prefork uwsgi-thunder-lock; do
+        set -- "$@" "peer:$config:4:seq"
+    done
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/thunder-pairs.XXXXXX")
+chmod 755 "$work"
+peer_config='' peer_dir=''
+trap 'cell_cleanup; [ -n "$peer_config" ] && peer_stop "$peer_config" "$peer_dir" >/dev/null 2>&1; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
+
+# one_example STYLE WORKERS MODE: "rps cpu" of one saturated run
+one_example() {
+    local threads=
+    [ "$1" = ex_threads ] && threads=4
+    local out
+    out=$(run_cell_gap "$1" "$2" "$3" 100000000 "$CLIENTS" "$SECONDS_SAT" 0 "$threads")
+    echo "$(cell_get rps "$out") $(cell_get cpu_ms_per_1000 "$out")"
+}
+
+# one_peer CONFIG WORKERS MODE WORKLOAD: "rps cpu" of one run
+one_peer() {
+    local port master kids out
+    local -a vars=()
+    port=$(free_port)
+    peer_config=$1 peer_dir=$work/peer
+    [ "$3" != none ] && vars=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$3")
+    peer_start "$1" "$2" "$port" "$peer_dir" "${vars[@]}" || return 1
+    for _ in $(seq 200); do
+        master=$(peer_master "$1" "$peer_dir")
+        kids=$(peer_workers "$1" "$master" 2>/dev/null) || kids=
+        [ -n "$kids" ] && [ "$(tr ',' '\n' <<<"$kids" | wc -l)" -ge "$2" ] &&
+            "$loadgen" -H -p "$port" -n 1 -T 1000 >/dev/null 2>&1 && break
+        kids=
+        sleep 0.05
+    done
+    if [ -n "$kids" ]; then
+        case $4 in
+            seq) out=$(timeout 90 "$loadgen" -H -p "$port" -n "$SEQ_CONNS" -c 1 -d 60 -g 200 -P "$kids") ;;
+            *) out=$(timeout 60 "$loadgen" -H -p "$port" -n 100000000 -c "$CLIENTS" -d "$SECONDS_SAT" -g 0 -P "$kids") ;;
+        esac
+    fi
+    peer_stop "$1" "$peer_dir" >/dev/null 2>&1
+    peer_config=''
+    rm -rf "$peer_dir"
+    echo "$(cell_get rps "${out:-}") $(cell_get cpu_ms_per_1000 "${out:-}")"
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+printf '| target | workload | req/s ratio (median) | CPU/conn ratio (median) | req/s ratios | CPU ratios |\n|---|---|---|---|---|---|\n'
+for target in "$@"; do
+    IFS=: read -r a b c d <<<"$target"
+    rr='' cr=''
+    for _ in $(seq "$N"); do
+        if [ "$a" = peer ]; then
+            peer_installed "$b" || { echo "pairs: $b not installed" >&2; continue 2; }
+            read -r r0 c0 < <(one_peer "$b" "$c" none "$d")
+            read -r r1 c1 < <(one_peer "$b" "$c" auto "$d")
+        else
+            read -r r0 c0 < <(one_example "$a" "$b" none)
+            read -r r1 c1 < <(one_example "$a" "$b" "$c")
+        fi
+        rr+=" $(awk -v a="${r1:-0}" -v b="${r0:-0}" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
+        cr+=" $(awk -v a="${c1:-0}" -v b="${c0:-0}" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
+    done
+    if [ "$a" = peer ]; then label="$b $c workers (auto)" wl=$d; else label="$a $b workers $c" wl=sat; fi
+    printf '| %s | %s | %s | %s |%s |%s |\n' "$label" "$wl" "$(median <<<"$rr")" "$(median <<<"$cr")" "$rr" "$cr"
+done

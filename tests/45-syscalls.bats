@@ -1,0 +1,127 @@
+#!/usr/bin/env bats
+# The per-connection cost budget (issue 12), counted by strace: system
+# call counts are deterministic, so the limits are small exact numbers
+# with room only for legitimate retries (an accept that finds EAGAIN, a
+# wait that a second connection already made ready).
+#
+#   - a wait that holds no managed listener costs nothing extra, in a
+#     process that does hold one (tests/progs/waitloop);
+#   - the exclusive path, per connection: its one sleep, the rotation's
+#     EPOLL_CTL_DEL + ADD, the mirror's look at the program's own array,
+#     and no rt_sigprocmask, gettid, getsockopt or fstat;
+#   - a program that sets EPOLLEXCLUSIVE itself keeps epoll_wait.
+
+load helpers
+
+CONNS=100
+
+setup() {
+    command -v strace >/dev/null || skip "strace is not installed (apt-get install strace)"
+}
+
+# counts FILE: "name calls" from an strace -c summary
+counts() {
+    awk '$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" { print $NF, $4 }' "$1"
+}
+
+calls_of() {  # name file
+    awk -v n="$1" '$1 == n { c = $2 } END { print c + 0 }' "$2"
+}
+
+# waitloop N under strace, with (1) or without (0) the shim: total calls.
+waitloop_calls() {
+    local n=$1 with=$2 out=$BATS_TEST_TMPDIR/wl.$1.$2
+    local -a env_cmd=(env)
+    [ "$with" = 1 ] && env_cmd+=("LD_PRELOAD=$THUNDER_LIB" THUNDER_MODE=auto)
+    "${env_cmd[@]}" strace -f -c -o "$out" "$(prog waitloop)" "$n" >/dev/null
+    counts "$out" >"$out.names"
+    awk '{ s += $2 } END { print s }' "$out.names"
+}
+
+@test "a wait without a managed listener costs no system call (poll ppoll select pselect epoll_wait epoll_pwait)" {
+    local a b c d extra
+    a=$(waitloop_calls 100 0)
+    b=$(waitloop_calls 100 1)
+    c=$(waitloop_calls 300 0)
+    d=$(waitloop_calls 300 1)
+    # load-time calls cancel out; what is left is 1200 waits' own cost
+    extra=$(((d - c) - (b - a)))
+    echo "# 600 waits: $a without, $b with; 1800 waits: $c without, $d with: $extra extra for 1200 waits" >&3
+    [ "$extra" -le 2 ] || { diff "$BATS_TEST_TMPDIR/wl.300.0.names" "$BATS_TEST_TMPDIR/wl.300.1.names" >&2 || true
+                            fail "$extra extra system calls for 1200 waits that hold no listener"; }
+}
+
+# serve NAME MODE: CONNS sequential connections to examples/NAME (2
+# workers) with strace -c -f on the workers; per-name counts in $SC.
+serve() {
+    local name=$1 mode=$2 pid n attached=0 tracer
+    local -a attach=()
+    SC=$BATS_TEST_TMPDIR/$name.$mode
+    start_example "$name" 2 "THUNDER_MODE=$mode"
+    for pid in ${WORKERS//,/ }; do attach+=(-p "$pid"); n=$((n + 1)); done
+    strace -f -c -o "$SC.raw" "${attach[@]}" 2>"$SC.err" &
+    tracer=$!
+    for _ in $(seq 100); do
+        attached=$(grep -c attached "$SC.err" || true)
+        [ "$attached" -ge "$n" ] && break
+        sleep 0.05
+    done
+    sleep 0.2
+    run_loadgen "$CONNS" -c 1 -g 300
+    sleep 0.2
+    kill -INT "$tracer"
+    wait "$tracer" || true
+    stop_example
+    [ "$(lg ok)" = "$CONNS" ] || fail "$name: $(lg ok) of $CONNS answered"
+    counts "$SC.raw" >"$SC"
+    echo "# $name $mode per connection: $(awk -v n="$CONNS" '{ printf "%s %.2f ", $1, $2 / n }' "$SC")" >&3
+}
+
+# at_most NAME LIMIT: calls of NAME per connection <= LIMIT.
+at_most() {
+    local calls
+    calls=$(calls_of "$1" "$SC")
+    awk -v c="$calls" -v n="$CONNS" -v l="$2" 'BEGIN { exit !(c / n <= l) }' ||
+        fail "$1: $calls calls for $CONNS connections (limit $2 per connection)"
+}
+
+# Nothing the fast path removed may come back.
+none_of_the_removed() {
+    local name
+    for name in rt_sigprocmask gettid getsockopt newfstatat fstat epoll_pwait2; do
+        at_most "$name" 0.02 || return 1
+    done
+}
+
+total_at_most() {
+    local total
+    total=$(awk '{ s += $2 } END { print s }' "$SC")
+    awk -v c="$total" -v n="$CONNS" -v l="$1" 'BEGIN { exit !(c / n <= l) }' ||
+        fail "$total calls for $CONNS connections (limit $1 per connection)"
+}
+
+@test "already exclusive epoll (ex_epoll_excl, auto): epoll_wait stays epoll_wait, + the rotation's 2 epoll_ctl" {
+    serve ex_epoll_excl auto
+    none_of_the_removed
+    at_most epoll_pwait 0.02
+    at_most epoll_wait 1.1
+    at_most epoll_ctl 2.02
+    at_most accept4 1.1
+    total_at_most 6.3
+}
+
+@test "exclusive mirror (ex_poll, auto): one sleep, one look, + the rotation's 2 epoll_ctl, no mask changes" {
+    serve ex_poll auto
+    none_of_the_removed
+    at_most epoll_pwait 1.1
+    at_most ppoll 1.1
+    at_most poll 0.02
+    at_most epoll_ctl 2.02
+    at_most accept4 1.1
+    total_at_most 7.3
+}
+
+@test "accepted sockets in an event loop (ex_evloop, auto): never classified with getsockopt" {
+    serve ex_evloop auto
+    none_of_the_removed
+}
