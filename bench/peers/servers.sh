@@ -26,6 +26,7 @@
 
 PEERS_DIR=${PEERS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 PEER_PYTHON=/usr/bin/python3    # Debian's python3-* packages live there
+# shellcheck disable=SC2034  # read by the files that source this one
 PEER_CONFIGS="uwsgi uwsgi-threads uwsgi-thunder-lock gunicorn-sync gunicorn-gthread
 gunicorn-gevent gunicorn-uvicorn uvicorn puma unicorn node-cluster nginx
 nginx-accept-mutex apache-prefork"
