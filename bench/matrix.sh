@@ -13,7 +13,7 @@
 # same (style, workers, workload) in this invocation.
 #
 # The full run writes bench/results.csv, bench/RESULTS.md and the plots
-# (bench/plot.sh), and runs bench/peers.sh (uWSGI, nginx) unless
+# (bench/plot.sh), and runs bench/peers.sh (real servers: bench/results/peers.md) unless
 # --no-peers.  --quick: ex_poll, ex_epoll, ex_epoll_shared x none/auto x
 # 16 workers x seq, table on stdout, nothing written under bench/.
 # BENCH_STYLES, BENCH_MODES, BENCH_WORKERS, BENCH_WORKLOADS (space-separated)
@@ -257,19 +257,6 @@ headline() {
         }' styles="$ALL_STYLES" "$1"
 }
 
-peers_table() {
-    awk -F, '
-        function name(s, m) {
-            if (s == "uwsgi") return m == "none" ? "uwsgi plain" : m == "thunder-lock" ? "uwsgi --thunder-lock" : "uwsgi plain + libthunder (auto)"
-            return m == "none" ? "nginx default (accept_mutex off -> EPOLLEXCLUSIVE)" : m == "accept_mutex_on" ? "nginx accept_mutex on" : "nginx default + libthunder (auto)"
-        }
-        NR == 1 || $1 ~ /^ex_/ { next }
-        { if (!hdr++) { print "| server | workers | workload | wake-ups/conn | Jain | max share | req/s | p50 us | p99 us | CPU ms/1000 | wake-ups x | req/s x | p99 x | failed |"
-                        print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" }
-          printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name($1, $4), $2, $3,
-                 $9, $10, $11, $12, $13, $14, $15, ($17 == "" ? "-" : $17), ($20 == "" ? "-" : $20), ($22 == "" ? "-" : $22), $7 }' "$1"
-}
-
 full_table() {  # $1 csv, $2 workload
     awk -F, -v wl="$2" "$AWK_TARGETS"'
         function x(v) { return v == "" ? "" : " (" v ")" }
@@ -366,28 +353,11 @@ TXT
     echo
     echo "## Peers: real servers (bench/peers.sh)"
     echo
-    if [ -s "$peers_csv" ]; then
-        cat <<TXT
-Measured with \`bench/loadgen -H\` (the same figures and /proc sampling as
-the matrix, but one \`GET / HTTP/1.0\` per connection, the pid taken from
-the body of the 200 reply).
-The server answers its worker pid in the body (uWSGI: bench/peers/wsgi_app.py;
-nginx: \`return 200 "\$pid\\n"\`), so per-worker counts come from the replies;
-the workers are the master's children (/proc/PID/task/PID/children).
-*x* columns: ratio to the plain server of the same size and workload.
-One server instance per row group serves the seq run, then the conc run.
-
-Reading the nginx rows: nginx (since 1.11.3) sets \`EPOLLEXCLUSIVE\` on its
-listener when \`accept_mutex\` is off, and since 1.19 it also deletes and
-re-adds the listener now and then (\`ngx_reorder_accept_events\`), so its
-default is already herd-free and roughly balanced; the wake-ups above 1
-are the request read (a worker may sleep between accept and the request's
-arrival). \`accept_mutex on\` keeps the listener in the holder's instance
-only, so on this light load one or two workers take everything.
-
-TXT
-        peers_table "$results"
+    if [ -s "$peers_csv" ] && [ "$here/results/peers.md" -nt "$raw" ]; then
+        echo "The \"Works with\" table of this run (sequential workload; the"
+        echo "workloads, the floors and every run are in [results/peers.md](results/peers.md)):"
         echo
+        sed -n '/^| server and configuration/,/^$/p' "$here/results/peers.md"
         grep -E '^peers: .*(skip|not )' "$peers_log" | sed 's/^/- /'
     else
         echo "Not measured:"
