@@ -6,6 +6,9 @@ SAN     ?=
 BINDIR   = $(PREFIX)/bin
 LIBDIR   = $(PREFIX)/lib
 MANDIR   = $(PREFIX)/share/man/man1
+# Shell libraries of the installed scripts (thunder-ab finds them here).
+TOOLLIBDIR = $(LIBDIR)/libthunder
+TOOL_LIBS  = tools/lib/server.bash tools/lib/ab-report.bash
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 CFLAGS  ?= -O2 -g
@@ -35,7 +38,9 @@ EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
-TOOLS     = bench/loadgen shim/thunder-stat
+LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
+LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
+TOOLS     = tools/thunder-loadgen shim/thunder-stat
 
 .PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat
 all: libthunder.so $(TOOLS) $(EXAMPLES)
@@ -46,8 +51,8 @@ libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
 shim/thunder-stat: shim/thunder-stat.c shim/segment.h
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
-bench/loadgen: bench/loadgen.c
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+tools/thunder-loadgen: $(LOADGEN_SRC) $(LOADGEN_HDR)
+	$(CC) $(CFLAGS) -o $@ $(LOADGEN_SRC) $(LDFLAGS) -lm
 
 examples/%: examples/%.c $(wildcard examples/*.h)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
@@ -120,22 +125,26 @@ bench-peers: all
 	@bench/peers.sh
 
 lint:
-	shellcheck -x tests/*.sh bench/*.sh bench/peers/*.sh shim/thunder-preload .ci/run
+	shellcheck -x tests/*.sh bench/*.sh bench/peers/*.sh shim/thunder-preload tools/thunder-ab $(TOOL_LIBS) .ci/run
 	shellcheck -x -S warning tests/*.bats tests/helpers.bash tests/compat/*.bats tests/compat/*.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(TOOLLIBDIR)
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
 	install -m 0755 shim/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
-	install -m 0755 bench/loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-ab $(DESTDIR)$(BINDIR)/thunder-ab
+	install -m 0644 $(TOOL_LIBS) $(DESTDIR)$(TOOLLIBDIR)/
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libthunder.so $(DESTDIR)$(BINDIR)/thunder-preload \
 	      $(DESTDIR)$(BINDIR)/thunder-stat $(DESTDIR)$(BINDIR)/thunder-loadgen \
+	      $(DESTDIR)$(BINDIR)/thunder-ab $(addprefix $(DESTDIR)$(TOOLLIBDIR)/,$(notdir $(TOOL_LIBS))) \
 	      $(DESTDIR)$(MANDIR)/thunder-preload.1
+	@rmdir $(DESTDIR)$(TOOLLIBDIR) 2>/dev/null || true
 
 clean:
 	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS) $(PROGS)

@@ -18,11 +18,12 @@
 #   PEERS_WORKLOADS (seq conc burst sat):
 #     seq   BENCH_SEQ_CONNS (2000) sequential requests BENCH_GAP_US (200) apart
 #     conc  4 clients with the same gap for BENCH_CONC_SECONDS (2) s
-#     burst rounds of 2N connections opened together (once bench/loadgen
-#           has them; otherwise one line says it was skipped)
+#     burst PEERS_BURST_ROUNDS (50) rounds of 2N connections opened
+#           together, 20 ms apart; its max share is the mean largest share
+#           of one round (ideal 1/N)
 #     sat   8 clients in a closed loop for BENCH_SAT_SECONDS (2) s
 # A server that is not installed is installed from Debian (apt-get, when
-# root), otherwise skipped with one line.  The client is bench/loadgen -H
+# root), otherwise skipped with one line.  The client is tools/thunder-loadgen -H
 # (one "GET / HTTP/1.0" per connection, the pid read from the reply).
 #
 # Writes bench/results/peers.csv (bench/matrix.sh's CSV format; floor rows
@@ -37,7 +38,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/peers/servers.sh
 . "$here/peers/servers.sh"
 lib=${PEERS_LIB:-$BENCH_LIB}   # bench/matrix.sh passes its private copy
-LOADGEN=${LOADGEN:-$BENCH_ROOT/bench/loadgen}
+LOADGEN=${LOADGEN:-$BENCH_ROOT/tools/thunder-loadgen}
 
 csv='' quick=0
 while [ $# -gt 0 ]; do
@@ -61,6 +62,7 @@ GAP_US=${BENCH_GAP_US:-200}
 CONC_SECONDS=${BENCH_CONC_SECONDS:-2}
 SAT_SECONDS=${BENCH_SAT_SECONDS:-2}
 FLOOR_CONNS=500
+BURST_ROUNDS=${PEERS_BURST_ROUNDS:-50}
 RAW_HEADER="style,workers,workload,mode,conns,ok,failed,seconds,wakeups_per_conn,jain,max_share,rps,p50_us,p99_us,cpu_ms_per_1000,workers_seen,accepts"
 results_dir=$BENCH_ROOT/bench/results
 
@@ -114,7 +116,7 @@ start() {
         kids=$(peer_workers "$config" "$(peer_master "$config" "$dir")" 2>/dev/null) || kids=
         n=$(tr ',' '\n' <<<"$kids" | grep -c .)
         [ "$n" -ge "$want" ] && "${load[@]}" -p "$port" -n 1 -T 1000 >/dev/null 2>&1 && return 0
-        peer_alive "$PEER_PID" || break
+        srv_alive "$PEER_PID" || break
         sleep 0.05
     done
     echo "peers: $config $want $3: did not start: $(peer_logs "$dir" | xargs tail -q -n 2 | tr '\n' ' ')" | tee -a "$work/notes"
@@ -163,9 +165,12 @@ measure() {
                   -d "$CONC_SECONDS" -g "$GAP_US" -P "$kids" ;;
         sat)  timeout $((SAT_SECONDS + 30)) "${load[@]}" -p "$port" -n 1000000 -c 8 \
                   -d "$SAT_SECONDS" -P "$kids" ;;
+        burst) timeout 120 "${load[@]}" -p "$port" --burst $((2 * $2)) --rounds "$BURST_ROUNDS" -P "$kids" ;;
     esac >"$out" 2>>"$work/load.err"
     [ "$4" = floor ] && row="$1,$2,seq,$3"
     o=$(cat "$out")
+    # a burst row's max share is the mean largest share of one round
+    [ "$4" = burst ] && o=$(sed 's/^max_share=/total_max_share=/; s/^round_max_share_mean=/max_share=/' <<<"$o")
     for k in conns ok failed seconds wakeups_per_conn jain max_share rps p50_us p99_us cpu_ms_per_1000 workers_seen; do
         row+=",$(cell_get "$k" "$o")"
     done
@@ -176,9 +181,6 @@ measure() {
         "$(cell_get rps "$o")" "$(cell_get p99_us "$o")" \
         "$( [ "$(cell_get failed "$o")" = 0 ] || echo "  FAILED $(cell_get failed "$o")")"
 }
-
-# bench/loadgen's burst workload, once it has one (issue: burst).
-burst_supported() { "$LOADGEN" 2>&1 | grep -qi burst; }
 
 run_config() {
     local config=$1 mode workload f
@@ -195,7 +197,6 @@ run_config() {
     for mode in none auto; do
         start "$config" "$WORKERS" "$mode" || continue
         for workload in $WORKLOADS; do
-            [ "$workload" = burst ] && continue
             measure "$config" "$WORKERS" "$mode" "$workload"
         done
         stop
@@ -209,9 +210,6 @@ started=$(date +%s)
 : >"$work/versions.tsv"
 : >"$work/notes"
 exec > >(tee -a "$work/log")
-if [[ " $WORKLOADS " == *" burst "* ]] && ! burst_supported; then
-    echo "peers: burst: bench/loadgen has no burst workload yet: skipped"
-fi
 for config in $CONFIGS; do
     run_config "$config"
 done

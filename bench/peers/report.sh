@@ -30,14 +30,16 @@ peers_report() {
     echo
     cat <<TXT
 Each server answers every request with its worker's pid (bench/peers/);
-bench/loadgen -H sends one \`GET / HTTP/1.0\` per connection and counts the
+tools/thunder-loadgen -H sends one \`GET / HTTP/1.0\` per connection and counts the
 replies per worker.  *Wake-ups* are voluntary context switches of all the
 workers' threads per connection; *floor* is that figure with ONE worker
 and no shim (the server's own cost: a server that hands each connection to
 another thread pays 2); *Jain* is over the per-worker counts.  The main
 table is the sequential workload ($WORKERS workers, ${SEQ_CONNS} requests
 ${GAP_US} µs apart), without → with the shim (default mode, LD_PRELOAD
-only); *req/s x* is the saturated workload's (8 clients, closed loop)
+only); *burst share* is the mean largest share of one burst round (2N
+connections opened together, ${BURST_ROUNDS} rounds; ideal 1/N = $(awk -v n="$WORKERS" 'BEGIN { printf "%.3f", 1 / n }')),
+without → with; *req/s x* is the saturated workload's (8 clients, closed loop)
 requests per second with the shim over without.  *Waits* are the wait and
 accept calls per connection that \`strace -f -c\` counted on the workers
 (2 workers, no shim, 100 connections).  Verdict: *not needed* (at its

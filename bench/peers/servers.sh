@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # bench/peers/servers.sh - the one place that knows how to run each real
 # server that libthunder is measured and tested with (bench/peers.sh,
-# tests/compat/*.bats).  Sourced; needs proc_children (bench/lib.sh).
+# tests/compat/*.bats).  Sourced after bench/lib.sh (proc_children, and
+# srv_alive of tools/lib/server.bash).
 #
 #   PEER_CONFIGS                 every configuration, in table order
 #   peer_label CONFIG            how the tables name it
@@ -22,7 +23,7 @@
 #
 # Every server listens on 127.0.0.1:PORT only, with a backlog of 1024, and
 # answers "GET /" with the pid of the worker that served it (the apps in
-# this directory; nginx's $pid), which bench/loadgen -H counts.
+# this directory; nginx's $pid), which tools/thunder-loadgen -H counts.
 
 PEERS_DIR=${PEERS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 PEER_PYTHON=/usr/bin/python3    # Debian's python3-* packages live there
@@ -290,11 +291,11 @@ peer_stop() {  # config dir
     workers=$(peer_workers "$config" "$master" 2>/dev/null) || workers=
     kill "-$(peer_stop_signal "$config")" "$master" 2>/dev/null
     for ((i = 0; i < 300; i++)); do
-        peer_alive "$master" || [ "$(peer_count_alive "$workers")" -gt 0 ] || break
+        srv_alive "$master" || [ "$(peer_count_alive "$workers")" -gt 0 ] || break
         sleep 0.05
     done
     for pid in "$master" ${workers//,/ } "$PEER_PID"; do
-        if peer_alive "$pid"; then
+        if srv_alive "$pid"; then
             kill -KILL "$pid" 2>/dev/null && status=1
         fi
     done
@@ -303,14 +304,8 @@ peer_stop() {  # config dir
     return $status
 }
 
-peer_alive() {
-    local state
-    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
 peer_count_alive() {  # comma list
     local pid n=0
-    for pid in ${1//,/ }; do peer_alive "$pid" && n=$((n + 1)); done
+    for pid in ${1//,/ }; do srv_alive "$pid" && n=$((n + 1)); done
     echo "$n"
 }

@@ -2,7 +2,7 @@
 # shellcheck disable=SC2034  # variables set here are read by the .bats files
 # Shared by tests/compat/*.bats (make check-compat): real servers from
 # Debian (bench/peers/servers.sh says how to run each) under libthunder in
-# its default mode, driven by bench/loadgen -H.  On top of tests/helpers.bash
+# its default mode, driven by tools/thunder-loadgen -H.  On top of tests/helpers.bash
 # (fail, le, LOADGEN, THUNDER_LIB, listener_inode, alive).
 #
 #   need_server CONFIG          skip the test, with the packages to install,
@@ -15,7 +15,7 @@
 #                               fails if it had to be killed
 #   server_floor CONFIG         wake-ups per connection with one worker, no
 #                               shim (the server's own cost); sets FLOOR
-#   drive N [ARGS]              bench/loadgen -H against PORT; LG, lg KEY
+#   drive N [ARGS]              tools/thunder-loadgen -H against PORT; LG, lg KEY
 #   every_worker_served PIDS    each pid answered in the last load
 #   library_quiet               nothing from the library in the server's logs
 #   segment_gone                no /dev/shm segment left for the listener
