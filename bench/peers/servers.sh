@@ -309,3 +309,14 @@ peer_count_alive() {  # comma list
     for pid in ${1//,/ }; do srv_alive "$pid" && n=$((n + 1)); done
     echo "$n"
 }
+
+# Configurations that serialise their accepts with a lock of their own,
+# which the shim neither sees nor changes: uWSGI --thunder-lock (a pthread
+# mutex around accept: one futex hand-off per connection on top of the
+# floor) and nginx accept_mutex on (a trylock in shared memory; only the
+# holder has the listener in its epoll set, so one worker keeps it on a
+# light load).  Under the shim they must behave as without it.
+peer_own_lock() {
+    case $1 in uwsgi-thunder-lock | nginx-accept-mutex) return 0 ;; esac
+    return 1
+}
