@@ -3,8 +3,8 @@
 # each (make check-compat; bench/peers/servers.sh says how each is run).
 # Per server: its floor with one worker and no shim, then under the shim:
 # every request answered, every worker served, wake-ups per connection at
-# most the floor + 0.3, Jain >= 0.9 (for a server with its own accept
-# lock: no worse than without the shim), nothing from the library on stderr,
+# most the floor + 0.3, Jain >= 0.9 (a server with its own accept lock:
+# as without the shim, see check_server), nothing from the library on stderr,
 # and the segment gone after a clean stop.  A server that is not installed
 # is skipped with the packages to install (.ci/run installs them).
 
