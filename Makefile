@@ -47,7 +47,7 @@ LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
 LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
 TOOLS     = tools/thunder-loadgen tools/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -112,6 +112,14 @@ check-valgrind: $(UNITS)
 check-tsan: all
 	@tests/tsan.sh
 
+# Real servers from Debian (uWSGI, gunicorn, uvicorn, Puma, unicorn, Node,
+# nginx, Apache) under the shim with 8 workers, and their graceful reloads
+# under load (tests/compat/, ~N min); a server that is not installed is
+# skipped with the packages to install.  Not part of make check: .ci/run
+# installs the packages and runs it after make check.
+check-compat: all
+	@BATS_TIMEOUT=1200 tests/run-all.sh tests/compat/*.bats
+
 fuzz:
 	@tests/fuzz/run.sh $${FUZZ_SECONDS:-120}
 
@@ -122,9 +130,14 @@ bench: all
 bench-quick: all
 	@bench/matrix.sh --quick
 
+# Only the real servers (make bench runs them too); bench/peers.sh --quick
+# for a short look.
+bench-peers: all
+	@bench/peers.sh
+
 lint:
-	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload tools/thunder-ab $(TOOL_LIBS) .ci/run
-	shellcheck -x -S warning tests/*.bats tests/helpers.bash
+	shellcheck -x tests/*.sh bench/*.sh bench/peers/*.sh shim/thunder-preload tools/thunder-ab $(TOOL_LIBS) .ci/run
+	shellcheck -x -S warning tests/*.bats tests/helpers.bash tests/compat/*.bats tests/compat/*.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 	@awk 'FNR == 601 { print FILENAME ": over 600 lines"; bad = 1 } END { exit bad }' \
 	    shim/*.[ch] tools/*/*.[ch]

@@ -17,11 +17,12 @@
 # same (style, workers, workload) in this invocation.
 #
 # The full run writes bench/results/ (results.csv, bursts.csv, the plots of
-# bench/plot.sh) and bench/RESULTS.md, and runs bench/peers.sh (uWSGI,
-# nginx) unless --no-peers.  --quick: ex_poll, ex_epoll, ex_epoll_shared,
-# ex_greedy x none/auto x 16 workers x seq and both bursts (20 rounds), tables
-# on stdout, nothing written under bench/ (BENCH_STYLES, BENCH_WORKERS and
-# BENCH_WORKLOADS change its styles, workers and workloads too).
+# bench/plot.sh) and bench/RESULTS.md, and runs bench/peers.sh (real
+# servers: bench/results/peers.md) unless --no-peers.  --quick: ex_poll,
+# ex_epoll, ex_epoll_shared, ex_greedy x none/auto x 16 workers x seq and
+# both bursts (20 rounds), tables on stdout, nothing written under bench/
+# (BENCH_STYLES, BENCH_WORKERS and BENCH_WORKLOADS change its styles,
+# workers and workloads too).
 # BENCH_STYLES, BENCH_MODES, BENCH_WORKERS, BENCH_WORKLOADS (space-separated)
 # narrow the full matrix (the results are then marked as partial).
 set -u
@@ -324,19 +325,6 @@ headline() {
         }' styles="$ALL_STYLES" "$1"
 }
 
-peers_table() {
-    awk -F, '
-        function name(s, m) {
-            if (s == "uwsgi") return m == "none" ? "uwsgi plain" : m == "thunder-lock" ? "uwsgi --thunder-lock" : "uwsgi plain + libthunder (auto)"
-            return m == "none" ? "nginx default (accept_mutex off -> EPOLLEXCLUSIVE)" : m == "accept_mutex_on" ? "nginx accept_mutex on" : "nginx default + libthunder (auto)"
-        }
-        NR == 1 || $1 ~ /^ex_/ { next }
-        { if (!hdr++) { print "| server | workers | workload | wake-ups/conn | Jain | max share | req/s | p50 us | p99 us | CPU ms/1000 | wake-ups x | req/s x | p99 x | failed |"
-                        print "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" }
-          printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", name($1, $4), $2, $3,
-                 $9, $10, $11, $12, $13, $14, $15, ($17 == "" ? "-" : $17), ($20 == "" ? "-" : $20), ($22 == "" ? "-" : $22), $7 }' "$1"
-}
-
 full_table() {  # $1 csv, $2 workload
     awk -F, -v wl="$2" "$AWK_TARGETS"'
         function x(v) { return v == "" ? "" : " (" v ")" }
@@ -441,28 +429,11 @@ TXT
     echo
     echo "## Peers: real servers (bench/peers.sh)"
     echo
-    if [ -s "$peers_csv" ]; then
-        cat <<TXT
-Measured with \`tools/thunder-loadgen -H\` (the same figures and /proc sampling as
-the matrix, but one \`GET / HTTP/1.0\` per connection, the pid taken from
-the body of the 200 reply).
-The server answers its worker pid in the body (uWSGI: bench/peers/wsgi_app.py;
-nginx: \`return 200 "\$pid\\n"\`), so per-worker counts come from the replies;
-the workers are the master's children (/proc/PID/task/PID/children).
-*x* columns: ratio to the plain server of the same size and workload.
-One server instance per row group serves the seq run, then the conc run.
-
-Reading the nginx rows: nginx (since 1.11.3) sets \`EPOLLEXCLUSIVE\` on its
-listener when \`accept_mutex\` is off, and since 1.19 it also deletes and
-re-adds the listener now and then (\`ngx_reorder_accept_events\`), so its
-default is already herd-free and roughly balanced; the wake-ups above 1
-are the request read (a worker may sleep between accept and the request's
-arrival). \`accept_mutex on\` keeps the listener in the holder's instance
-only, so on this light load one or two workers take everything.
-
-TXT
-        peers_table "$results"
+    if [ -s "$peers_csv" ] && [ "$here/results/peers.md" -nt "$raw" ]; then
+        echo "The \"Works with\" table of this run (sequential workload; the"
+        echo "workloads, the floors and every run are in [results/peers.md](results/peers.md)):"
         echo
+        sed -n '/^| server and configuration/,/^$/p' "$here/results/peers.md"
         grep -E '^peers: .*(skip|not )' "$peers_log" | sed 's/^/- /'
     else
         echo "Not measured:"
@@ -526,7 +497,7 @@ TXT
     echo "## Files"
     echo
     echo "- bench/results/bursts.csv: one row per burst cell; round_* columns from thunder-loadgen --burst (round_ms: first connect to last reply; round_max_share_mean: the mean over rounds of the largest share one worker took of the round)."
-    echo "- bench/results/results.csv: one row per cell (the peers too: style uwsgi or nginx), header row; *_ratio columns are relative to mode none of the same style, workers and workload; accepts is the per-worker accept counts in pid order, ';'-separated."
+    echo "- bench/results/results.csv: one row per cell (the peers too: style = a configuration of bench/peers/servers.sh), header row; *_ratio columns are relative to mode none of the same style, workers and workload; accepts is the per-worker accept counts in pid order, ';'-separated."
     echo "- Re-run: \`make bench\` (full, ~15 minutes), \`make bench-quick\` (< 1 minute, stdout only), \`bench/peers.sh\` alone."
 } >"$md.new" && mv "$md.new" "$md"
 
@@ -535,7 +506,7 @@ echo "matrix: ${total_seconds} s in all (matrix ${matrix_seconds} s, peers ${pee
 echo
 headline "$results"
 echo
-[ -s "$peers_csv" ] && peers_table "$results"
+[ -s "$peers_csv" ] && [ "$here/results/peers.md" -nt "$raw" ] && sed -n '/^| server and configuration/,/^$/p' "$here/results/peers.md"
 echo
 echo "Targets missed:"
 misses "$results"

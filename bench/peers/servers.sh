@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # bench/peers/servers.sh - the one place that knows how to run each real
 # server that libthunder is measured and tested with (bench/peers.sh,
-# tests/compat/*.bats).  Sourced; needs proc_children (bench/lib.sh).
+# tests/compat/*.bats).  Sourced after bench/lib.sh (proc_children, and
+# srv_alive of tools/lib/server.bash).
 #
 #   PEER_CONFIGS                 every configuration, in table order
 #   peer_label CONFIG            how the tables name it
@@ -22,10 +23,11 @@
 #
 # Every server listens on 127.0.0.1:PORT only, with a backlog of 1024, and
 # answers "GET /" with the pid of the worker that served it (the apps in
-# this directory; nginx's $pid), which bench/loadgen -H counts.
+# this directory; nginx's $pid), which tools/thunder-loadgen -H counts.
 
 PEERS_DIR=${PEERS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 PEER_PYTHON=/usr/bin/python3    # Debian's python3-* packages live there
+# shellcheck disable=SC2034  # read by the files that source this one
 PEER_CONFIGS="uwsgi uwsgi-threads uwsgi-thunder-lock gunicorn-sync gunicorn-gthread
 gunicorn-gevent gunicorn-uvicorn uvicorn puma unicorn node-cluster nginx
 nginx-accept-mutex apache-prefork"
@@ -289,11 +291,11 @@ peer_stop() {  # config dir
     workers=$(peer_workers "$config" "$master" 2>/dev/null) || workers=
     kill "-$(peer_stop_signal "$config")" "$master" 2>/dev/null
     for ((i = 0; i < 300; i++)); do
-        peer_alive "$master" || [ "$(peer_count_alive "$workers")" -gt 0 ] || break
+        srv_alive "$master" || [ "$(peer_count_alive "$workers")" -gt 0 ] || break
         sleep 0.05
     done
     for pid in "$master" ${workers//,/ } "$PEER_PID"; do
-        if peer_alive "$pid"; then
+        if srv_alive "$pid"; then
             kill -KILL "$pid" 2>/dev/null && status=1
         fi
     done
@@ -302,14 +304,19 @@ peer_stop() {  # config dir
     return $status
 }
 
-peer_alive() {
-    local state
-    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "$state" != Z ]
-}
-
 peer_count_alive() {  # comma list
     local pid n=0
-    for pid in ${1//,/ }; do peer_alive "$pid" && n=$((n + 1)); done
+    for pid in ${1//,/ }; do srv_alive "$pid" && n=$((n + 1)); done
     echo "$n"
+}
+
+# Configurations that serialise their accepts with a lock of their own,
+# which the shim neither sees nor changes: uWSGI --thunder-lock (a pthread
+# mutex around accept: one futex hand-off per connection on top of the
+# floor) and nginx accept_mutex on (a trylock in shared memory; only the
+# holder has the listener in its epoll set, so one worker keeps it on a
+# light load).  Under the shim they must behave as without it.
+peer_own_lock() {
+    case $1 in uwsgi-thunder-lock | nginx-accept-mutex) return 0 ;; esac
+    return 1
 }

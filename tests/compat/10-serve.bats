@@ -1,0 +1,67 @@
+#!/usr/bin/env bats
+# Real servers from Debian under libthunder in its default mode, 8 workers
+# each (make check-compat; bench/peers/servers.sh says how each is run).
+# Per server: its floor with one worker and no shim, then under the shim:
+# every request answered, every worker served, wake-ups per connection at
+# most the floor + 0.3, Jain >= 0.9 (a server with its own accept lock:
+# as without the shim, see check_server), nothing from the library on stderr,
+# and the segment gone after a clean stop.  A server that is not installed
+# is skipped with the packages to install (.ci/run installs them).
+
+load compat
+
+@test "uWSGI --processes: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server uwsgi
+}
+
+@test "uWSGI --threads 4: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server uwsgi-threads
+}
+
+@test "uWSGI --thunder-lock: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server uwsgi-thunder-lock
+}
+
+@test "gunicorn sync: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server gunicorn-sync
+}
+
+@test "gunicorn gthread --threads 4: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server gunicorn-gthread
+}
+
+@test "gunicorn gevent: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server gunicorn-gevent
+}
+
+@test "gunicorn uvicorn worker: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server gunicorn-uvicorn
+}
+
+@test "uvicorn --workers: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server uvicorn
+}
+
+@test "Puma cluster: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server puma
+}
+
+@test "unicorn: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server unicorn
+}
+
+@test "Node cluster (SCHED_NONE): 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server node-cluster
+}
+
+@test "nginx default: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server nginx
+}
+
+@test "nginx accept_mutex on: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server nginx-accept-mutex
+}
+
+@test "Apache prefork: 8 workers, all served, at its floor, quiet, segment removed" {
+    check_server apache-prefork
+}
