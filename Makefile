@@ -1,11 +1,13 @@
 # libthunder — see README.md.  `make demo` and `make check` are the two commands.
+# The project's one version number; debian/changelog must say the same.
+VERSION := $(shell cat VERSION)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
 SAN     ?=
-BINDIR   = $(PREFIX)/bin
-LIBDIR   = $(PREFIX)/lib
-MANDIR   = $(PREFIX)/share/man/man1
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man/man1
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 CFLAGS  ?= -O2 -g
@@ -37,7 +39,7 @@ UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
 TOOLS     = bench/loadgen shim/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan deb deb-test
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -107,22 +109,52 @@ bench-quick: all
 	@bench/matrix.sh --quick
 
 lint:
-	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
+	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload tools/thunder-status .ci/run
 	shellcheck -x -S warning tests/*.bats tests/helpers.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
+
+# The other commands are documented in thunder-preload(1): man finds them there.
+MAN_LINKS = thunder-stat thunder-status thunder-loadgen
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
 	install -m 0755 shim/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
+	install -m 0755 tools/thunder-status $(DESTDIR)$(BINDIR)/thunder-status
 	install -m 0755 bench/loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
+	for tool in $(MAN_LINKS); do ln -sf thunder-preload.1 $(DESTDIR)$(MANDIR)/$$tool.1; done
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libthunder.so $(DESTDIR)$(BINDIR)/thunder-preload \
 	      $(DESTDIR)$(BINDIR)/thunder-stat $(DESTDIR)$(BINDIR)/thunder-loadgen \
-	      $(DESTDIR)$(MANDIR)/thunder-preload.1
+	      $(DESTDIR)$(BINDIR)/thunder-status \
+	      $(DESTDIR)$(MANDIR)/thunder-preload.1 $(MAN_LINKS:%=$(DESTDIR)$(MANDIR)/%.1)
+
+# The Debian package libthunder_$(VERSION)_ARCH.deb, here.  dpkg-buildpackage
+# works on a copy of the tree (build/deb/): its clean step must not wipe this
+# build.  debian/rules installs with `make install`, so this Makefile stays
+# the one list of what goes where.  lintian runs when installed; an error
+# fails the target.
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+	    { echo "make deb: needs dpkg-dev and debhelper: apt-get install dpkg-dev debhelper" >&2; exit 2; }
+	@v=$$(dpkg-parsechangelog -SVersion) && [ "$$v" = "$(VERSION)" ] || \
+	    { echo "make deb: debian/changelog says $$v, VERSION says $(VERSION)" >&2; exit 1; }
+	rm -rf build/deb && mkdir -p build/deb/libthunder-$(VERSION)
+	tar --exclude=./build --exclude=./.git --exclude='./*.deb' -cf - . | \
+	    tar -xf - -C build/deb/libthunder-$(VERSION)
+	cd build/deb/libthunder-$(VERSION) && dpkg-buildpackage -b -us -uc >../build.log 2>&1 || \
+	    { tail -n 30 ../build.log; echo "make deb: dpkg-buildpackage failed; log in build/deb/build.log" >&2; exit 1; }
+	cp build/deb/libthunder_$(VERSION)_$$(dpkg-architecture -qDEB_HOST_ARCH).deb .
+	@ls -l libthunder_$(VERSION)_*.deb
+	@if command -v lintian >/dev/null; then \
+	    lintian --info build/deb/libthunder_$(VERSION)_*.changes | tee build/deb/lintian.txt; \
+	    echo "lintian: $$(grep -c '^E:' build/deb/lintian.txt) errors, $$(grep -c '^W:' build/deb/lintian.txt) warnings"; \
+	    ! grep -q '^E:' build/deb/lintian.txt; \
+	else echo "lintian not installed: the package was not checked"; fi
 
 clean:
 	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS) $(PROGS)
+	rm -rf build libthunder_*.deb
