@@ -158,6 +158,24 @@ make_unit() {
     [ "$(grep -c 'reason: static binary' <<<"$output")" -eq 2 ]
 }
 
+@test "status: a setuid program run by another user (secure-execution mode)" {
+    [ "$(id -u)" -eq 0 ] || skip "needs root to run a setuid-root copy as another user"
+    command -v setpriv >/dev/null || skip "setpriv (util-linux) not installed"
+    local dir
+    # a directory the other user can traverse (the bats tmpdirs are 0700)
+    dir=$(mktemp -d /tmp/thunder-setuid.XXXXXX)
+    FAKES+=("$dir/ex_poll")
+    chmod 0755 "$dir"
+    cp "$ROOT/examples/ex_poll" "$dir/ex_poll"
+    chmod 4755 "$dir/ex_poll"
+    EX_WRAP="setpriv --reuid=65534 --regid=65534 --clear-groups" EXAMPLES=$dir start_example ex_poll 1
+    run "$WRAPPER" status "$MASTER"
+    echo "$output" >&2
+    rm -f "$dir/ex_poll" && rmdir "$dir"
+    [ "$status" -eq 1 ]
+    [ "$(grep -c 'reason: setuid/setgid' <<<"$output")" -eq 2 ]
+}
+
 @test "status: usage errors and nothing found exit 2" {
     run -2 "$WRAPPER" status
     run -2 "$WRAPPER" status --pid 0
