@@ -6,15 +6,12 @@
  */
 #include "thunder.h"
 
-#define NS_PER_MS 1000000LL
-#define NS_PER_S  1000000000LL
-
 int64_t th_now_ns(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * TH_NS_PER_S + ts.tv_nsec;
 }
 
 static int64_t after_ns(int64_t ns)
@@ -26,7 +23,7 @@ static int64_t after_ns(int64_t ns)
 
 int64_t th_deadline_ms(int timeout_ms)
 {
-    return timeout_ms < 0 ? TH_FOREVER : after_ns((int64_t)timeout_ms * NS_PER_MS);
+    return timeout_ms < 0 ? TH_FOREVER : after_ns((int64_t)timeout_ms * TH_NS_PER_MS);
 }
 
 int64_t th_deadline_ts(const struct timespec *ts)
@@ -35,9 +32,9 @@ int64_t th_deadline_ts(const struct timespec *ts)
         return TH_FOREVER;
     if (ts->tv_sec < 0 || ts->tv_nsec < 0)
         return th_now_ns();         /* the real call fails with EINVAL */
-    if (ts->tv_sec >= TH_FOREVER / NS_PER_S / 2)
+    if (ts->tv_sec >= TH_FOREVER / TH_NS_PER_S / 2)
         return TH_FOREVER;
-    return after_ns((int64_t)ts->tv_sec * NS_PER_S + ts->tv_nsec);
+    return after_ns((int64_t)ts->tv_sec * TH_NS_PER_S + ts->tv_nsec);
 }
 
 int64_t th_deadline_tv(const struct timeval *tv)
@@ -46,9 +43,9 @@ int64_t th_deadline_tv(const struct timeval *tv)
         return TH_FOREVER;
     if (tv->tv_sec < 0 || tv->tv_usec < 0)
         return th_now_ns();
-    if (tv->tv_sec >= TH_FOREVER / NS_PER_S / 2)
+    if (tv->tv_sec >= TH_FOREVER / TH_NS_PER_S / 2)
         return TH_FOREVER;
-    return after_ns((int64_t)tv->tv_sec * NS_PER_S + (int64_t)tv->tv_usec * 1000);
+    return after_ns((int64_t)tv->tv_sec * TH_NS_PER_S + (int64_t)tv->tv_usec * TH_NS_PER_US);
 }
 
 int64_t th_remaining_ns(int64_t deadline)
@@ -68,19 +65,36 @@ int th_remaining_ms(int64_t deadline)
     if (ns == TH_FOREVER)
         return -1;
     /* round up: returning early would turn a wait into a busy loop */
-    ns = (ns + NS_PER_MS - 1) / NS_PER_MS;
+    ns = (ns + TH_NS_PER_MS - 1) / TH_NS_PER_MS;
     return ns > INT32_MAX ? INT32_MAX : (int)ns;
 }
 
 int64_t th_min_deadline(int64_t deadline, unsigned cap_ms)
 {
-    int64_t cap = after_ns((int64_t)cap_ms * NS_PER_MS);
+    int64_t cap = after_ns((int64_t)cap_ms * TH_NS_PER_MS);
 
     return cap < deadline ? cap : deadline;
 }
 
 void th_ns_to_timespec(int64_t ns, struct timespec *ts)
 {
-    ts->tv_sec = ns / NS_PER_S;
-    ts->tv_nsec = ns % NS_PER_S;
+    ts->tv_sec = ns / TH_NS_PER_S;
+    ts->tv_nsec = ns % TH_NS_PER_S;
+}
+
+void th_ns_to_timeval(int64_t ns, struct timeval *tv)
+{
+    tv->tv_sec = ns / TH_NS_PER_S;
+    tv->tv_usec = (ns % TH_NS_PER_S) / TH_NS_PER_US;
+}
+
+bool th_timespec_valid(const struct timespec *ts)
+{
+    return ts == NULL || (ts->tv_sec >= 0 && ts->tv_nsec >= 0 && ts->tv_nsec < TH_NS_PER_S);
+}
+
+bool th_timeval_valid(const struct timeval *tv)
+{
+    return tv == NULL || (tv->tv_sec >= 0 && tv->tv_usec >= 0 &&
+                          tv->tv_usec < TH_NS_PER_S / TH_NS_PER_US);
 }

@@ -1,26 +1,15 @@
 /*
- * THUNDER_* environment variables -> th_cfg, read once in the constructor.
- *
- * Read once because servers wipe their workers' environment (nginx keeps
- * only TZ): forked workers inherit the parsed struct instead.  Read with
- * secure_getenv, so a setuid program ignores them (and is not told about
- * unknown names either: the defaults apply silently).  A bad value is
- * never guessed at: one line on stderr names the variable, the value and
- * what is accepted, and the whole process runs pass-through
- * (THUNDER_MODE=off).
+ * Parsing the THUNDER_* variables: a table of variables, strict parsing,
+ * and one human line per bad value.  Pure: it reads the environment only
+ * through the getter it is given and writes only the struct it is given,
+ * so the unit tests and the fuzzer drive exactly this code.  Loading the
+ * process's configuration (once, at start) is settings.c.
  */
 #include "thunder.h"
 
 #include <ctype.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/auxv.h>
-
-struct th_config th_cfg = {
-    .mode = TH_MODE_OFF,          /* until the constructor has parsed */
-    .log = TH_LOG_WARN,
-};
 
 enum var_kind { VAR_WORD, VAR_UINT, VAR_PORTS };
 
@@ -41,13 +30,13 @@ static const char *const log_words[] = { "off", "warn", "info", "debug", NULL };
 #define CFG(field) offsetof(struct th_config, field)
 static const struct var vars[] = {
     { "THUNDER_MODE",      VAR_WORD,  mode_words,    0, 0, TH_MODE_AUTO,    CFG(mode) },
-    { "THUNDER_BALANCE",   VAR_WORD,  balance_words, 0, 0, TH_BALANCE_FIFO, CFG(balance) },
+    { "THUNDER_BALANCE",   VAR_WORD,  balance_words, 0, 0, TH_BALANCE_FIFO, CFG(lock.balance) },
     { "THUNDER_LOG",       VAR_WORD,  log_words,     0, 0, TH_LOG_WARN,     CFG(log) },
     { "THUNDER_PORTS",     VAR_PORTS, NULL,          0, 0, 0,               CFG(nports) },
     { "THUNDER_JITTER_US", VAR_UINT,  NULL, 1, 1000000, 1000, CFG(jitter_us) },
     { "THUNDER_RETRY_MS",  VAR_UINT,  NULL, 1, 1000,    20,   CFG(retry_ms) },
-    { "THUNDER_HOLD_MS",   VAR_UINT,  NULL, 1, 60000,   100,  CFG(hold_ms) },
-    { "THUNDER_CHECK_MS",  VAR_UINT,  NULL, 1, 1000,    25,   CFG(check_ms) },
+    { "THUNDER_HOLD_MS",   VAR_UINT,  NULL, 1, 60000,   100,  CFG(lock.hold_ms) },
+    { "THUNDER_CHECK_MS",  VAR_UINT,  NULL, 1, 1000,    25,   CFG(lock.check_ms) },
 };
 
 const char *th_mode_name(enum th_mode mode)
@@ -280,43 +269,12 @@ int th_config_parse(struct th_config *cfg, th_getenv_fn get, char *const *envp,
     return 0;
 }
 
-bool th_port_managed(uint16_t port)
+bool th_ports_match(const struct th_config *cfg, uint16_t port)
 {
-    if (th_cfg.nports == 0)
+    if (cfg->nports == 0)
         return true;
-    for (int i = 0; i < th_cfg.nports; i++)
-        if (port >= th_cfg.ports[i].lo && port <= th_cfg.ports[i].hi)
+    for (int i = 0; i < cfg->nports; i++)
+        if (port >= cfg->ports[i].lo && port <= cfg->ports[i].hi)
             return true;
     return false;
-}
-
-static void print_unknown(const char *line)
-{
-    th_warn("%s", line);
-}
-
-extern char **environ;
-
-void th_config_load(void)
-{
-    struct th_config cfg;
-    char err[1024];
-    /*
-     * AT_SECURE (setuid, setgid, file capabilities): the environment comes
-     * from a less privileged user.  secure_getenv already returns NULL
-     * there; the unknown-name scan reads environ directly, so it must not
-     * run either, or that user could make a privileged program print.
-     * Nothing is said instead: any line would be the user's to trigger.
-     */
-    bool secure = getauxval(AT_SECURE) != 0;
-
-    if (th_config_parse(&cfg, secure_getenv, secure ? NULL : environ, err, sizeof(err),
-                        secure ? NULL : print_unknown) < 0) {
-        /* one line per bad variable, always shown: the user asked for something */
-        char *save = NULL;
-        th_cfg.log = TH_LOG_WARN;
-        for (char *line = strtok_r(err, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
-            th_log(TH_LOG_WARN, "%s", line);
-    }
-    th_cfg = cfg;
 }

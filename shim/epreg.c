@@ -24,9 +24,6 @@
 
 #define MAX_INSTANCES 256
 #define MAX_REGS 256
-#define MAX_WAIT_LISTENERS 8
-/* what the kernel accepts together with EPOLLEXCLUSIVE */
-#define EXCLUSIVE_OK (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET)
 
 struct instance {
     int epfd;             /* -1 = free */
@@ -135,9 +132,8 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
 
     switch (op) {
     case EPOLL_CTL_ADD: {
-        bool inject = inst && inst->creator == th_pid && ev &&
-                      (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO) &&
-                      !(ev->events & ~EXCLUSIVE_OK);
+        bool inject = ev && th_policy_injects_exclusive(inst && inst->creator == th_pid,
+                                                        ev->events);
         ret = add_listener(epfd, fd, ev, inject, &exclusive);
         if (ret == 0 && nregs < MAX_REGS) {
             atomic_store(&any_regs, true);
@@ -158,7 +154,7 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
             /* the kernel refuses MOD on an exclusive entry: DEL + ADD, and
                exclusive again as soon as the events allow (after ONESHOT) */
             real_epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-            ret = add_listener(epfd, fd, ev, !(ev->events & ~EXCLUSIVE_OK), &exclusive);
+            ret = add_listener(epfd, fd, ev, th_exclusive_allows(ev->events), &exclusive);
             if (ret == 0) {
                 r->ev = *ev;
                 r->exclusive = exclusive;
@@ -226,7 +222,7 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
     if (inst && ++inst->waiting > 1)
         inst->threaded = true;
     *threaded = inst && inst->threaded;
-    for (int i = 0; i < nregs && k < MAX_WAIT_LISTENERS; i++)
+    for (int i = 0; i < nregs && k < TH_MAX_WAIT_LISTENERS; i++)
         if (regs[i].epfd == epfd)
             wl[k++] = (struct wait_listener){ .l = regs[i].l, .fd = regs[i].fd,
                                               .data = regs[i].ev.data.u64,
@@ -259,11 +255,9 @@ static bool reported(const struct epoll_event *evs, int n, uint64_t data)
 }
 
 /* Put listeners we hold back in; take out (private instances only) the rest. */
-static bool park_and_unpark(int epfd, bool shared, struct wait_listener *wl, int k,
+static void park_and_unpark(int epfd, bool shared, struct wait_listener *wl, int k,
                             const bool *held, const bool *busy)
 {
-    bool capped = false;
-
     lock();
     for (int j = 0; j < k; j++) {
         struct reg *r = find_reg(epfd, wl[j].fd);
@@ -276,15 +270,45 @@ static bool park_and_unpark(int epfd, bool shared, struct wait_listener *wl, int
             if (add_listener(epfd, r->fd, &r->ev, r->injected, &exclusive) == 0)
                 r->parked = false;
         } else if (busy[j]) {
-            capped = true;
             /* never out of a shared instance; not while a sibling thread holds it */
-            if (!r->parked && !shared && seg && seg->holder_pid != th_pid &&
+            if (!r->parked && !shared && seg && !th_lock_held_by(seg, th_pid) &&
                 real_epoll_ctl(epfd, EPOLL_CTL_DEL, r->fd, NULL) == 0)
                 r->parked = true;
         }
     }
     unlock();
-    return capped;
+}
+
+/* The lock wait's view of an epoll wait (struct th_lockwait callbacks). */
+struct epoll_ctx {
+    int epfd;
+    struct epoll_event *evs;
+    int maxevents;
+    bool shared;
+    struct wait_listener *wl;
+    int k;
+};
+
+static void epoll_exclude(void *ctx, const bool *held, const bool *busy, bool on)
+{
+    struct epoll_ctx *c = ctx;
+
+    if (on)
+        park_and_unpark(c->epfd, c->shared, c->wl, c->k, held, busy);
+}
+
+static int epoll_real_wait(void *ctx, int64_t until, const sigset_t *sigmask)
+{
+    struct epoll_ctx *c = ctx;
+
+    return real_wait(c->epfd, c->evs, c->maxevents, until, sigmask);
+}
+
+static bool epoll_reported(void *ctx, int j, int result)
+{
+    struct epoll_ctx *c = ctx;
+
+    return reported(c->evs, result, c->wl[j].data);
 }
 
 /* Called with every signal blocked; sigmask is what the sleeps apply. */
@@ -292,33 +316,18 @@ static int lock_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t d
                      const sigset_t *sigmask, struct wait_listener *wl, int k,
                      bool shared, int others)
 {
-    struct th_listener *ls[MAX_WAIT_LISTENERS] = { NULL };
-    bool held[MAX_WAIT_LISTENERS], busy[MAX_WAIT_LISTENERS];
-    int bell = th_doorbell_fd();
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+    struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
+                             .shared = shared, .wl = wl, .k = k };
+    struct th_lockwait lw = {
+        .ls = ls, .k = k, .may_block = others == 0, .deadline = deadline,
+        .sigmask = sigmask, .bell = th_doorbell_fd(), .ctx = &ctx,
+        .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
+    };
 
     for (int j = 0; j < k; j++)
         ls[j] = wl[j].l;
-    th_held_release_all();
-    for (;;) {
-        int r, saved_errno;
-        bool capped;
-
-        if (th_held_take(ls, k, others == 0, deadline, sigmask, bell, held, busy) < 0)
-            return -1;
-        capped = park_and_unpark(epfd, shared, wl, k, held, busy);
-        th_held_mark_waiting(true);
-        r = real_wait(epfd, evs, maxevents,
-                      capped ? th_min_deadline(deadline, th_cfg.retry_ms) : deadline, sigmask);
-        saved_errno = errno;
-        th_held_mark_waiting(false);
-        for (int j = 0; j < k; j++)
-            if (held[j] && !reported(evs, r, wl[j].data))
-                th_held_release(wl[j].l);
-        if (r != 0 || !capped || th_remaining_ns(deadline) == 0) {
-            errno = saved_errno;
-            return r;
-        }
-    }
+    return th_lockwait_run(&lw);
 }
 
 static void done_waiting(int epfd)
@@ -334,53 +343,38 @@ static void done_waiting(int epfd)
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask)
 {
-    struct wait_listener wl[MAX_WAIT_LISTENERS];
-    bool shared, threaded, all_exclusive = true;
-    int others, k = snapshot(epfd, wl, &shared, &others, &threaded), r, saved_errno;
-    enum th_mode mode = th_cfg.mode;
+    struct wait_listener wl[TH_MAX_WAIT_LISTENERS];
+    struct th_wait_facts facts = { .epoll = true, .all_exclusive = true };
+    int others, k = snapshot(epfd, wl, &facts.shared, &others, &facts.threaded), r, saved_errno;
+    struct th_plan plan;
 
     th_self.woke = 0;
     th_self.rotated = 0;
     for (int j = 0; j < k; j++) {
-        all_exclusive = all_exclusive && wl[j].exclusive;
+        facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
         TH_COUNT(wl[j].l, waits, 1);
     }
-    /*
-     * Several threads on one instance: a level-triggered listener event is
-     * put back on the ready list and wakes a second thread (measured: about
-     * 2-3 wake-ups per connection with exclusive entries), so the lock, at
-     * exactly 2, does better there.
-     */
-    if (mode == TH_MODE_AUTO)
-        mode = !shared && !threaded && all_exclusive ? TH_MODE_EXCLUSIVE : TH_MODE_LOCK;
+    plan = th_policy_wait(&facts);
     for (int j = 0; j < k; j++) {
-        if (mode == TH_MODE_LOCK)
-            th_listener_set_strategy(wl[j].l, TH_STRAT_LOCK, shared
-                ? "epoll instance shared with other processes: using the lock"
-                : threaded ? "epoll instance waited on by several threads: using the lock"
-                : "epoll listener without EPOLLEXCLUSIVE: using the lock");
-        else if (mode == TH_MODE_EXCLUSIVE && wl[j].exclusive && !shared)
-            th_listener_set_strategy(wl[j].l, TH_STRAT_EXCLUSIVE,
-                "private epoll instance: EPOLLEXCLUSIVE with rotation after accept");
-        else
-            th_listener_set_strategy(wl[j].l, mode == TH_MODE_JITTER ? TH_STRAT_JITTER
-                                                                     : TH_STRAT_OBSERVE,
-                "epoll wait passed through (observe, jitter, or not exclusive here)");
+        struct th_plan entry = th_policy_epoll_entry(plan, wl[j].exclusive);
+        th_listener_set_strategy(wl[j].l, entry.strategy, entry.why);
     }
-    if (mode == TH_MODE_LOCK) {
+    if (plan.strategy == TH_STRAT_LOCK) {
         struct th_sigscope scope;
 
         th_sig_enter(&scope, sigmask);
-        r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, shared, others);
+        r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, facts.shared,
+                      others);
         th_sig_leave(&scope);
-    } else
+    } else {
         r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+    }
     saved_errno = errno;
     done_waiting(epfd);
     for (int j = 0; j < k; j++) {
         if (r > 0 && reported(evs, r, wl[j].data)) {
             TH_COUNT(wl[j].l, wakeups, 1);
-            th_self.woke |= 1ull << (wl[j].l->index & 63);
+            th_self.woke |= th_listener_bit(wl[j].l->index);
         }
     }
     errno = saved_errno;

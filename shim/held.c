@@ -7,7 +7,8 @@
  */
 #include "thunder.h"
 
-#define MAX_HELD 8
+/* a wait takes at most this many; a thread never holds more */
+#define MAX_HELD TH_MAX_WAIT_LISTENERS
 
 struct held {
     struct th_listener *l;
@@ -34,7 +35,7 @@ bool th_held_has(struct th_listener *l)
 void th_held_add(struct th_listener *l, uint64_t gen)
 {
     if (nheld == MAX_HELD) {      /* cannot track it: do not keep it */
-        th_lock_release(l->seg, gen);
+        th_lock_release_and_wake(l->seg, &th_cfg.lock, gen);
         return;
     }
     holds[nheld++] = (struct held){ .l = l, .gen = gen, .pid = th_pid };
@@ -46,7 +47,7 @@ static void drop(int i)
 
     holds[i] = holds[--nheld];
     if (h.pid == th_pid)
-        th_lock_release(h.l->seg, h.gen);
+        th_lock_release_and_wake(h.l->seg, &th_cfg.lock, h.gen);
 }
 
 void th_held_release(struct th_listener *l)
@@ -82,8 +83,8 @@ int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t d
 
     for (int j = 0; j < k; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
-        struct th_lock_wait w = { .deadline = deadline, .sigmask = sigmask,
-                                  .use_bell = bell >= 0, .bell = bell };
+        struct th_lock_wait w = { .params = &th_cfg.lock, .deadline = deadline,
+                                  .sigmask = sigmask, .use_bell = bell >= 0, .bell = bell };
         int64_t waited;
         uint64_t gen;
 

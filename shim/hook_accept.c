@@ -33,16 +33,17 @@ static uint64_t next_random(void)
 static void jitter(void)
 {
     uint64_t us = next_random() % ((uint64_t)th_cfg.jitter_us + 1);
-    struct timespec ts = { .tv_sec = (time_t)(us / 1000000), .tv_nsec = (long)(us % 1000000) * 1000 };
+    struct timespec ts;
     int saved_errno = errno;
 
+    th_ns_to_timespec((int64_t)us * TH_NS_PER_US, &ts);
     nanosleep(&ts, NULL);       /* a signal cuts it short: fine, accept now */
     errno = saved_errno;
 }
 
 static void before_accept(int fd, struct th_listener *l)
 {
-    if (th_cfg.mode == TH_MODE_JITTER)
+    if (th_policy_jitters())
         jitter();
     /* once, and only for a program that accepts without a wait first
        (l->logged holds the strategies already reported for this listener) */
@@ -51,9 +52,9 @@ static void before_accept(int fd, struct th_listener *l)
                                  "blocking accept: the kernel already wakes one, in order");
 }
 
-void th_after_accept(int fd, struct th_listener *l, int result, int err)
+static void after_accept(int fd, struct th_listener *l, int result, int err)
 {
-    uint64_t bit = 1ull << (l->index & 63);
+    uint64_t bit = th_listener_bit(l->index);
     bool woke = th_self.woke & bit;
 
     th_self.woke &= ~bit;
@@ -67,8 +68,7 @@ void th_after_accept(int fd, struct th_listener *l, int result, int err)
     }
     if (th_held_has(l))
         th_held_release(l);
-    if (result >= 0 && !(th_self.rotated & bit) && th_cfg.balance == TH_BALANCE_FIFO &&
-        (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO)) {
+    if (result >= 0 && !(th_self.rotated & bit) && th_policy_rotates()) {
         th_self.rotated |= bit;
         th_mirror_rotate(fd, l);
         th_epreg_rotate(l);
@@ -86,7 +86,7 @@ TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
         return real_accept(fd, addr, addrlen);
     before_accept(fd, l);
     r = real_accept(fd, addr, addrlen);
-    th_after_accept(fd, l, r, errno);
+    after_accept(fd, l, r, errno);
     return r;
 }
 
@@ -100,6 +100,6 @@ TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
         return real_accept4(fd, addr, addrlen, flags);
     before_accept(fd, l);
     r = real_accept4(fd, addr, addrlen, flags);
-    th_after_accept(fd, l, r, errno);
+    after_accept(fd, l, r, errno);
     return r;
 }

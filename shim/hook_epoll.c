@@ -63,8 +63,7 @@ TH_EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int maxevents,
         return -1;
     }
     if (!th_active() || maxevents <= 0 || !th_epreg_has_listener(epfd) ||
-        (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 ||
-                     timeout->tv_nsec >= 1000000000L)))
+        !th_timespec_valid(timeout))
         return real_epoll_pwait2(epfd, evs, maxevents, timeout, sigmask);
     return th_epreg_wait(epfd, evs, maxevents, th_deadline_ts(timeout), sigmask);
 }

@@ -23,8 +23,7 @@ TH_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout
     th_resolve();
     if (!th_active() || !th_waitset_has_listener(fds, n))
         return real_ppoll(fds, n, timeout, sigmask);
-    if (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 ||
-                    timeout->tv_nsec >= 1000000000L))
+    if (!th_timespec_valid(timeout))
         return real_ppoll(fds, n, timeout, sigmask);      /* let libc say EINVAL */
     return th_waitset_poll(fds, n, th_deadline_ts(timeout), sigmask);
 }

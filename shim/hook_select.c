@@ -89,18 +89,13 @@ TH_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *
     int ret, saved_errno;
 
     th_resolve();
-    if (!th_active() || !has_listener(nfds, r) ||
-        (timeout && (timeout->tv_sec < 0 || timeout->tv_usec < 0 ||
-                     timeout->tv_usec >= 1000000)))
+    if (!th_active() || !has_listener(nfds, r) || !th_timeval_valid(timeout))
         return real_select(nfds, r, w, e, timeout);
     deadline = th_deadline_tv(timeout);
     ret = select_via_poll(nfds, r, w, e, deadline, NULL);
     saved_errno = errno;
-    if (timeout) {                   /* Linux reports the time left */
-        int64_t left = th_remaining_ns(deadline);
-        timeout->tv_sec = left / 1000000000LL;
-        timeout->tv_usec = (left % 1000000000LL) / 1000;
-    }
+    if (timeout)                     /* Linux reports the time left */
+        th_ns_to_timeval(th_remaining_ns(deadline), timeout);
     errno = saved_errno;
     return ret;
 }
@@ -109,9 +104,7 @@ TH_EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e,
                       const struct timespec *timeout, const sigset_t *sigmask)
 {
     th_resolve();
-    if (!th_active() || !has_listener(nfds, r) ||
-        (timeout && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 ||
-                     timeout->tv_nsec >= 1000000000L)))
+    if (!th_active() || !has_listener(nfds, r) || !th_timespec_valid(timeout))
         return real_pselect(nfds, r, w, e, timeout, sigmask);
     return select_via_poll(nfds, r, w, e, th_deadline_ts(timeout), sigmask);
 }

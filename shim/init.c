@@ -12,15 +12,6 @@
 #include "thunder.h"
 
 #include <pthread.h>
-#include <unistd.h>
-
-__thread struct th_thread th_self __attribute__((tls_model("initial-exec")));
-pid_t th_pid;
-
-pid_t th_gettid(void)
-{
-    return gettid();
-}
 
 static void prepare_fork(void)
 {
@@ -36,7 +27,7 @@ static void parent_after_fork(void)
 
 static void child_after_fork(void)
 {
-    th_pid = getpid();
+    th_self_refresh();
     th_epreg_child_fork();
     th_listeners_child_fork();
     th_held_forget_after_fork();
@@ -46,14 +37,14 @@ static void child_after_fork(void)
 
 static void load(void)
 {
-    th_pid = getpid();
+    th_self_refresh();
     th_resolve();
     th_config_load();
     if (th_cfg.mode != TH_MODE_OFF)
         th_sig_init();
     pthread_atfork(prepare_fork, parent_after_fork, child_after_fork);
     th_debug("loaded: mode %s, balance %s", th_mode_name(th_cfg.mode),
-             th_cfg.balance == TH_BALANCE_FIFO ? "fifo" : "lifo");
+             th_cfg.lock.balance == TH_BALANCE_FIFO ? "fifo" : "lifo");
 }
 
 static pthread_once_t loaded = PTHREAD_ONCE_INIT;

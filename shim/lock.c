@@ -2,6 +2,13 @@
  * The accept lock: a queue lock in shared memory with FIFO (or LIFO)
  * hand-off that wakes exactly one waiter per release.
  *
+ * This file is the queue alone: who holds the lock, who waits for it, in
+ * which order, and whom a change hands it to.  It never sleeps and never
+ * wakes anybody: each operation returns the grant it made (struct
+ * th_grant), and the caller wakes that waiter after the call
+ * (th_lock_wake, locksleep.c).  Its parameters (order, hold and check
+ * times) are passed in by the caller, not read from the configuration.
+ *
  * Each queued thread sleeps on its own futex word (its waiter slot), so a
  * release wakes the one thread it hands the lock to and nobody else: the
  * herd is not moved onto the lock.  The queue itself is bookkeeping done
@@ -17,65 +24,23 @@
  */
 #include "thunder.h"
 
-#include <linux/futex.h>
-#include <pthread.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-#define NS_PER_MS 1000000LL
-
-/* Sleep while *word == expect, at most rel_ns; 0, ETIMEDOUT, EINTR or EAGAIN. */
-static int futex_wait(_Atomic uint32_t *word, uint32_t expect, int64_t rel_ns)
-{
-    struct timespec ts;
-    int saved_errno = errno, r;
-
-    th_ns_to_timespec(rel_ns, &ts);
-    /* shared (not FUTEX_PRIVATE): the word lives in another process's map too */
-    r = syscall(SYS_futex, word, FUTEX_WAIT, expect, &ts, NULL, 0) == 0 ? 0 : errno;
-    errno = saved_errno;
-    return r;
-}
-
-static void futex_wake_one(_Atomic uint32_t *word)
-{
-    int saved_errno = errno;
-
-    syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
-    errno = saved_errno;
-}
 
 /*
- * The waiter a grant went to, as the granter must wake it after dropping
- * the guard.  Its tid and flags are copied under the guard: once the
+ * The waiter a grant went to (struct th_grant, thunder.h), as the granter
+ * must wake it after dropping the guard.  Its tid and flags are copied under the guard: once the
  * grantee has seen the grant it frees the slot, and another thread may be
  * queued in it before the granter reads them.  (A futex wake that finds
  * the new occupant instead is only a spurious wake-up to it.)
  */
-struct grant {
-    struct th_waiter *w;      /* NULL: the lock went to nobody */
-    int32_t tid;
-    uint32_t flags;
-};
+static const struct th_grant no_grant = { NULL, 0, 0 };
 
-static const struct grant no_grant = { NULL, 0, 0 };
-
-/* Wake the waiter the lock was just handed to (after the guard is dropped). */
-static void wake(const struct th_seg *seg, struct grant g)
-{
-    if (g.w == NULL)
-        return;
-    futex_wake_one(&g.w->state);
-    if (g.flags & TH_WF_DOORBELL)
-        th_doorbell_ring(seg->uid, g.tid);
-}
-
-static bool prefer(const struct th_waiter *a, const struct th_waiter *b)
+static bool prefer(const struct th_lock_params *p, const struct th_waiter *a,
+                   const struct th_waiter *b)
 {
     if (b == NULL)
         return true;
-    return th_cfg.balance == TH_BALANCE_LIFO ? a->ticket > b->ticket : a->ticket < b->ticket;
+    return p->balance == TH_BALANCE_LIFO ? a->ticket > b->ticket : a->ticket < b->ticket;
 }
 
 static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, uint64_t *gen)
@@ -89,7 +54,7 @@ static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, u
 }
 
 /* Hand the lock to the next live waiter; returns it (wake it after unlock). */
-static struct grant grant_next_locked(struct th_seg *seg)
+static struct th_grant grant_next_locked(struct th_seg *seg, const struct th_lock_params *p)
 {
     for (;;) {
         struct th_waiter *best = NULL;
@@ -97,7 +62,7 @@ static struct grant grant_next_locked(struct th_seg *seg)
         for (int i = 0; i < TH_MAX_WAITERS && seg->nqueued; i++) {
             struct th_waiter *w = &seg->waiters[i];
             if (atomic_load_explicit(&w->state, memory_order_relaxed) == TH_W_QUEUED &&
-                prefer(w, best))
+                prefer(p, w, best))
                 best = w;
         }
         if (best == NULL) {
@@ -112,7 +77,7 @@ static struct grant grant_next_locked(struct th_seg *seg)
         }
         become_holder_locked(seg, best->pid, best->tid, &best->gen);
         atomic_store_explicit(&best->state, TH_W_GRANTED, memory_order_release);
-        return (struct grant){ best, best->tid, best->flags };
+        return (struct th_grant){ best, best->tid, best->flags };
     }
 }
 
@@ -121,24 +86,25 @@ static struct grant grant_next_locked(struct th_seg *seg)
  * periodic check also looks for a holder that exited but is not reaped yet
  * (a zombie answers kill(pid, 0)); that reads /proc, so not on every enqueue.
  */
-static struct grant recover_locked(struct th_seg *seg, bool periodic)
+static struct th_grant recover_locked(struct th_seg *seg, const struct th_lock_params *p,
+                                      bool periodic)
 {
     const char *why = NULL;
 
     if (seg->holder_pid == 0)
-        return seg->nqueued ? grant_next_locked(seg) : no_grant;
+        return seg->nqueued ? grant_next_locked(seg, p) : no_grant;
     if (!th_thread_alive(seg->holder_pid, seg->holder_tid) ||
         (periodic && th_pid_exited(seg->holder_pid)))
         why = "died";
     else if (!seg->holder_in_wait &&
-             (uint64_t)th_now_ns() - seg->holder_since_ns > th_cfg.hold_ms * NS_PER_MS)
+             (uint64_t)th_now_ns() - seg->holder_since_ns > p->hold_ms * TH_NS_PER_MS)
         why = "held it too long without accepting";
     if (why == NULL)
         return no_grant;
     th_info("port %u: lock holder %d/%d %s; handing the lock on", seg->port,
             seg->holder_pid, seg->holder_tid, why);
     atomic_fetch_add(&seg->recoveries, 1);
-    return grant_next_locked(seg);
+    return grant_next_locked(seg, p);
 }
 
 static struct th_waiter *enqueue_locked(struct th_seg *seg, uint32_t flags)
@@ -159,68 +125,15 @@ static struct th_waiter *enqueue_locked(struct th_seg *seg, uint32_t flags)
     return NULL;
 }
 
-static bool is_next_locked(const struct th_seg *seg, const struct th_waiter *me)
+static bool is_next_locked(const struct th_seg *seg, const struct th_lock_params *p,
+                           const struct th_waiter *me)
 {
     for (int i = 0; i < TH_MAX_WAITERS; i++) {
         const struct th_waiter *w = &seg->waiters[i];
-        if (w != me && atomic_load(&w->state) == TH_W_QUEUED && prefer(w, me))
+        if (w != me && atomic_load(&w->state) == TH_W_QUEUED && prefer(p, w, me))
             return false;
     }
     return true;
-}
-
-/* Is a signal pending that the caller's mask would let through? */
-static bool unblocked_signal_pending(const sigset_t *sigmask)
-{
-    sigset_t pending;
-
-    sigpending(&pending);
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sigismember(&pending, sig) == 1 && sigismember(sigmask, sig) == 0)
-            return true;
-    return false;
-}
-
-/*
- * Sleep on our futex word with the caller's signal mask applied.  A signal
- * already pending that the mask unblocks is delivered at once and counts as
- * an interruption, as in the real call.  (A futex cannot apply a mask
- * atomically: a signal arriving in the few instructions between the mask
- * change and the sleep is handled but not reported.  Poll-shaped waits
- * with a mask avoid this by sleeping in ppoll on a doorbell instead.)
- */
-static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmask, int bell)
-{
-    sigset_t all, old;
-    int r;
-
-    if (bell >= 0) {
-        /* the doorbell: ppoll applies the mask atomically */
-        struct pollfd pfd = { .fd = bell, .events = POLLIN };
-        struct timespec ts;
-        int saved_errno = errno;
-
-        th_ns_to_timespec(rel_ns, &ts);
-        r = real_ppoll(&pfd, 1, &ts, sigmask);
-        r = r < 0 ? errno : r == 0 ? ETIMEDOUT : 0;
-        if (pfd.revents)
-            th_doorbell_drain(bell);
-        errno = saved_errno;
-        return r;
-    }
-    if (sigmask == NULL)
-        return futex_wait(&me->state, TH_W_QUEUED, rel_ns);
-    th_sig_busy_mask(&all, sigmask);     /* ignored signals stay droppable */
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (unblocked_signal_pending(sigmask)) {
-        pthread_sigmask(SIG_SETMASK, sigmask, NULL);   /* delivers it now */
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        return EINTR;
-    }
-    pthread_sigmask(SIG_SETMASK, sigmask, NULL);
-    r = futex_wait(&me->state, TH_W_QUEUED, rel_ns);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return r;
 }
 
 /*
@@ -230,26 +143,54 @@ static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmas
  * keeps the whole queue at about 4 looks per check_ms (an idle server with
  * 64 workers would otherwise wake 600 times a second).
  */
-int64_t th_lock_slice_ns(const struct th_seg *seg, bool next_in_line)
+int64_t th_lock_slice_ns(const struct th_seg *seg, const struct th_lock_params *p,
+                         bool next_in_line)
 {
     int64_t factor = next_in_line ? 1 : 4;
     uint32_t queued = seg->nqueued;      /* a hint, read without the guard */
 
     if (!next_in_line && queued > 16)
         factor = queued / 4;
-    return (int64_t)th_cfg.check_ms * NS_PER_MS * factor;
+    return (int64_t)p->check_ms * TH_NS_PER_MS * factor;
 }
 
-enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
-                                    struct th_waiter **me, uint64_t *gen)
+bool th_lock_queue_short(const struct th_seg *seg)
 {
-    struct grant next;
+    return seg->nqueued <= 1;            /* a hint, read without the guard */
+}
 
-    *me = NULL;
-    *gen = 0;
+bool th_lock_held_by(const struct th_seg *seg, int32_t pid)
+{
+    return seg->holder_pid == pid;       /* a hint, read without the guard */
+}
+
+enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params *p,
+                                uint64_t *gen, struct th_grant *wake)
+{
+    enum th_lock_result res = TH_LOCK_BUSY;
+
+    *wake = no_grant;
     if (th_guard_lock(seg) < 0)
         return TH_LOCK_ERROR;
-    next = recover_locked(seg, false);
+    *wake = recover_locked(seg, p, false);
+    if (seg->holder_pid == 0) {
+        become_holder_locked(seg, th_pid, th_gettid(), gen);
+        res = TH_LOCK_OK;
+    }
+    th_guard_unlock(seg);
+    return res;
+}
+
+enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_params *p,
+                                    uint32_t flags, struct th_waiter **me, uint64_t *gen,
+                                    struct th_grant *wake)
+{
+    *me = NULL;
+    *gen = 0;
+    *wake = no_grant;
+    if (th_guard_lock(seg) < 0)
+        return TH_LOCK_ERROR;
+    *wake = recover_locked(seg, p, false);
     if (seg->holder_pid == 0) {
         become_holder_locked(seg, th_pid, th_gettid(), gen);
         th_guard_unlock(seg);
@@ -257,7 +198,6 @@ enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
     }
     *me = enqueue_locked(seg, flags);
     th_guard_unlock(seg);
-    wake(seg, next);
     if (*me == NULL) {
         th_warn("port %u: more than %d threads queued; this wait runs pass-through",
                 seg->port, TH_MAX_WAITERS);
@@ -276,106 +216,58 @@ bool th_lock_granted(struct th_waiter *me, uint64_t *gen)
 }
 
 /* Leave the queue (timeout, signal, other fds ready); a grant that raced it is passed on. */
-void th_lock_abandon(struct th_seg *seg, struct th_waiter *me)
+struct th_grant th_lock_abandon(struct th_seg *seg, const struct th_lock_params *p,
+                                struct th_waiter *me)
 {
-    struct grant next = no_grant;
+    struct th_grant next = no_grant;
 
     if (th_guard_lock(seg) < 0) {
         /* cannot touch the queue: a granted lock is recovered after hold_ms */
         uint32_t queued = TH_W_QUEUED;
         atomic_compare_exchange_strong(&me->state, &queued, TH_W_FREE);
-        return;
+        return no_grant;
     }
     if (atomic_load(&me->state) == TH_W_GRANTED) {
         if (seg->holder_gen == me->gen)
-            next = grant_next_locked(seg);
+            next = grant_next_locked(seg, p);
     } else if (atomic_load(&me->state) == TH_W_QUEUED) {
         seg->nqueued--;
     }
     atomic_store(&me->state, TH_W_FREE);
     th_guard_unlock(seg);
-    wake(seg, next);
+    return next;
 }
 
-/* The periodic look at the holder; returns whether we are next in line. */
-bool th_lock_check(struct th_seg *seg, struct th_waiter *me)
+/*
+ * The periodic look at the holder; returns whether we are next in line.
+ * A grant made to me needs no wake-up: the caller looks at its word next.
+ */
+bool th_lock_check(struct th_seg *seg, const struct th_lock_params *p, struct th_waiter *me,
+                   struct th_grant *wake)
 {
-    struct grant next;
     bool next_in_line;
 
+    *wake = no_grant;
     if (th_guard_lock(seg) < 0)
         return false;
-    next = recover_locked(seg, true);
-    next_in_line = atomic_load(&me->state) == TH_W_QUEUED && is_next_locked(seg, me);
+    *wake = recover_locked(seg, p, true);
+    next_in_line = atomic_load(&me->state) == TH_W_QUEUED && is_next_locked(seg, p, me);
     th_guard_unlock(seg);
-    if (next.w != me)
-        wake(seg, next);
+    if (wake->w == me)
+        *wake = no_grant;
     return next_in_line;
 }
 
-enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
-                                    uint64_t *gen, int64_t *waited_ns)
+struct th_grant th_lock_release(struct th_seg *seg, const struct th_lock_params *p, uint64_t gen)
 {
-    struct th_waiter *me;
-    enum th_lock_result res;
-    int64_t start = th_now_ns();
-    bool next_in_line;
-
-    *waited_ns = 0;
-    if (w->try_only || th_remaining_ns(w->deadline) == 0) {
-        /* a try never queues: take it if free, else busy */
-        if (th_guard_lock(seg) < 0)
-            return TH_LOCK_ERROR;
-        struct grant next = recover_locked(seg, false);
-        res = TH_LOCK_BUSY;
-        if (seg->holder_pid == 0) {
-            become_holder_locked(seg, th_pid, th_gettid(), gen);
-            res = TH_LOCK_OK;
-        }
-        th_guard_unlock(seg);
-        wake(seg, next);
-        return res;
-    }
-    res = th_lock_enqueue(seg, w->use_bell ? TH_WF_DOORBELL : 0, &me, gen);
-    if (res != TH_LOCK_BUSY)
-        return res;
-    next_in_line = seg->nqueued <= 1;
-    for (;;) {
-        int64_t left = th_remaining_ns(w->deadline), slice = th_lock_slice_ns(seg, next_in_line);
-        int r;
-
-        if (th_lock_granted(me, gen)) {
-            res = TH_LOCK_OK;
-            break;
-        }
-        if (left == 0) {
-            th_lock_abandon(seg, me);
-            res = TH_LOCK_TIMEOUT;
-            break;
-        }
-        r = sleep_on(me, left < slice ? left : slice, w->sigmask, w->use_bell ? w->bell : -1);
-        if (r == EINTR) {
-            th_lock_abandon(seg, me);
-            res = TH_LOCK_INTR;
-            break;
-        }
-        if (r == ETIMEDOUT && atomic_load(&me->state) == TH_W_QUEUED)
-            next_in_line = th_lock_check(seg, me);
-    }
-    *waited_ns = th_now_ns() - start;
-    return res;
-}
-
-void th_lock_release(struct th_seg *seg, uint64_t gen)
-{
-    struct grant next = no_grant;
+    struct th_grant next = no_grant;
 
     if (th_guard_lock(seg) < 0)
-        return;                 /* others recover the lock after hold_ms */
+        return no_grant;        /* others recover the lock after hold_ms */
     if (seg->holder_gen == gen && seg->holder_pid == th_pid)
-        next = grant_next_locked(seg);
+        next = grant_next_locked(seg, p);
     th_guard_unlock(seg);
-    wake(seg, next);
+    return next;
 }
 
 void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait)

@@ -10,6 +10,14 @@
 #include <stdio.h>
 #include <unistd.h>
 
+/* Warnings until the configuration is loaded (settings.c sets it once). */
+static enum th_loglevel shown = TH_LOG_WARN;
+
+void th_log_set_level(enum th_loglevel level)
+{
+    shown = level;
+}
+
 static const char *level_name(enum th_loglevel level)
 {
     switch (level) {
@@ -47,7 +55,7 @@ void th_log(enum th_loglevel level, const char *fmt, ...)
 {
     va_list ap;
 
-    if (level > th_cfg.log)
+    if (level > shown)
         return;
     va_start(ap, fmt);
     vlog(level, fmt, ap);

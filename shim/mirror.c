@@ -152,8 +152,9 @@ static bool sync_set(struct mirror *m, const struct pollfd *fds, nfds_t n)
         if (fds[i].fd < 0)
             continue;
         listener = (fds[i].events & POLLIN) && th_fd_listener(fds[i].fd) != NULL;
-        /* the kernel takes EPOLLEXCLUSIVE only with IN/OUT/ET/WAKEUP */
-        if (listener && (events & ~(uint32_t)(POLLIN | POLLOUT | POLLRDNORM)))
+        /* a listener is watched for EPOLLIN alone (RDNORM means the same);
+           whatever else was asked must be something EPOLLEXCLUSIVE allows */
+        if (listener && !th_exclusive_allows(events & ~(uint32_t)POLLRDNORM))
             return false;
         if (!sync_one(m, fds[i].fd, listener ? (uint32_t)EPOLLIN : events, listener))
             return false;

@@ -2,21 +2,35 @@
  * libthunder internals.  Everything here is hidden (-fvisibility=hidden);
  * only the hooks marked TH_EXPORT leave the library.
  *
- * One file per concern:
- *   real.c      the real libc functions (dlsym RTLD_NEXT)
- *   config.c    THUNDER_* variables -> th_cfg, read once at load
- *   log.c       one-line messages on stderr
- *   clock.c     deadlines and the time arithmetic of every wait call
- *   fdtable.c   what the shim knows about each fd (listener, epoll, other)
- *   listener.c  per-process listener objects, their segment and statistics
- *   segment.c   shared memory: create, validate, attach, detach
- *   lock.c      the FIFO hand-off accept lock inside a segment
- *   held.c      the locks this thread holds, released after accept
- *   waitset.c   the decision shared by poll/ppoll/select/pselect
- *   mirror.c    per-thread exclusive epoll instance for poll-style waits
- *   epreg.c     per-process registry of listeners inside epoll instances
- *   hook_*.c    the exported functions
- *   init.c      constructor, fork handlers, destructor
+ * One file per concern, in layers: a file calls only files of the layers
+ * below it (see README in this folder for the path of a poll() and an
+ * accept() through them).
+ *
+ *   hooks     hook_*.c     the exported functions: resolve, decide, call,
+ *                          record, return with errno intact
+ *             init.c       constructor, fork handlers, destructor
+ *   waits     waitset.c    poll/ppoll/select/pselect (a pollfd set)
+ *             epreg.c      epoll instances and the listeners inside them
+ *             mirror.c     private exclusive epoll instance for poll sets
+ *             lockwait.c   the one lock wait both paths share
+ *             policy.c     mode + facts about a wait -> strategy and why
+ *   locks     held.c       the locks this thread holds
+ *             locksleep.c  sleeping for the lock, waking whom it went to
+ *             lock.c       the FIFO/LIFO queue lock in a segment
+ *   objects   fdtable.c    what each fd is (listener, epoll, other)
+ *             listener.c   per-process listener objects and statistics
+ *             segment.c    the library's use of the segment core
+ *             doorbell.c   per-thread wake-up socket
+ *             signals.c    keeping waits interruptible
+ *   base      settings.c   the process's configuration (th_cfg), loaded once
+ *             config.c     parsing THUNDER_* (pure)
+ *             clock.c      deadlines and time arithmetic
+ *             log.c        one-line messages on stderr
+ *             real.c       the real libc functions (dlsym RTLD_NEXT)
+ *             self.c       this thread and process (th_self, th_pid)
+ *             segcore.c    the segment core: name, validation, liveness,
+ *                          stale check, guard (shared with tools/stat)
+ *             segment.h    the shared-memory layout
  */
 #pragma once
 
@@ -35,11 +49,39 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "segment.h"
+#include "segcore.h"   /* segment.h and what is known about a segment */
 
 #define TH_EXPORT __attribute__((visibility("default")))
 #define TH_UNUSED __attribute__((unused))
 #define TH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Listeners in one process; a bit each in per-thread 64-bit masks. */
+#define TH_MAX_LISTENERS 64
+/* Listeners one wait call manages (more are left to the kernel). */
+#define TH_MAX_WAIT_LISTENERS 8
+
+_Static_assert(TH_MAX_LISTENERS <= 64, "th_thread.woke/rotated are 64-bit masks");
+_Static_assert(TH_MAX_WAIT_LISTENERS <= TH_MAX_LISTENERS, "a wait's listeners are listeners");
+
+/* ====================================================================== */
+/* base: calls nothing above it                                           */
+/* ====================================================================== */
+
+/* ---- self.c: this thread and process ---------------------------------- */
+struct th_thread {
+    int in_shim;           /* >0 while the shim itself runs: hooks pass through */
+    uint64_t woke;         /* bit i: the last wait reported listener i ready */
+    uint64_t rotated;      /* bit i: already rotated since that wait */
+};
+extern __thread struct th_thread th_self;
+extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
+pid_t th_gettid(void);
+void th_self_refresh(void);   /* at load and in a forked child */
+
+static inline uint64_t th_listener_bit(int index)
+{
+    return 1ull << index;      /* index < TH_MAX_LISTENERS <= 64 */
+}
 
 /* ---- real.c ---------------------------------------------------------- */
 #define TH_SYM(ret, name, params, required) extern ret(*real_##name) params;
@@ -54,7 +96,35 @@ int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
 int __sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 sighandler_t bsd_signal(int sig, sighandler_t handler);
 
-/* ---- config.c -------------------------------------------------------- */
+/* ---- log.c ----------------------------------------------------------- */
+enum th_loglevel { TH_LOG_OFF, TH_LOG_WARN, TH_LOG_INFO, TH_LOG_DEBUG };
+void th_log_set_level(enum th_loglevel level);
+void th_log(enum th_loglevel level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#define th_warn(...)  th_log(TH_LOG_WARN, __VA_ARGS__)
+#define th_info(...)  th_log(TH_LOG_INFO, __VA_ARGS__)
+#define th_debug(...) th_log(TH_LOG_DEBUG, __VA_ARGS__)
+
+/* ---- clock.c --------------------------------------------------------- */
+/* A deadline is an absolute CLOCK_MONOTONIC time in ns. */
+#define TH_FOREVER INT64_MAX
+#define TH_NS_PER_US 1000LL
+#define TH_NS_PER_MS 1000000LL
+#define TH_NS_PER_S  1000000000LL
+int64_t th_now_ns(void);
+int64_t th_deadline_ms(int timeout_ms);               /* <0: forever */
+int64_t th_deadline_ts(const struct timespec *ts);    /* NULL: forever */
+int64_t th_deadline_tv(const struct timeval *tv);     /* NULL: forever */
+int th_remaining_ms(int64_t deadline);                /* -1 forever, rounds up */
+int64_t th_remaining_ns(int64_t deadline);            /* TH_FOREVER or >=0 */
+int64_t th_min_deadline(int64_t deadline, unsigned cap_ms);
+void th_ns_to_timespec(int64_t ns, struct timespec *ts);
+void th_ns_to_timeval(int64_t ns, struct timeval *tv);
+/* Would the kernel take this timeout?  (NULL, "forever", is valid.) */
+bool th_timespec_valid(const struct timespec *ts);
+bool th_timeval_valid(const struct timeval *tv);
+
+/* ---- config.c: parsing THUNDER_* ------------------------------------- */
 enum th_mode {
     TH_MODE_OFF,
     TH_MODE_OBSERVE,
@@ -64,25 +134,26 @@ enum th_mode {
     TH_MODE_AUTO,
 };
 enum th_balance { TH_BALANCE_FIFO, TH_BALANCE_LIFO };
-enum th_loglevel { TH_LOG_OFF, TH_LOG_WARN, TH_LOG_INFO, TH_LOG_DEBUG };
 
 #define TH_MAX_PORT_RANGES 32
 struct th_port_range { uint16_t lo, hi; };
 
-struct th_config {
-    enum th_mode mode;
-    enum th_balance balance;
-    enum th_loglevel log;
-    unsigned jitter_us;   /* jitter: largest random delay before accept */
-    unsigned retry_ms;    /* mixed wait sets: how soon the lock is retried */
+/* What the lock queue needs to know; passed to it by its callers. */
+struct th_lock_params {
+    enum th_balance balance;  /* order of the hand-off */
     unsigned hold_ms;     /* longest hold outside a wait before takeover */
     unsigned check_ms;    /* how often the next waiter checks the holder */
+};
+
+struct th_config {
+    enum th_mode mode;
+    enum th_loglevel log;
+    struct th_lock_params lock;
+    unsigned jitter_us;   /* jitter: largest random delay before accept */
+    unsigned retry_ms;    /* mixed wait sets: how soon the lock is retried */
     int nports;           /* 0 = every listener is managed */
     struct th_port_range ports[TH_MAX_PORT_RANGES];
 };
-
-/* Immutable after the constructor, so every thread reads it lock-free. */
-extern struct th_config th_cfg;
 
 typedef char *(*th_getenv_fn)(const char *name);
 /*
@@ -94,28 +165,54 @@ typedef char *(*th_getenv_fn)(const char *name);
 int th_config_parse(struct th_config *cfg, th_getenv_fn get, char *const *envp,
                     char *err, size_t errlen,
                     void (*warn_unknown)(const char *line));
-void th_config_load(void);
-bool th_port_managed(uint16_t port);
+/* Does cfg's THUNDER_PORTS filter let this port through? */
+bool th_ports_match(const struct th_config *cfg, uint16_t port);
 const char *th_mode_name(enum th_mode mode);
 
-/* ---- log.c ----------------------------------------------------------- */
-void th_log(enum th_loglevel level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-#define th_warn(...)  th_log(TH_LOG_WARN, __VA_ARGS__)
-#define th_info(...)  th_log(TH_LOG_INFO, __VA_ARGS__)
-#define th_debug(...) th_log(TH_LOG_DEBUG, __VA_ARGS__)
+/* ---- settings.c: the process's configuration --------------------------- */
+/* Immutable after the constructor, so every thread reads it lock-free. */
+extern struct th_config th_cfg;
+void th_config_load(void);
+bool th_port_managed(uint16_t port);
 
-/* ---- clock.c --------------------------------------------------------- */
-/* A deadline is an absolute CLOCK_MONOTONIC time in ns. */
-#define TH_FOREVER INT64_MAX
-int64_t th_now_ns(void);
-int64_t th_deadline_ms(int timeout_ms);               /* <0: forever */
-int64_t th_deadline_ts(const struct timespec *ts);    /* NULL: forever */
-int64_t th_deadline_tv(const struct timeval *tv);     /* NULL: forever */
-int th_remaining_ms(int64_t deadline);                /* -1 forever, rounds up */
-int64_t th_remaining_ns(int64_t deadline);            /* TH_FOREVER or >=0 */
-int64_t th_min_deadline(int64_t deadline, unsigned cap_ms);
-void th_ns_to_timespec(int64_t ns, struct timespec *ts);
+/* True when the hooks should look at fds at all. */
+static inline bool th_active(void)
+{
+    return th_cfg.mode != TH_MODE_OFF && th_self.in_shim == 0;
+}
+
+/* ====================================================================== */
+/* objects                                                                */
+/* ====================================================================== */
+
+/* ---- signals.c ------------------------------------------------------ */
+struct th_sigscope {
+    sigset_t orig;                 /* the thread's mask on entry */
+    const sigset_t *wait_mask;     /* what every sleep applies: ppoll's or orig */
+};
+/* Block signals for the shim's bookkeeping; sleep with scope->wait_mask. */
+void th_sig_enter(struct th_sigscope *scope, const sigset_t *callers_mask);
+void th_sig_leave(struct th_sigscope *scope);
+/* The bookkeeping mask: every signal but the ignored ones wait_mask lets through. */
+void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask);
+void th_sig_init(void);                 /* read every disposition (at load) */
+void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
+
+/* ---- doorbell.c ----------------------------------------------------- */
+int th_doorbell_fd(void);                 /* -1 when none can be made */
+void th_doorbell_ring(uid_t uid, pid_t tid);
+void th_doorbell_drain(int fd);
+void th_doorbell_after_fork(void);
+
+/* ---- segment.c: the library's use of the segment core ----------------- */
+struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
+void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine);
+struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid);
+/* Refuse a mapping that is not ours or not sane; 0 if valid, else -1 with why. */
+int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
+                    uint64_t inode, const char **why);
+int th_guard_lock(struct th_seg *seg);
+void th_guard_unlock(struct th_seg *seg);
 
 /* ---- listener.c ------------------------------------------------------ */
 struct th_listener {
@@ -129,7 +226,6 @@ struct th_listener {
     struct th_proc_stats *stats;  /* this process's slot in seg */
     _Atomic uint32_t logged;      /* one-time log lines already printed */
 };
-#define TH_MAX_LISTENERS 64
 
 /* The listener object for a socket inode, created on first sight. */
 struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port);
@@ -159,20 +255,11 @@ bool th_fd_is_listener(int fd);
 bool th_fd_listener_shared(int fd, const struct th_listener *l);
 bool th_fd_is_blocking(int fd);
 
-/* ---- segment.c ------------------------------------------------------- */
-struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
-void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine);
-struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid);
-void th_seg_name(char *buf, size_t len, uid_t uid, uint64_t inode);
-/* Refuse a mapping that is not ours or not sane; 0 if valid, else -1 with why. */
-int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
-                    uint64_t inode, const char **why);
-int th_guard_lock(struct th_seg *seg);
-void th_guard_unlock(struct th_seg *seg);
-bool th_thread_alive(int32_t pid, int32_t tid);
-bool th_pid_exited(int32_t pid);    /* a zombie: exited, not reaped (reads /proc) */
+/* ====================================================================== */
+/* locks                                                                  */
+/* ====================================================================== */
 
-/* ---- lock.c ---------------------------------------------------------- */
+/* ---- lock.c: the queue ----------------------------------------------- */
 enum th_lock_result {
     TH_LOCK_OK,
     TH_LOCK_BUSY,      /* try only: someone else holds it */
@@ -180,7 +267,41 @@ enum th_lock_result {
     TH_LOCK_INTR,      /* a signal handler ran: the call returns EINTR */
     TH_LOCK_ERROR,     /* no waiter slot or broken segment: pass through */
 };
+/* Whom an operation handed the lock to; wake it after the call (th_lock_wake). */
+struct th_grant {
+    struct th_waiter *w;      /* NULL: the lock went to nobody */
+    int32_t tid;
+    uint32_t flags;
+};
+/*
+ * The queue: try returns OK (now ours) or BUSY; enqueue returns OK when
+ * the lock was free and is now ours, BUSY with *me queued, or ERROR.
+ * Poll th_lock_granted after each wake-up, call th_lock_check every
+ * th_lock_slice_ns, th_lock_abandon to leave.  Every operation that can
+ * hand the lock on returns (or fills *wake with) the grant to wake.
+ */
+enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params *p,
+                                uint64_t *gen, struct th_grant *wake);
+enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_params *p,
+                                    uint32_t flags, struct th_waiter **me, uint64_t *gen,
+                                    struct th_grant *wake);
+bool th_lock_granted(struct th_waiter *me, uint64_t *gen);
+struct th_grant th_lock_abandon(struct th_seg *seg, const struct th_lock_params *p,
+                                struct th_waiter *me);
+bool th_lock_check(struct th_seg *seg, const struct th_lock_params *p, struct th_waiter *me,
+                   struct th_grant *wake);
+struct th_grant th_lock_release(struct th_seg *seg, const struct th_lock_params *p,
+                                uint64_t gen);
+void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait);
+int64_t th_lock_slice_ns(const struct th_seg *seg, const struct th_lock_params *p,
+                         bool next_in_line);
+/* Hints, read without the guard. */
+bool th_lock_queue_short(const struct th_seg *seg);
+bool th_lock_held_by(const struct th_seg *seg, int32_t pid);
+
+/* ---- locksleep.c: sleeping for the lock ------------------------------- */
 struct th_lock_wait {
+    const struct th_lock_params *params;
     int64_t deadline;              /* TH_FOREVER, or absolute; now = try */
     const sigset_t *sigmask;       /* applied while asleep, like ppoll */
     bool try_only;
@@ -189,21 +310,9 @@ struct th_lock_wait {
 };
 enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
                                     uint64_t *gen, int64_t *waited_ns);
-void th_lock_release(struct th_seg *seg, uint64_t gen);
-/*
- * The queue underneath, for waits that sleep somewhere else than a futex
- * (a ppoll on the program's fds plus a doorbell): enqueue returns
- * TH_LOCK_OK when the lock was free and is now ours, TH_LOCK_BUSY with
- * *me queued, or TH_LOCK_ERROR.  Poll th_lock_granted after each wake-up,
- * call th_lock_check every th_lock_slice_ns, th_lock_abandon to leave.
- */
-enum th_lock_result th_lock_enqueue(struct th_seg *seg, uint32_t flags,
-                                    struct th_waiter **me, uint64_t *gen);
-bool th_lock_granted(struct th_waiter *me, uint64_t *gen);
-void th_lock_abandon(struct th_seg *seg, struct th_waiter *me);
-bool th_lock_check(struct th_seg *seg, struct th_waiter *me);
-int64_t th_lock_slice_ns(const struct th_seg *seg, bool next_in_line);
-void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait);
+void th_lock_wake(const struct th_seg *seg, struct th_grant g);
+void th_lock_release_and_wake(struct th_seg *seg, const struct th_lock_params *p,
+                              uint64_t gen);
 
 /* ---- held.c ---------------------------------------------------------- */
 bool th_held_has(struct th_listener *l);
@@ -221,21 +330,57 @@ void th_held_forget_after_fork(void);
 int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t deadline,
                  const sigset_t *sigmask, int bell, bool *held, bool *busy);
 
-/* ---- per-thread facts ------------------------------------------------- */
-struct th_thread {
-    int in_shim;           /* >0 while the shim itself runs: hooks pass through */
-    uint64_t woke;         /* bit i: the last wait reported listener i ready */
-    uint64_t rotated;      /* bit i: already rotated since that wait */
-};
-extern __thread struct th_thread th_self;
-extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
-pid_t th_gettid(void);
+/* ====================================================================== */
+/* waits                                                                  */
+/* ====================================================================== */
 
-/* True when the hooks should look at fds at all. */
-static inline bool th_active(void)
-{
-    return th_cfg.mode != TH_MODE_OFF && th_self.in_shim == 0;
-}
+/* ---- policy.c -------------------------------------------------------- */
+/* What a wait path knows when it asks which strategy to use. */
+struct th_wait_facts {
+    bool epoll;            /* an epoll wait, else poll/select */
+    bool mirror_refused;   /* poll: the set cannot live in a private epoll mirror */
+    bool shared;           /* epoll: the instance is shared with other processes */
+    bool threaded;         /* epoll: several threads of this process wait on it */
+    bool all_exclusive;    /* epoll: every listener entry is EPOLLEXCLUSIVE */
+};
+struct th_plan {
+    enum th_strategy strategy;   /* EXCLUSIVE, LOCK, or a real call (OBSERVE, JITTER) */
+    const char *why;             /* logged once per listener and strategy */
+};
+struct th_plan th_policy_wait(const struct th_wait_facts *f);
+/* An epoll listener entry under a wait's plan (not every entry is exclusive). */
+struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
+bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
+bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
+bool th_policy_rotates(void);
+bool th_policy_jitters(void);
+
+/* ---- lockwait.c: the one lock wait ----------------------------------- */
+struct th_lockwait {
+    struct th_listener *const *ls; /* the wait's managed listeners */
+    int k;
+    bool may_block;                /* listeners only: block on the first lock */
+    int64_t deadline;
+    const sigset_t *sigmask;       /* what the sleeps apply */
+    int bell;                      /* doorbell to queue with, or -1 (futex) */
+    /* the wait path's part */
+    void *ctx;
+    /* on: leave out of the real wait the listeners that are busy[]; off: undo */
+    void (*exclude)(void *ctx, const bool *held, const bool *busy, bool on);
+    int (*wait)(void *ctx, int64_t until, const sigset_t *sigmask);
+    bool (*reported)(void *ctx, int j, int result);   /* listener j ready? */
+};
+int th_lockwait_run(const struct th_lockwait *lw);
+/* Only the real wait (lw->wait until), as the holder of what this thread holds. */
+int th_lockwait_hold(const struct th_lockwait *lw, int64_t until);
+
+/* ---- mirror.c -------------------------------------------------------- */
+/* 1 handled (result in *ret), 0 not applicable (caller falls back). */
+int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
+                   const sigset_t *sigmask, int *ret);
+void th_mirror_rotate(int listener_fd, struct th_listener *l);
+void th_mirror_forget_fd(int fd);
+void th_mirror_after_fork(void);
 
 /* ---- waitset.c: poll-shaped waits ------------------------------------ */
 /*
@@ -247,39 +392,6 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
                     const sigset_t *sigmask);
 /* Does this set hold at least one managed listener? */
 bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
-/* The real ppoll with a deadline. */
-int th_real_ppoll(struct pollfd *fds, nfds_t n, int64_t deadline,
-                  const sigset_t *sigmask);
-
-/* ---- signals.c ------------------------------------------------------ */
-struct th_sigscope {
-    sigset_t orig;                 /* the thread's mask on entry */
-    const sigset_t *wait_mask;     /* what every sleep applies: ppoll's or orig */
-};
-/* Block signals for the shim's bookkeeping; sleep with scope->wait_mask. */
-void th_sig_enter(struct th_sigscope *scope, const sigset_t *callers_mask);
-void th_sig_leave(struct th_sigscope *scope);
-/* The bookkeeping mask: every signal but the ignored ones wait_mask lets through. */
-void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask);
-void th_sig_init(void);                 /* read every disposition (at load) */
-void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
-
-/* ---- doorbell.c ----------------------------------------------------- */
-int th_doorbell_fd(void);                 /* -1 when none can be made */
-void th_doorbell_ring(uid_t uid, pid_t tid);
-void th_doorbell_drain(int fd);
-void th_doorbell_after_fork(void);
-
-/* ---- init.c --------------------------------------------------------- */
-void th_init(void);
-
-/* ---- mirror.c -------------------------------------------------------- */
-/* 1 handled (result in *ret), 0 not applicable (caller falls back). */
-int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
-                   const sigset_t *sigmask, int *ret);
-void th_mirror_rotate(int listener_fd, struct th_listener *l);
-void th_mirror_forget_fd(int fd);
-void th_mirror_after_fork(void);
 
 /* ---- epreg.c --------------------------------------------------------- */
 void th_epreg_created(int epfd);
@@ -294,5 +406,9 @@ void th_epreg_prepare_fork(void);
 void th_epreg_parent_fork(void);
 void th_epreg_child_fork(void);
 
-/* ---- accept path ----------------------------------------------------- */
-void th_after_accept(int fd, struct th_listener *l, int result, int err);
+/* ====================================================================== */
+/* hooks                                                                  */
+/* ====================================================================== */
+
+/* ---- init.c --------------------------------------------------------- */
+void th_init(void);

@@ -1,29 +1,26 @@
 /*
- * The decision for poll-shaped waits: poll, ppoll, __poll_chk, __ppoll_chk,
- * and select/pselect (converted to a pollfd set by hook_select.c).
+ * Poll-shaped waits: poll, ppoll, __poll_chk, __ppoll_chk, and
+ * select/pselect (converted to a pollfd set by hook_select.c).  The
+ * strategy comes from policy.c:
  *
- *   observe, jitter  the real call, counted
- *   exclusive, auto  sleep on a private exclusive epoll mirror (mirror.c);
- *                    where that cannot apply, exclusive passes through and
- *                    auto falls back to the lock
- *   lock             the accept lock, as below
+ *   exclusive  sleep on a private exclusive epoll mirror (mirror.c)
+ *   lock       the accept lock, as below
+ *   otherwise  the real call, counted
  *
- * The lock: the thread tries every listener's lock, queues for the first
- * one it did not get (never blocking on one lock while holding another, so
- * several listeners cannot deadlock), and sleeps in the real ppoll on its
- * own other fds plus its doorbell, which the releaser rings when it hands
- * it the lock (queued_wait).  Without a doorbell: a listener-only set
- * sleeps on the futex queue, a mixed set retries every retry_ms with the
- * listeners it did not get negated in the caller's array (blocking_wait).
- * Signals are blocked while the shim works and every sleep applies the
- * caller's mask atomically (signals.c).
+ * The lock: a thread with a doorbell queues for the first lock it did not
+ * get and sleeps in the real ppoll on its own fds plus its doorbell, which
+ * the releaser rings when it hands it the lock (queued_wait), so the
+ * program's other fds are served all along and the signal mask is applied
+ * atomically.  Without a doorbell it takes the one lock wait of
+ * lockwait.c, with the listeners it did not get negated in the caller's
+ * array.  Signals are blocked while the shim works and every sleep applies
+ * the caller's mask atomically (signals.c).
  */
 #include "thunder.h"
 
 #include <pthread.h>
 #include <string.h>
 
-#define MAX_SET_LISTENERS 8
 #define DOORBELL_MAX_SET 256   /* larger mixed sets retry instead */
 
 struct set_listener {
@@ -33,7 +30,8 @@ struct set_listener {
     bool masked;
 };
 
-int th_real_ppoll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask)
+static int real_ppoll_until(struct pollfd *fds, nfds_t n, int64_t deadline,
+                            const sigset_t *sigmask)
 {
     struct timespec ts;
     int64_t left = th_remaining_ns(deadline);
@@ -66,7 +64,7 @@ static int collect(const struct pollfd *fds, nfds_t n, struct set_listener *set,
         struct th_listener *l;
         if (fds[i].fd < 0)
             continue;
-        if (k < MAX_SET_LISTENERS && wants_accept(&fds[i]) &&
+        if (k < TH_MAX_WAIT_LISTENERS && wants_accept(&fds[i]) &&
             (l = th_fd_listener(fds[i].fd)) != NULL)
             set[k++] = (struct set_listener){ .index = i, .l = l };
         else
@@ -88,40 +86,19 @@ static void count_wakeups(const struct pollfd *fds, int r, struct set_listener *
     for (int j = 0; r > 0 && j < k; j++) {
         if (fds[set[j].index].revents & (POLLIN | POLLERR | POLLHUP)) {
             TH_COUNT(set[j].l, wakeups, 1);
-            th_self.woke |= 1ull << (set[j].l->index & 63);
+            th_self.woke |= th_listener_bit(set[j].l->index);
         }
     }
 }
 
-static void release_on_cancel(void *unused TH_UNUSED)
+static int take_locks(struct set_listener *set, int k, int64_t deadline)
 {
-    th_held_release_all();
-}
-
-/* The real wait, as the holder: marked in the segment, released if cancelled. */
-static int hold_and_wait(struct pollfd *fds, nfds_t n, int64_t until, const sigset_t *sigmask)
-{
-    int r, saved_errno;
-
-    th_held_mark_waiting(true);
-    pthread_cleanup_push(release_on_cancel, NULL);
-    r = th_real_ppoll(fds, n, until, sigmask);
-    pthread_cleanup_pop(0);
-    saved_errno = errno;
-    th_held_mark_waiting(false);
-    errno = saved_errno;
-    return r;
-}
-
-static int take_locks(struct set_listener *set, int k, bool may_block, int64_t deadline,
-                      const sigset_t *sigmask, int bell)
-{
-    struct th_listener *ls[MAX_SET_LISTENERS] = { NULL };
-    bool held[MAX_SET_LISTENERS], busy[MAX_SET_LISTENERS];
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+    bool held[TH_MAX_WAIT_LISTENERS], busy[TH_MAX_WAIT_LISTENERS];
 
     for (int j = 0; j < k; j++)
         ls[j] = set[j].l;
-    if (th_held_take(ls, k, may_block, deadline, sigmask, bell, held, busy) < 0)
+    if (th_held_take(ls, k, false, deadline, NULL, -1, held, busy) < 0)
         return -1;
     for (int j = 0; j < k; j++) {
         set[j].held = held[j];
@@ -130,28 +107,21 @@ static int take_locks(struct set_listener *set, int k, bool may_block, int64_t d
     return 0;
 }
 
-static void mask(struct pollfd *fds, struct set_listener *set, int k, bool on)
-{
-    for (int j = 0; j < k; j++) {
-        if (!set[j].masked)
-            continue;
-        fds[set[j].index].fd = ~fds[set[j].index].fd;   /* negative: ignored */
-        if (!on)
-            fds[set[j].index].revents = 0;
-    }
-}
-
 /* Queue for the first busy listener's lock; the rest stay masked this call. */
 static struct th_waiter *queue_for_first_busy(struct set_listener *set, int k, int *qj)
 {
     for (int j = 0; j < k; j++) {
         struct th_seg *seg = th_listener_seg(set[j].l);
         struct th_waiter *me;
+        struct th_grant wake;
+        enum th_lock_result res;
         uint64_t gen;
 
         if (!set[j].masked || seg == NULL)
             continue;
-        switch (th_lock_enqueue(seg, TH_WF_DOORBELL, &me, &gen)) {
+        res = th_lock_enqueue(seg, &th_cfg.lock, TH_WF_DOORBELL, &me, &gen, &wake);
+        th_lock_wake(seg, wake);
+        switch (res) {
         case TH_LOCK_OK:                 /* freed meanwhile: ours */
             th_held_add(set[j].l, gen);
             set[j].held = true;
@@ -169,6 +139,48 @@ static struct th_waiter *queue_for_first_busy(struct set_listener *set, int k, i
     return NULL;
 }
 
+static bool ready(const struct pollfd *p)
+{
+    return p->revents & (POLLIN | POLLERR | POLLHUP);
+}
+
+/* The lock wait's view of a pollfd set (struct th_lockwait callbacks). */
+struct poll_ctx {
+    struct pollfd *fds;
+    nfds_t n;
+    struct set_listener *set;
+    int k;
+};
+
+static int poll_wait(void *ctx, int64_t until, const sigset_t *sigmask)
+{
+    struct poll_ctx *c = ctx;
+
+    return real_ppoll_until(c->fds, c->n, until, sigmask);
+}
+
+static bool poll_reported(void *ctx, int j, int result)
+{
+    struct poll_ctx *c = ctx;
+
+    return result > 0 && ready(&c->fds[c->set[j].index]);
+}
+
+/* Negate the busy listeners' fds (poll ignores them), and back. */
+static void poll_exclude(void *ctx, const bool *held TH_UNUSED, const bool *busy, bool on)
+{
+    struct poll_ctx *c = ctx;
+
+    for (int j = 0; j < c->k; j++) {
+        struct pollfd *p = &c->fds[c->set[j].index];
+        if (!busy[j])
+            continue;
+        p->fd = ~p->fd;
+        if (!on)
+            p->revents = 0;
+    }
+}
+
 /*
  * Sets with other fds (and waits with a signal mask): queue for the lock
  * without blocking on it.  Sleep in the real ppoll on a copy of the set
@@ -181,17 +193,20 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
                        int64_t deadline, const sigset_t *sigmask, int bell)
 {
     struct pollfd copy[DOORBELL_MAX_SET + 1];
+    struct poll_ctx ctx = { .fds = copy, .n = n + 1, .set = set, .k = k };
+    struct th_lockwait lw = { .ctx = &ctx, .wait = poll_wait, .sigmask = sigmask };
     struct th_waiter *me;
+    struct th_grant wake;
     int qj = -1, r, saved_errno;
     int64_t queued_at = th_now_ns();
     bool next_in_line = true;
     uint64_t gen;
 
-    if (take_locks(set, k, false, deadline, NULL, -1) < 0)
+    if (take_locks(set, k, deadline) < 0)
         return -1;
     me = queue_for_first_busy(set, k, &qj);
     if (me)
-        next_in_line = set[qj].l->seg->nqueued <= 1;   /* a hint, as in lock.c */
+        next_in_line = th_lock_queue_short(set[qj].l->seg);
     memcpy(copy, fds, n * sizeof(*fds));
     copy[n] = (struct pollfd){ .fd = bell, .events = POLLIN };
     for (int j = 0; j < k; j++)
@@ -201,10 +216,10 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
         int64_t until = deadline;
 
         if (me) {
-            int64_t slice = th_lock_slice_ns(set[qj].l->seg, next_in_line);
+            int64_t slice = th_lock_slice_ns(set[qj].l->seg, &th_cfg.lock, next_in_line);
             until = th_remaining_ns(deadline) > slice ? th_now_ns() + slice : deadline;
         }
-        r = hold_and_wait(copy, n + 1, until, sigmask);
+        r = th_lockwait_hold(&lw, until);
         saved_errno = errno;
         if (r < 0)
             break;
@@ -223,11 +238,13 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
         }
         if (r > 0 || th_remaining_ns(deadline) == 0)
             break;
-        if (me)
-            next_in_line = th_lock_check(set[qj].l->seg, me);
+        if (me) {
+            next_in_line = th_lock_check(set[qj].l->seg, &th_cfg.lock, me, &wake);
+            th_lock_wake(set[qj].l->seg, wake);
+        }
     }
     if (me) {
-        th_lock_abandon(set[qj].l->seg, me);
+        th_lock_wake(set[qj].l->seg, th_lock_abandon(set[qj].l->seg, &th_cfg.lock, me));
         TH_COUNT(set[qj].l, lock_wait_ns, (uint64_t)(th_now_ns() - queued_at));
     }
     if (r < 0) {
@@ -238,44 +255,23 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
     for (nfds_t i = 0; i < n; i++)
         fds[i].revents = copy[i].revents;
     for (int j = 0; j < k; j++)
-        if (set[j].held && !(fds[set[j].index].revents & (POLLIN | POLLERR | POLLHUP)))
+        if (set[j].held && !ready(&fds[set[j].index]))
             th_held_release(set[j].l);
     return r;
-}
-
-/* Listener-only sets: block on the futex queue (see the top of this file). */
-static int blocking_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
-                         int others, int64_t deadline, const sigset_t *sigmask)
-{
-    for (;;) {
-        int64_t until = deadline;
-        int r, saved_errno;
-        bool capped = false;
-
-        if (take_locks(set, k, others == 0, deadline, sigmask, -1) < 0)
-            return -1;
-        for (int j = 0; j < k; j++)
-            capped = capped || set[j].masked;
-        if (capped)
-            until = th_min_deadline(deadline, th_cfg.retry_ms);
-        mask(fds, set, k, true);
-        r = hold_and_wait(fds, n, until, sigmask);
-        saved_errno = errno;
-        mask(fds, set, k, false);
-        for (int j = 0; j < k; j++)
-            if (set[j].held && (r <= 0 || !(fds[set[j].index].revents & (POLLIN | POLLERR | POLLHUP))))
-                th_held_release(set[j].l);
-        if (r != 0 || !capped || th_remaining_ns(deadline) == 0) {
-            errno = saved_errno;
-            return r;
-        }
-    }
 }
 
 /* Called with every signal blocked; sigmask is what the sleeps apply. */
 static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
                      int others, int64_t deadline, const sigset_t *sigmask)
 {
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+    struct poll_ctx ctx = { .fds = fds, .n = n, .set = set, .k = k };
+    struct th_lockwait lw = {
+        .ls = ls, .k = k, .may_block = others == 0, .deadline = deadline,
+        .sigmask = sigmask, .bell = -1, .ctx = &ctx,
+        .exclude = poll_exclude, .wait = poll_wait, .reported = poll_reported,
+    };
+
     th_held_release_all();          /* waiting again: the lock goes on */
     if (n <= DOORBELL_MAX_SET && th_remaining_ns(deadline) > 0) {
         int bell = th_doorbell_fd();
@@ -284,57 +280,55 @@ static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int
     }
     /* no doorbell (or a try): block on the futex queue, or for a set with
        other fds nginx's way, try and retry every retry_ms */
-    return blocking_wait(fds, n, set, k, others, deadline, sigmask);
+    for (int j = 0; j < k; j++)
+        ls[j] = set[j].l;
+    return th_lockwait_run(&lw);
 }
 
-static void set_strategy(struct set_listener *set, int k, enum th_strategy s, const char *why)
+static void set_strategy(struct set_listener *set, int k, struct th_plan plan)
 {
     for (int j = 0; j < k; j++)
-        th_listener_set_strategy(set[j].l, s, why);
+        th_listener_set_strategy(set[j].l, plan.strategy, plan.why);
+}
+
+/* The exclusive mirror; 0 when this set cannot be mirrored. */
+static int mirrored_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
+                         const sigset_t *sigmask, int *r)
+{
+    struct th_sigscope scope;
+    int handled;
+
+    th_sig_enter(&scope, sigmask);
+    handled = th_mirror_poll(fds, n, deadline, scope.wait_mask, r);
+    th_sig_leave(&scope);
+    return handled;
 }
 
 int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask)
 {
-    struct set_listener set[MAX_SET_LISTENERS];
+    struct set_listener set[TH_MAX_WAIT_LISTENERS];
     int others, k = collect(fds, n, set, &others), r, saved_errno;
-    enum th_mode mode = th_cfg.mode;
+    struct th_wait_facts facts = { .epoll = false };
+    struct th_plan plan = th_policy_wait(&facts);
 
     count_entry(set, k);
-    if (mode == TH_MODE_EXCLUSIVE || mode == TH_MODE_AUTO) {
-        struct th_sigscope scope;
-        int handled;
-
-        th_sig_enter(&scope, sigmask);
-        handled = th_mirror_poll(fds, n, deadline, scope.wait_mask, &r);
-        th_sig_leave(&scope);
-        if (handled) {
-            set_strategy(set, k, TH_STRAT_EXCLUSIVE,
-                         "poll/select waits sleep on a private exclusive epoll instance");
+    if (plan.strategy == TH_STRAT_EXCLUSIVE) {
+        if (mirrored_wait(fds, n, deadline, sigmask, &r)) {
+            set_strategy(set, k, plan);
             goto done;
         }
-        if (mode == TH_MODE_AUTO) {
-            set_strategy(set, k, TH_STRAT_LOCK,
-                         "this poll/select set cannot be mirrored in epoll; using the lock");
-            mode = TH_MODE_LOCK;
-        }
+        facts.mirror_refused = true;
+        plan = th_policy_wait(&facts);
     }
-    if (mode == TH_MODE_LOCK) {
+    set_strategy(set, k, plan);
+    if (plan.strategy == TH_STRAT_LOCK) {
         struct th_sigscope scope;
 
-        if (mode == th_cfg.mode)
-            set_strategy(set, k, TH_STRAT_LOCK, "lock mode");
         th_sig_enter(&scope, sigmask);
         r = lock_wait(fds, n, set, k, others, deadline, scope.wait_mask);
         th_sig_leave(&scope);
     } else {
-        if (mode == TH_MODE_EXCLUSIVE)
-            set_strategy(set, k, TH_STRAT_OBSERVE,
-                         "exclusive mode, but this poll/select set cannot be mirrored; passing through");
-        else if (mode == TH_MODE_JITTER)
-            set_strategy(set, k, TH_STRAT_JITTER, "jitter mode: random delay before accept");
-        else
-            set_strategy(set, k, TH_STRAT_OBSERVE, "observe mode: counting only");
-        r = th_real_ppoll(fds, n, deadline, sigmask);
+        r = real_ppoll_until(fds, n, deadline, sigmask);
     }
 done:
     saved_errno = errno;

@@ -40,9 +40,9 @@ static void ignore_line(const char *line)
 
 static void check_success(const struct th_config *c)
 {
-    if (c->mode > TH_MODE_AUTO || c->balance > TH_BALANCE_LIFO || c->log > TH_LOG_DEBUG ||
+    if (c->mode > TH_MODE_AUTO || c->lock.balance > TH_BALANCE_LIFO || c->log > TH_LOG_DEBUG ||
         c->jitter_us < 1 || c->jitter_us > 1000000 || c->retry_ms < 1 || c->retry_ms > 1000 ||
-        c->hold_ms < 1 || c->hold_ms > 60000 || c->check_ms < 1 || c->check_ms > 1000 ||
+        c->lock.hold_ms < 1 || c->lock.hold_ms > 60000 || c->lock.check_ms < 1 || c->lock.check_ms > 1000 ||
         c->nports < 0 || c->nports > TH_MAX_PORT_RANGES)
         abort();
     for (int i = 0; i < c->nports; i++)

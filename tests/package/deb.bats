@@ -44,12 +44,13 @@ make_root() {
     [ "$output" = "thunder-preload $VERSION" ]
 }
 
-@test "contents: the library in the multiarch directory, four commands, the manual, README, changelog" {
+@test "contents: the library in the multiarch directory, the commands, the manual, README, changelog" {
     local f list
     list=$(dpkg-deb -c "$DEB" | awk '{ print $6 }')
     echo "$list" >&2
     for f in "./usr/lib/$TRIPLET/libthunder.so" ./usr/bin/thunder-preload ./usr/bin/thunder-stat \
-        ./usr/bin/thunder-status ./usr/bin/thunder-loadgen ./usr/share/man/man1/thunder-preload.1.gz \
+        ./usr/bin/thunder-status ./usr/bin/thunder-loadgen ./usr/bin/thunder-ab \
+        ./usr/lib/libthunder/server.bash ./usr/share/man/man1/thunder-preload.1.gz \
         ./usr/share/doc/libthunder/README.md.gz ./usr/share/doc/libthunder/changelog.gz \
         ./usr/share/doc/libthunder/copyright; do
         grep -qxF "$f" <<<"$list" || fail "$f is not in the package"
@@ -101,6 +102,9 @@ make_root() {
     [[ $output == *"libthunder is loaded in 4 of 4 process(es)"* ]]
     [[ $output == *"loaded from $lib"* ]]
     stop_example
+    # thunder-ab finds its shell libraries (bin/../lib/libthunder)
+    run "$root/usr/bin/thunder-preload" ab --help
+    [ "$status" -eq 0 ] || fail "installed thunder-ab: $output"
 
     run dpkg --root="$root" -r libthunder
     echo "$output" >&2

@@ -90,13 +90,13 @@ static void test_defaults(void)
     EXPECT_EQ(err[0], '\0');
     EXPECT_EQ(nunknown, 0);
     EXPECT_EQ(cfg.mode, TH_MODE_AUTO);
-    EXPECT_EQ(cfg.balance, TH_BALANCE_FIFO);
+    EXPECT_EQ(cfg.lock.balance, TH_BALANCE_FIFO);
     EXPECT_EQ(cfg.log, TH_LOG_WARN);
     EXPECT_EQ(cfg.nports, 0);
     EXPECT_EQ(cfg.jitter_us, 1000);
     EXPECT_EQ(cfg.retry_ms, 20);
-    EXPECT_EQ(cfg.hold_ms, 100);
-    EXPECT_EQ(cfg.check_ms, 25);
+    EXPECT_EQ(cfg.lock.hold_ms, 100);
+    EXPECT_EQ(cfg.lock.check_ms, 25);
 }
 
 static void test_mode_words(void)
@@ -124,11 +124,11 @@ static void test_balance_and_log_words(void)
     fake_reset();
     fake_set("THUNDER_BALANCE", "lifo");
     EXPECT_EQ(parse(), 0);
-    EXPECT_EQ(cfg.balance, TH_BALANCE_LIFO);
+    EXPECT_EQ(cfg.lock.balance, TH_BALANCE_LIFO);
     fake_reset();
     fake_set("THUNDER_BALANCE", "fifo");
     EXPECT_EQ(parse(), 0);
-    EXPECT_EQ(cfg.balance, TH_BALANCE_FIFO);
+    EXPECT_EQ(cfg.lock.balance, TH_BALANCE_FIFO);
     for (int i = 0; i < 4; i++) {
         fake_reset();
         fake_set("THUNDER_LOG", logs[i]);
@@ -146,8 +146,8 @@ struct num_var {
 static const struct num_var num_vars[] = {
     { "THUNDER_JITTER_US", offsetof(struct th_config, jitter_us), 1, 1000000 },
     { "THUNDER_RETRY_MS", offsetof(struct th_config, retry_ms), 1, 1000 },
-    { "THUNDER_HOLD_MS", offsetof(struct th_config, hold_ms), 1, 60000 },
-    { "THUNDER_CHECK_MS", offsetof(struct th_config, check_ms), 1, 1000 },
+    { "THUNDER_HOLD_MS", offsetof(struct th_config, lock.hold_ms), 1, 60000 },
+    { "THUNDER_CHECK_MS", offsetof(struct th_config, lock.check_ms), 1, 1000 },
 };
 
 static unsigned num_field(const struct num_var *v)
@@ -385,18 +385,17 @@ static void test_port_filter(void)
     fake_reset();
     fake_set("THUNDER_PORTS", "8080,9000-9010");
     REQUIRE(parse() == 0);
-    th_cfg = cfg;                    /* the filter reads the loaded config */
-    EXPECT(th_port_managed(8080));
-    EXPECT(th_port_managed(9000));
-    EXPECT(th_port_managed(9005));
-    EXPECT(th_port_managed(9010));
-    EXPECT(!th_port_managed(8081));
-    EXPECT(!th_port_managed(8999));
-    EXPECT(!th_port_managed(9011));
-    EXPECT(!th_port_managed(0));
-    th_cfg.nports = 0;               /* no filter: everything is managed */
-    EXPECT(th_port_managed(1));
-    EXPECT(th_port_managed(65535));
+    EXPECT(th_ports_match(&cfg, 8080));
+    EXPECT(th_ports_match(&cfg, 9000));
+    EXPECT(th_ports_match(&cfg, 9005));
+    EXPECT(th_ports_match(&cfg, 9010));
+    EXPECT(!th_ports_match(&cfg, 8081));
+    EXPECT(!th_ports_match(&cfg, 8999));
+    EXPECT(!th_ports_match(&cfg, 9011));
+    EXPECT(!th_ports_match(&cfg, 0));
+    cfg.nports = 0;                  /* no filter: everything is managed */
+    EXPECT(th_ports_match(&cfg, 1));
+    EXPECT(th_ports_match(&cfg, 65535));
 }
 
 static const struct tap_case cases[] = {
@@ -414,7 +413,7 @@ static const struct tap_case cases[] = {
     { "unknown-name callback optional, reported with bad values", test_unknown_callback_optional },
     { "THUNDER_PORTS lists and ranges", test_ports_valid },
     { "THUNDER_PORTS holds TH_MAX_PORT_RANGES ranges, not more", test_ports_table_size },
-    { "th_port_managed follows the filter", test_port_filter },
+    { "th_ports_match follows the filter", test_port_filter },
 };
 
 int main(void)

@@ -28,14 +28,14 @@ struct report {
 
 static struct th_seg *seg;
 static uint64_t seg_inode;
+/* the lock's parameters, as the library passes them from its configuration */
+static struct th_lock_params params;
 
 static struct th_seg *lock_setup(void)
 {
-    th_cfg.mode = TH_MODE_LOCK;
-    th_cfg.balance = TH_BALANCE_FIFO;
-    th_cfg.check_ms = 25;
-    th_cfg.hold_ms = 100;
-    th_cfg.log = TH_LOG_WARN;
+    params = (struct th_lock_params){ .balance = TH_BALANCE_FIFO, .check_ms = 25,
+                                      .hold_ms = 100 };
+    th_log_set_level(TH_LOG_WARN);
     seg_inode = fake_inode(0);
     seg = attach_claimed(seg_inode);
     return seg;
@@ -49,7 +49,7 @@ static int64_t in_ms(int ms)
 static enum th_lock_result acquire_until(int64_t deadline, const sigset_t *mask,
                                          uint64_t *gen)
 {
-    struct th_lock_wait w = { .deadline = deadline, .sigmask = mask };
+    struct th_lock_wait w = { .params = &params, .deadline = deadline, .sigmask = mask };
     int64_t waited;
 
     return th_lock_acquire(seg, &w, gen, &waited);
@@ -57,7 +57,7 @@ static enum th_lock_result acquire_until(int64_t deadline, const sigset_t *mask,
 
 static enum th_lock_result try_lock(uint64_t *gen)
 {
-    struct th_lock_wait w = { .deadline = TH_FOREVER, .try_only = true };
+    struct th_lock_wait w = { .params = &params, .deadline = TH_FOREVER, .try_only = true };
     int64_t waited;
 
     return th_lock_acquire(seg, &w, gen, &waited);
@@ -118,7 +118,7 @@ static pid_t spawn_waiter(int index, int report_fd, int deadline_ms, int hold_us
             _exit(3);
         if (r.result == TH_LOCK_OK) {
             usleep((useconds_t)hold_us);
-            th_lock_release(seg, gen);
+            th_lock_release_and_wake(seg, &params, gen);
         }
         _exit(0);
     }
@@ -148,7 +148,7 @@ static struct holder spawn_holder(bool in_wait)
             th_lock_mark_waiting(seg, gen, true);
         if (write(ready[1], "h", 1) != 1 || read(control[0], &c, 1) != 1)
             _exit(3);
-        th_lock_release(seg, gen);
+        th_lock_release_and_wake(seg, &params, gen);
         _exit(0);
     }
     close(ready[1]);
@@ -200,8 +200,8 @@ static void run_order(enum th_balance balance)
     bool exact = true;
 
     lock_setup();
-    th_cfg.balance = balance;
-    th_cfg.hold_ms = 60000;      /* forking all of them takes a while */
+    params.balance = balance;
+    params.hold_ms = 60000;      /* forking all of them takes a while */
     REQUIRE(pipe(fds) == 0);
     REQUIRE(try_lock(&gen) == TH_LOCK_OK);
     for (int i = 0; i < CONTENDERS; i++) {
@@ -209,7 +209,7 @@ static void run_order(enum th_balance balance)
         wait_queued(pids[i]);
     }
     EXPECT_EQ(seg->nqueued, CONTENDERS);
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &params, gen);
     for (int i = 0; i < CONTENDERS; i++) {
         struct report r;
         REQUIRE(read_report(fds[0], &r, 10000));
@@ -243,7 +243,7 @@ static void *thread_contender(void *arg)
     if (acquire_until(in_ms(20000), NULL, &gen) == TH_LOCK_OK) {
         atomic_store(&thread_order[atomic_fetch_add(&thread_next, 1)], (int)(intptr_t)arg);
         usleep(1000);
-        th_lock_release(seg, gen);
+        th_lock_release_and_wake(seg, &params, gen);
     }
     return NULL;
 }
@@ -263,7 +263,7 @@ static void test_fifo_threads(void)
     uint64_t gen;
 
     lock_setup();
-    th_cfg.hold_ms = 60000;
+    params.hold_ms = 60000;
     REQUIRE(try_lock(&gen) == TH_LOCK_OK);
     for (int i = 0; i < CONTENDERS; i++) {
         double until = tap_now_ms() + QUEUE_WAIT_MS;
@@ -271,7 +271,7 @@ static void test_fifo_threads(void)
         while (count_queued() < i + 1)
             REQUIRE(tap_now_ms() < until);
     }
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &params, gen);
     for (int i = 0; i < CONTENDERS; i++)
         pthread_join(threads[i], NULL);
     EXPECT_EQ(atomic_load(&thread_next), CONTENDERS);
@@ -292,7 +292,7 @@ static void test_release_grants_one(void)
     uint64_t gen;
 
     lock_setup();
-    th_cfg.hold_ms = 60000;
+    params.hold_ms = 60000;
     REQUIRE(pipe(fds) == 0);
     REQUIRE(try_lock(&gen) == TH_LOCK_OK);
     for (int i = 0; i < 4; i++) {
@@ -300,7 +300,7 @@ static void test_release_grants_one(void)
         wait_queued(pids[i]);
         kill(pids[i], SIGSTOP);
     }
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &params, gen);
     for (int i = 0; i < TH_MAX_WAITERS; i++) {
         uint32_t st = atomic_load(&seg->waiters[i].state);
         granted += st == TH_W_GRANTED;
@@ -340,7 +340,7 @@ static void test_timeout(void)
     EXPECT_EQ(seg->holder_pid, h.pid);
     holder_release(&h);
     EXPECT_EQ(try_lock(&gen), TH_LOCK_OK);
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &params, gen);
     expect_idle_lock();
     seg_unlink(seg_inode);
 }
@@ -362,11 +362,11 @@ static void test_try(void)
     EXPECT(tap_now_ms() - t0 < 200.0);
     EXPECT(!has_slot(getpid()));
     holder_release(&h);
-    struct th_lock_wait w = { .deadline = TH_FOREVER, .try_only = true };
+    struct th_lock_wait w = { .params = &params, .deadline = TH_FOREVER, .try_only = true };
     EXPECT_EQ(th_lock_acquire(seg, &w, &gen, &waited), TH_LOCK_OK);
     EXPECT_EQ(waited, 0);
     EXPECT_EQ(seg->holder_pid, getpid());
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &params, gen);
     expect_idle_lock();
     seg_unlink(seg_inode);
 }
@@ -499,7 +499,7 @@ static void test_waiter_killed(void)
     double ms;
 
     lock_setup();
-    th_cfg.hold_ms = 60000;
+    params.hold_ms = 60000;
     REQUIRE(pipe(fds) == 0);
     REQUIRE(try_lock(&gen) == TH_LOCK_OK);
     dead = spawn_waiter(0, fds[1], 20000, 1000);
@@ -509,7 +509,7 @@ static void test_waiter_killed(void)
     kill(dead, SIGKILL);
     waitpid(dead, NULL, 0);
     released_at = th_now_ns();
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &params, gen);
     REQUIRE(read_report(fds[0], &r, 10000));
     EXPECT_EQ(r.index, 1);
     EXPECT_EQ(r.result, TH_LOCK_OK);
@@ -534,7 +534,7 @@ static void test_hold_limit(void)
     double t0, ms;
 
     lock_setup();
-    th_cfg.hold_ms = 100;
+    params.hold_ms = 100;
     h = spawn_holder(false);
     t0 = tap_now_ms();
     EXPECT_EQ(acquire_until(in_ms(5000), NULL, &gen), TH_LOCK_OK);
@@ -545,7 +545,7 @@ static void test_hold_limit(void)
     holder_release(&h);            /* stale release by the old holder */
     EXPECT_EQ(seg->holder_pid, getpid());
     EXPECT_EQ(seg->holder_gen, gen);
-    th_lock_release(seg, gen);
+    th_lock_release_and_wake(seg, &params, gen);
     expect_idle_lock();
     seg_unlink(seg_inode);
 }
@@ -557,7 +557,7 @@ static void test_hold_limit_spares_waiting_holder(void)
     uint64_t gen;
 
     lock_setup();
-    th_cfg.hold_ms = 50;
+    params.hold_ms = 50;
     h = spawn_holder(true);
     EXPECT_EQ(acquire_until(in_ms(400), NULL, &gen), TH_LOCK_TIMEOUT);
     EXPECT_EQ(seg->holder_pid, h.pid);
@@ -585,7 +585,7 @@ static void churn(_Atomic int *inside, _Atomic int *overlaps, _Atomic int *wins,
         atomic_fetch_add(wins, 1);
         usleep(50);
         atomic_fetch_sub(inside, 1);
-        th_lock_release(seg, gen);
+        th_lock_release_and_wake(seg, &params, gen);
     }
 }
 
@@ -595,7 +595,7 @@ static void test_mutual_exclusion(void)
     pid_t pids[CHURN_PROCS];
 
     lock_setup();
-    th_cfg.hold_ms = 60000;        /* a preempted holder must not be taken over */
+    params.hold_ms = 60000;        /* a preempted holder must not be taken over */
     shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(shared != MAP_FAILED);
     for (int p = 0; p < CHURN_PROCS; p++) {

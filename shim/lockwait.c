@@ -1,0 +1,74 @@
+/*
+ * The one lock wait, shared by poll-shaped waits (waitset.c) and epoll
+ * waits (epreg.c): nginx's accept_mutex, generalised.
+ *
+ * Take the locks of the wait's listeners (held.c: block for one at most,
+ * never while holding another, so several listeners cannot deadlock).
+ * Listeners whose lock is busy are excluded from this round by the wait
+ * path (a negated fd in a poll set, an entry taken out of a private epoll
+ * instance) and the real wait is capped at retry_ms, so the lock is tried
+ * again soon while the program's other fds are served all along.  A lock
+ * whose listener the wait did not report is released at once; a reported
+ * one is kept for the accept that follows (hook_accept.c).
+ */
+#include "thunder.h"
+
+#include <pthread.h>
+
+static void release_on_cancel(void *unused TH_UNUSED)
+{
+    th_held_release_all();
+}
+
+/* The real wait, as the holder: marked in the segment, released if cancelled. */
+int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
+{
+    int r, saved_errno;
+
+    th_held_mark_waiting(true);
+    pthread_cleanup_push(release_on_cancel, NULL);
+    r = lw->wait(lw->ctx, until, lw->sigmask);
+    pthread_cleanup_pop(0);
+    saved_errno = errno;
+    th_held_mark_waiting(false);
+    errno = saved_errno;
+    return r;
+}
+
+static bool any(const bool *flags, int k)
+{
+    for (int j = 0; j < k; j++)
+        if (flags[j])
+            return true;
+    return false;
+}
+
+int th_lockwait_run(const struct th_lockwait *lw)
+{
+    bool held[TH_MAX_WAIT_LISTENERS], busy[TH_MAX_WAIT_LISTENERS];
+
+    th_held_release_all();          /* waiting again: the lock goes on */
+    for (;;) {
+        int64_t until = lw->deadline;
+        int r, saved_errno;
+        bool capped;
+
+        if (th_held_take(lw->ls, lw->k, lw->may_block, lw->deadline, lw->sigmask, lw->bell,
+                         held, busy) < 0)
+            return -1;
+        capped = any(busy, lw->k);
+        if (capped)
+            until = th_min_deadline(lw->deadline, th_cfg.retry_ms);
+        lw->exclude(lw->ctx, held, busy, true);
+        r = th_lockwait_hold(lw, until);
+        saved_errno = errno;
+        lw->exclude(lw->ctx, held, busy, false);
+        for (int j = 0; j < lw->k; j++)
+            if (held[j] && !lw->reported(lw->ctx, j, r))
+                th_held_release(lw->ls[j]);
+        if (r != 0 || !capped || th_remaining_ns(lw->deadline) == 0) {
+            errno = saved_errno;
+            return r;
+        }
+    }
+}
