@@ -5,11 +5,12 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
 SAN     ?=
-BINDIR   = $(PREFIX)/bin
-LIBDIR   = $(PREFIX)/lib
-MANDIR   = $(PREFIX)/share/man/man1
-# Shell libraries of the installed scripts (thunder-ab finds them here).
-TOOLLIBDIR = $(LIBDIR)/libthunder
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man/man1
+# Shell libraries of the installed scripts (thunder-ab finds them here, as
+# bin/../lib/libthunder): architecture-independent, so not in a multiarch LIBDIR.
+TOOLLIBDIR ?= $(PREFIX)/lib/libthunder
 TOOL_LIBS  = tools/lib/server.bash tools/lib/ab-report.bash
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
@@ -47,7 +48,7 @@ LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
 LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
 TOOLS     = tools/thunder-loadgen tools/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat deb deb-test
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -136,28 +137,65 @@ bench-peers: all
 	@bench/peers.sh
 
 lint:
-	shellcheck -x tests/*.sh bench/*.sh bench/peers/*.sh shim/thunder-preload tools/thunder-ab $(TOOL_LIBS) .ci/run
-	shellcheck -x -S warning tests/*.bats tests/helpers.bash tests/compat/*.bats tests/compat/*.bash
+	shellcheck -x tests/*.sh bench/*.sh bench/peers/*.sh shim/thunder-preload tools/thunder-ab tools/thunder-status $(TOOL_LIBS) .ci/run
+	shellcheck -x -S warning tests/*.bats tests/package/*.bats tests/helpers.bash tests/compat/*.bats tests/compat/*.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 	@awk 'FNR == 601 { print FILENAME ": over 600 lines"; bad = 1 } END { exit bad }' \
 	    shim/*.[ch] tools/*/*.[ch]
+
+# The other commands are documented in thunder-preload(1): man finds them there.
+MAN_LINKS = thunder-stat thunder-status thunder-loadgen thunder-ab
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(TOOLLIBDIR)
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
 	install -m 0755 tools/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
+	install -m 0755 tools/thunder-status $(DESTDIR)$(BINDIR)/thunder-status
 	install -m 0755 tools/thunder-loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
 	install -m 0755 tools/thunder-ab $(DESTDIR)$(BINDIR)/thunder-ab
 	install -m 0644 $(TOOL_LIBS) $(DESTDIR)$(TOOLLIBDIR)/
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
+	for tool in $(MAN_LINKS); do ln -sf thunder-preload.1 $(DESTDIR)$(MANDIR)/$$tool.1; done
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libthunder.so $(DESTDIR)$(BINDIR)/thunder-preload \
 	      $(DESTDIR)$(BINDIR)/thunder-stat $(DESTDIR)$(BINDIR)/thunder-loadgen \
-	      $(DESTDIR)$(BINDIR)/thunder-ab $(addprefix $(DESTDIR)$(TOOLLIBDIR)/,$(notdir $(TOOL_LIBS))) \
-	      $(DESTDIR)$(MANDIR)/thunder-preload.1
+	      $(DESTDIR)$(BINDIR)/thunder-status $(DESTDIR)$(BINDIR)/thunder-ab \
+	      $(addprefix $(DESTDIR)$(TOOLLIBDIR)/,$(notdir $(TOOL_LIBS))) \
+	      $(DESTDIR)$(MANDIR)/thunder-preload.1 $(MAN_LINKS:%=$(DESTDIR)$(MANDIR)/%.1)
 	@rmdir $(DESTDIR)$(TOOLLIBDIR) 2>/dev/null || true
+
+# The Debian package libthunder_$(VERSION)_ARCH.deb, here.  dpkg-buildpackage
+# works on a copy of the tree (build/deb/): its clean step must not wipe this
+# build.  debian/rules installs with `make install`, so this Makefile stays
+# the one list of what goes where.  lintian runs when installed; an error
+# fails the target.
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+	    { echo "make deb: needs dpkg-dev and debhelper: apt-get install dpkg-dev debhelper" >&2; exit 2; }
+	@v=$$(dpkg-parsechangelog -SVersion) && [ "$$v" = "$(VERSION)" ] || \
+	    { echo "make deb: debian/changelog says $$v, VERSION says $(VERSION)" >&2; exit 1; }
+	rm -rf build/deb && mkdir -p build/deb/libthunder-$(VERSION)
+	tar --exclude=./build --exclude=./.git --exclude='./*.deb' -cf - . | \
+	    tar -xf - -C build/deb/libthunder-$(VERSION)
+	cd build/deb/libthunder-$(VERSION) && dpkg-buildpackage -b -us -uc >../build.log 2>&1 || \
+	    { tail -n 30 ../build.log; echo "make deb: dpkg-buildpackage failed; log in build/deb/build.log" >&2; exit 1; }
+	cp build/deb/libthunder_$(VERSION)_$$(dpkg-architecture -qDEB_HOST_ARCH).deb .
+	@ls -l libthunder_$(VERSION)_*.deb
+	@if command -v lintian >/dev/null; then \
+	    lintian -I --show-overrides build/deb/libthunder_$(VERSION)_*.changes | tee build/deb/lintian.txt; \
+	    echo "lintian: $$(grep -c '^E:' build/deb/lintian.txt) errors, $$(grep -c '^W:' build/deb/lintian.txt) warnings," \
+	         "$$(grep -c '^I:' build/deb/lintian.txt) infos, $$(grep -c '^O:' build/deb/lintian.txt) overridden"; \
+	    ! grep -q '^E:' build/deb/lintian.txt; \
+	else echo "lintian not installed: the package was not checked"; fi
+
+# The package installed into a throw-away root with dpkg, an example served
+# from the installed files, then removed (tests/package/deb.bats, ~1 min
+# with the build: not part of make check).
+deb-test: deb all
+	@tests/run-all.sh tests/package/deb.bats
 
 clean:
 	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS) $(PROGS)
+	rm -rf build libthunder_*.deb

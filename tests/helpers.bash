@@ -61,10 +61,14 @@ free_port() {
 
 # EX_WRAP, when set, is a command (word-split) the example runs under,
 # e.g. strace; MASTER is still the example's master, from its ready line.
+# With EX_WRAP_PRELOADS=1 the library is the one EX_WRAP preloads (an
+# installed thunder-preload), not this tree's.
 start_example() {
     local name=$1 workers=$2 arg job
     shift 2
-    local -a envs=("LD_PRELOAD=$THUNDER_LIB") args=(-w "$workers")
+    local -a envs=() args=(-w "$workers")
+    # EX_WRAP_PRELOADS=1: the wrapper in EX_WRAP sets LD_PRELOAD itself
+    [ -n "${EX_WRAP_PRELOADS:-}" ] || envs+=("LD_PRELOAD=$THUNDER_LIB")
     for arg in "$@"; do
         if [[ $arg =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then envs+=("$arg"); else args+=("$arg"); fi
     done
