@@ -9,3 +9,7 @@ def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
     return [body]
+
+
+# The name gunicorn's documentation uses (wsgi_app:app).
+app = application

@@ -14,7 +14,6 @@
 
 WRAPPER=$ROOT/shim/thunder-preload
 FAKES=()            # segment files this test made up
-BG_PIDS=()          # background commands (ab runs) this test started
 
 start_wrapped() {
     local name=$1 workers=$2
@@ -49,12 +48,6 @@ kv_field() {
 }
 
 wrapper_teardown() {
-    local pid
-    for pid in "${BG_PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    BG_PIDS=()
     helpers_teardown
     [ ${#FAKES[@]} -eq 0 ] || rm -f -- "${FAKES[@]}"
     FAKES=()

@@ -210,6 +210,19 @@ EOF
     fi
 }
 
+# Words as a reader would type them: quoted only when the shell needs it.
+shell_words() {
+    local w out=''
+    for w in "$@"; do
+        if [[ $w =~ ^[][A-Za-z0-9_./:=,@%+{}-]+$ ]]; then
+            out+=" $w"
+        else
+            out+=" '${w//\'/\'\\\'\'}'"
+        fi
+    done
+    echo "${out# }"
+}
+
 write_report() {
     local file=$1 plot model glibc
     shift
@@ -225,7 +238,7 @@ write_report() {
         echo
         echo "| | |"
         echo "|---|---|"
-        echo "| command | \`$PROG $(printf '%q ' "$@" | sed 's/ $//')\` |"
+        echo "| command | \`$PROG $(shell_words "$@")\` |"
         echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |"
         echo "| libthunder | $("$PRELOAD" --version 2>/dev/null) |"
         echo "| machine | $(nproc) CPUs${model:+, $model}; $(uname -sr) |"
@@ -244,7 +257,7 @@ write_report() {
         echo "per connection answered; 1.0 is the limit, a herd is about one per worker."
         echo "*Jain*: fairness of the accepts over the workers (1.0 even, 1/N one takes all)."
         echo "*accepts from*: the replies (they name the worker) or the library's segment"
-        echo "(per-process counters, read with thunder-stat --kv); the no-library run has none."
+        echo "(per-process counters, read with thunder-stat --kv), which the no-library run lacks."
         if [ -n "$plot" ]; then
             echo
             echo "## Plot"

@@ -24,8 +24,8 @@
 #                               itself if no descendant holds one.  Comma list.
 #   srv_pick_port               a free port outside the ephemeral range
 #   srv_stop JOB [MASTER [WORKERS]]
-#       SIGTERM to MASTER (default JOB); waits SRV_STOP_S (8) seconds for it
-#       (and, for a --session job, its whole group) to go; then SIGKILL what
+#       SIGTERM to MASTER (default JOB), or to the whole group of a --session
+#       job; waits SRV_STOP_S (8) seconds for it (and that group) to go; then SIGKILL what
 #       is left: the group, MASTER, each of WORKERS, JOB.  Reaps JOB: its
 #       exit status in SRV_STATUS.  Only these pids and groups are signalled.
 #   srv_alive PID               running (not gone, not a zombie)
@@ -223,7 +223,13 @@ srv_stop_quietly() {
     SRV_STATUS=
     [ -n "$job" ] || return 0
     if srv_alive "$master"; then
-        kill -TERM "$master" 2>/dev/null || true
+        # a --session job's group is all its own: every process gets the
+        # signal (gunicorn's master stops in 3 s so, in 11 s alone)
+        if [[ $SRV_SESSIONS == *" $job "* ]]; then
+            kill -TERM -- "-$job" 2>/dev/null || true
+        else
+            kill -TERM "$master" 2>/dev/null || true
+        fi
         deadline=$(($(srv_now_ms) + SRV_STOP_S * 1000))
         while srv_running "$job" "$master" && [ "$(srv_now_ms)" -lt "$deadline" ]; do
             sleep 0.05
