@@ -41,12 +41,15 @@ struct reg {
     bool exclusive;       /* registered with EPOLLEXCLUSIVE */
     bool injected;        /* the shim made it exclusive (and keeps doing so) */
     bool parked;          /* taken out while another process holds the lock */
+    bool lost;            /* out after a failed rotation: re-added before each wait */
 };
 
 static struct instance instances[MAX_INSTANCES];
 static struct reg regs[MAX_REGS];
 static int ninstances, nregs;
 static _Atomic bool any_regs;   /* fast path: no listener was ever added */
+static _Atomic bool any_lost;   /* a failed rotation left a listener out */
+static int warned_lost;         /* that was reported (once per process) */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void lock(void)
@@ -246,6 +249,53 @@ static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t d
     return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms(deadline), sigmask);
 }
 
+/*
+ * Put back the listeners a failed rotation left out of this instance;
+ * true if one is still out (the caller waits in short slices and retries).
+ */
+static bool readd_lost(int epfd)
+{
+    bool still_out = false, any = false, exclusive;
+
+    lock();
+    for (int i = 0; i < nregs; i++) {
+        struct reg *r = &regs[i];
+        if (!r->lost)
+            continue;
+        if (r->epfd != epfd) {
+            any = true;
+            continue;
+        }
+        if (add_listener(epfd, r->fd, &r->ev, r->injected, &exclusive) == 0) {
+            r->lost = r->parked = false;
+            r->exclusive = exclusive;
+        } else if (errno == EEXIST) {
+            r->lost = r->parked = false;    /* the program added it back itself */
+        } else {
+            still_out = any = true;
+        }
+    }
+    atomic_store(&any_lost, any);
+    unlock();
+    return still_out;
+}
+
+/* The real wait, in slices of retry_ms while a listener is out of the instance. */
+static int wait_readding(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                         const sigset_t *sigmask)
+{
+    for (;;) {
+        int r;
+
+        if (!atomic_load_explicit(&any_lost, memory_order_relaxed) || !readd_lost(epfd))
+            return real_wait(epfd, evs, maxevents, deadline, sigmask);
+        r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, th_cfg.retry_ms),
+                      sigmask);
+        if (r != 0 || th_remaining_ns(deadline) == 0)
+            return r;
+    }
+}
+
 static bool reported(const struct epoll_event *evs, int n, uint64_t data)
 {
     for (int i = 0; i < n; i++)
@@ -362,12 +412,14 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     if (plan.strategy == TH_STRAT_LOCK) {
         struct th_sigscope scope;
 
+        if (atomic_load_explicit(&any_lost, memory_order_relaxed))
+            readd_lost(epfd);
         th_sig_enter(&scope, sigmask);
         r = lock_wait(epfd, evs, maxevents, deadline, scope.wait_mask, wl, k, facts.shared,
                       others);
         th_sig_leave(&scope);
     } else {
-        r = real_wait(epfd, evs, maxevents, deadline, sigmask);
+        r = wait_readding(epfd, evs, maxevents, deadline, sigmask);
     }
     saved_errno = errno;
     done_waiting(epfd);
@@ -399,15 +451,22 @@ void th_epreg_rotate(struct th_listener *l)
         /* re-adding puts this process's entry at the tail of the wait queue */
         ev = r->ev;
         ev.events |= EPOLLEXCLUSIVE;
-        real_epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->fd, NULL);
-        if (real_epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0)
+        if (real_epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->fd, NULL) < 0)
+            continue;                  /* still in, only not rotated */
+        if (real_epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0) {
             TH_COUNT(l, rotations, 1);
-        else
-            th_warn("port %u: re-adding the listener to epoll fd %d failed (%s)",
-                    l->port, r->epfd, strerror(errno));
+        } else {
+            r->lost = r->parked = true;   /* out: every wait re-adds it first */
+            atomic_store(&any_lost, true);
+            if (!warned_lost++)
+                th_warn("port %u: re-adding the listener to epoll fd %d failed (%s); "
+                        "retried before and during every wait until it is back",
+                        l->port, r->epfd, strerror(errno));
+        }
     }
     unlock();
 }
+
 
 void th_epreg_forget_fd(int fd)
 {

@@ -230,6 +230,8 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
             return 1;
         }
         r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), th_remaining_ms(deadline), sigmask);
+        if (r < 0 && errno == EINTR && !th_sig_handler_deliverable(sigmask))
+            continue;                           /* stopped and continued: poll goes on */
         if (r <= 0) {
             *ret = r;                           /* timeout, or -1 with errno */
             return 1;

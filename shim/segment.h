@@ -16,9 +16,9 @@
 #include <stdint.h>
 
 #define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
-#define TH_SEG_VERSION 1u
-#define TH_MAX_WAITERS 512   /* threads queued on one listener's lock */
-#define TH_MAX_PROCS   512   /* processes with statistics for one listener */
+#define TH_SEG_VERSION 2u   /* 2: 1024 slots each, holder_stopped_ns */
+#define TH_MAX_WAITERS 1024  /* threads queued on one listener's lock */
+#define TH_MAX_PROCS   1024  /* processes with statistics for one listener */
 #define TH_SEG_PREFIX  "libthunder."
 
 /* A waiter slot's futex word. */
@@ -76,6 +76,7 @@ struct th_seg {
     _Atomic uint32_t nqueued;
     uint64_t next_ticket;
     _Atomic uint64_t recoveries;  /* dead or stalled holders taken over */
+    uint64_t holder_stopped_ns;   /* when a waiter first saw the holder stopped; 0 = not */
 
     struct th_waiter waiters[TH_MAX_WAITERS];
     struct th_proc_stats procs[TH_MAX_PROCS];

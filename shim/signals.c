@@ -30,6 +30,8 @@
 
 /* bit sig-1: sig is ignored (dropped by the kernel when not blocked) */
 static _Atomic uint64_t ignored;
+/* bit sig-1: the program installed a handler for sig */
+static _Atomic uint64_t handled;
 
 static bool ignored_by_default(int sig)
 {
@@ -52,6 +54,10 @@ static void refresh_disposition(int sig)
         atomic_fetch_or(&ignored, bit);
     else
         atomic_fetch_and(&ignored, ~bit);
+    if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL)
+        atomic_fetch_or(&handled, bit);
+    else
+        atomic_fetch_and(&handled, ~bit);
     errno = saved_errno;
 }
 
@@ -98,4 +104,24 @@ void th_sig_leave(struct th_sigscope *scope)
 
     pthread_sigmask(SIG_SETMASK, &scope->orig, NULL);
     errno = saved_errno;
+}
+
+/*
+ * Could a handler of the program have run during a sleep with this mask?
+ * epoll_pwait fails with EINTR when the thread was stopped (SIGSTOP,
+ * SIGTSTP, a debugger) and continued, handler or not, where poll and select
+ * are restarted (signal(7)).  An EINTR from a sleep no handler could
+ * interrupt is such a stop: the emulated poll keeps waiting.  The limit:
+ * with a handler deliverable during the wait, a stop cannot be told from
+ * the handler's signal, and EINTR is returned (as it must be for the
+ * handler's).
+ */
+bool th_sig_handler_deliverable(const sigset_t *wait_mask)
+{
+    uint64_t h = atomic_load_explicit(&handled, memory_order_relaxed);
+
+    for (int sig = 1; h; sig++, h >>= 1)
+        if ((h & 1) && (wait_mask == NULL || sigismember(wait_mask, sig) == 0))
+            return true;
+    return false;
 }

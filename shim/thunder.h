@@ -196,6 +196,8 @@ void th_sig_leave(struct th_sigscope *scope);
 void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask);
 void th_sig_init(void);                 /* read every disposition (at load) */
 void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
+/* A handler of the program could run during a sleep with wait_mask. */
+bool th_sig_handler_deliverable(const sigset_t *wait_mask);
 
 /* ---- doorbell.c ----------------------------------------------------- */
 int th_doorbell_fd(void);                 /* -1 when none can be made */
