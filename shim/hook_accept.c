@@ -9,6 +9,7 @@
  * successful accept of a wake-up does that; the rest pass through.
  * A blocking accept on a blocking listener is already fair and herd-free
  * in the kernel: it is only counted.  errno is kept on every path.
+ * At the fd limit the library gives its own fds back (gave_fds_back).
  */
 #include "thunder.h"
 
@@ -76,6 +77,29 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
     errno = err;
 }
 
+/*
+ * The library's own fds (a thread's private epoll instance, its doorbell)
+ * count against the program's fd limit.  When an accept fails with EMFILE
+ * they are given up for good in this process (waits fall back to the
+ * lock's futex) and the accept is tried once more, so the program sees
+ * what it would see without the library.
+ */
+static bool gave_fds_back(int err)
+{
+    static _Atomic int warned;
+    bool closed;
+
+    if (err != EMFILE)
+        return false;
+    closed = th_mirror_give_up();
+    closed = th_doorbell_give_up() || closed;
+    if (closed && atomic_exchange(&warned, 1) == 0)
+        th_warn("fd limit reached: the library gives up its own fds (private epoll "
+                "instance, doorbell); waits use the lock from now on");
+    errno = err;
+    return closed;
+}
+
 TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
     struct th_listener *l;
@@ -86,6 +110,8 @@ TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
         return real_accept(fd, addr, addrlen);
     before_accept(fd, l);
     r = real_accept(fd, addr, addrlen);
+    if (r < 0 && gave_fds_back(errno))
+        r = real_accept(fd, addr, addrlen);
     after_accept(fd, l, r, errno);
     return r;
 }
@@ -100,6 +126,8 @@ TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
         return real_accept4(fd, addr, addrlen, flags);
     before_accept(fd, l);
     r = real_accept4(fd, addr, addrlen, flags);
+    if (r < 0 && gave_fds_back(errno))
+        r = real_accept4(fd, addr, addrlen, flags);
     after_accept(fd, l, r, errno);
     return r;
 }

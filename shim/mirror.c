@@ -44,6 +44,7 @@ struct mirror {
 };
 
 static __thread struct mirror *mine;
+static _Atomic bool given_up;      /* the fd limit was reached: no more instances */
 static pthread_key_t mirror_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
@@ -66,6 +67,8 @@ static struct mirror *get_mirror(void)
 {
     if (mine && mine->pid == th_pid && mine->epfd >= 0)
         return mine;
+    if (atomic_load_explicit(&given_up, memory_order_relaxed))
+        return NULL;
     if (mine == NULL) {
         void *p = mmap(NULL, sizeof(struct mirror), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -282,4 +285,22 @@ void th_mirror_after_fork(void)
         real_close(mine->epfd);
     if (mine)
         mine->epfd = -1;
+}
+
+/*
+ * The program hit its fd limit: this thread's instance is closed and no
+ * new one is made in this process (poll sets fall back to the lock, as
+ * for a set that cannot be mirrored).  True if an fd was given back.
+ */
+bool th_mirror_give_up(void)
+{
+    bool closed = mine && mine->pid == th_pid && mine->epfd >= 0;
+
+    atomic_store(&given_up, true);
+    if (closed) {
+        real_close(mine->epfd);
+        mine->epfd = -1;
+        mine->n = 0;
+    }
+    return closed;
 }

@@ -204,6 +204,7 @@ int th_doorbell_fd(void);                 /* -1 when none can be made */
 void th_doorbell_ring(uid_t uid, pid_t tid);
 void th_doorbell_drain(int fd);
 void th_doorbell_after_fork(void);
+bool th_doorbell_give_up(void);           /* fd limit: close it, make no more */
 
 /* ---- segment.c: the library's use of the segment core ----------------- */
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
@@ -382,6 +383,7 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
 void th_mirror_rotate(int listener_fd, struct th_listener *l);
 void th_mirror_forget_fd(int fd);
 void th_mirror_after_fork(void);
+bool th_mirror_give_up(void);             /* fd limit: close it, make no more */
 
 /* ---- waitset.c: poll-shaped waits ------------------------------------ */
 /*
