@@ -3,7 +3,7 @@
 # Run it in a private mount namespace (unshare -m --propagation private):
 # the mounts made here are seen by COMMAND alone.
 #
-#   full      a 64 KiB tmpfs over /dev/shm: a segment's pages do not fit
+#   full      a 16 KiB tmpfs over /dev/shm: a segment's pages do not fit
 #   inodes    a tmpfs with one inode (its root): no file can be created
 #   ro        a read-only tmpfs
 #   absent    no /dev/shm at all (an empty tmpfs over /dev, /dev/null kept)
@@ -13,7 +13,7 @@ fault=$1
 shift
 [ "${1:-}" = -- ] && shift
 case $fault in
-full)   mount -t tmpfs -o size=64k,mode=1777 faults /dev/shm ;;
+full)   mount -t tmpfs -o size=16k,mode=1777 faults /dev/shm ;;
 inodes) mount -t tmpfs -o nr_inodes=1,mode=1777 faults /dev/shm ;;
 ro)     mount -t tmpfs -o ro,mode=1777 faults /dev/shm ;;
 absent)
