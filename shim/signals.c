@@ -30,8 +30,6 @@
 
 /* bit sig-1: sig is ignored (dropped by the kernel when not blocked) */
 static _Atomic uint64_t ignored;
-/* bit sig-1: the program installed a handler for sig */
-static _Atomic uint64_t handled;
 
 static bool ignored_by_default(int sig)
 {
@@ -54,10 +52,6 @@ static void refresh_disposition(int sig)
         atomic_fetch_or(&ignored, bit);
     else
         atomic_fetch_and(&ignored, ~bit);
-    if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL)
-        atomic_fetch_or(&handled, bit);
-    else
-        atomic_fetch_and(&handled, ~bit);
     errno = saved_errno;
 }
 
@@ -111,17 +105,28 @@ void th_sig_leave(struct th_sigscope *scope)
  * epoll_pwait fails with EINTR when the thread was stopped (SIGSTOP,
  * SIGTSTP, a debugger) and continued, handler or not, where poll and select
  * are restarted (signal(7)).  An EINTR from a sleep no handler could
- * interrupt is such a stop: the emulated poll keeps waiting.  The limit:
- * with a handler deliverable during the wait, a stop cannot be told from
- * the handler's signal, and EINTR is returned (as it must be for the
- * handler's).
+ * interrupt is such a stop: the emulated wait goes on.  Asked only after
+ * an EINTR, so the dispositions are read from the kernel then (a handler
+ * set by a raw rt_sigaction counts too).  The limit: with a handler
+ * deliverable during the wait, a stop cannot be told from the handler's
+ * signal, and EINTR is returned, as it must be for the handler's.
  */
 bool th_sig_handler_deliverable(const sigset_t *wait_mask)
 {
-    uint64_t h = atomic_load_explicit(&handled, memory_order_relaxed);
+    int saved_errno = errno;
+    bool found = false;
 
-    for (int sig = 1; h; sig++, h >>= 1)
-        if ((h & 1) && (wait_mask == NULL || sigismember(wait_mask, sig) == 0))
-            return true;
-    return false;
+    for (int sig = 1; sig <= MAX_TRACKED && !found; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP ||
+            (wait_mask && sigismember(wait_mask, sig) == 1))
+            continue;
+        /* unknown (no real sigaction): assume a handler; glibc's own
+           signals (32, 33) are refused (EINVAL): not the program's */
+        found = real_sigaction == NULL ||
+                (real_sigaction(sig, NULL, &sa) == 0 &&
+                 sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL);
+    }
+    errno = saved_errno;
+    return found;
 }
