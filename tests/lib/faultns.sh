@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # faultns.sh FAULT -- COMMAND [ARG...]: run COMMAND with /dev/shm broken.
 # Run it in a private mount namespace (unshare -m --propagation private):
 # the mounts made here are seen by COMMAND alone.
@@ -7,7 +7,8 @@
 #   inodes    a tmpfs with one inode (its root): no file can be created
 #   ro        a read-only tmpfs
 #   absent    no /dev/shm at all (an empty tmpfs over /dev, /dev/null kept)
-#   nofile=N  no namespace needed: the fd limit (RLIMIT_NOFILE) set to N
+#   nofile=N  no namespace needed: every fd above 2 closed, then the fd
+#             limit (RLIMIT_NOFILE) set to N
 set -eu
 fault=$1
 shift
@@ -23,7 +24,13 @@ absent)
     touch /dev/null
     mount --bind "$keep" /dev/null
     ;;
-nofile=*) ulimit -n "${fault#nofile=}" ;;
+nofile=*)
+    for fd in "/proc/$$/fd/"*; do
+        fd=${fd##*/}
+        [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    ulimit -n "${fault#nofile=}"
+    ;;
 *) echo "faultns.sh: unknown fault '$fault'" >&2; exit 2 ;;
 esac
 exec "$@"
