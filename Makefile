@@ -89,7 +89,7 @@ soak: all
 # Faults of the environment in full (tests/85-faults.bats): every injected
 # system-call failure and 1024 workers; make check runs a subset and 256.
 check-faults: all $(PROGS)
-	@FAULTS_FULL=1 FAULTS_WORKERS=1024 tests/run-all.sh tests/85-faults.bats
+	@FAULTS_FULL=1 FAULTS_WORKERS=1024 BATS_TIMEOUT=1800 tests/run-all.sh tests/85-faults.bats
 
 # The unit tests under valgrind memcheck (each case runs in a forked child).
 # It fails on any memcheck report (valgrind -q prints nothing else); the
