@@ -160,61 +160,55 @@ teardown() {
     helpers_teardown
 }
 
-@test "inject: openat (shm_open) ENOSPC, EMFILE, EINTR" {
+@test "inject: openat (shm_open) ENOSPC" {
     inject ex_poll auto openat ENOSPC 1+
-    full_only "openat EMFILE, EINTR"
-    inject ex_select lock openat EMFILE 1+
-    inject ex_poll lock openat EINTR 1+2
 }
 
-@test "inject: ftruncate and fallocate ENOSPC, EINTR" {
+@test "inject: fallocate ENOSPC (the segment's pages)" {
     inject ex_poll lock fallocate ENOSPC 1+
-    full_only "ftruncate ENOSPC, fallocate EINTR"
-    inject ex_poll lock ftruncate ENOSPC 1+
-    inject ex_epoll auto fallocate EINTR 1
 }
 
 @test "inject: mmap ENOMEM (the segment, the mirror's table)" {
     inject ex_poll auto mmap ENOMEM 1
     inject ex_poll auto mmap ENOMEM 2
-    full_only "mmap ENOMEM under the lock"
-    inject ex_select lock mmap ENOMEM 1
 }
 
-@test "inject: epoll_create1 EMFILE, ENOMEM (the private epoll instance)" {
+@test "inject: epoll_create1 EMFILE (the private epoll instance)" {
     inject ex_poll auto epoll_create1 EMFILE 1+
-    full_only "epoll_create1 ENOMEM"
-    inject ex_select exclusive epoll_create1 ENOMEM 1+2
 }
 
-@test "inject: epoll_ctl ENOMEM, ENOSPC: the mirror's and the rotation's ADD failing half-way" {
+@test "inject: epoll_ctl ENOMEM: the mirror's ADD and the rotation's re-ADD failing" {
     # poll workers: epoll_ctl is the library's alone (the mirror)
     inject ex_poll auto epoll_ctl ENOMEM 3+2
-    full_only "epoll_ctl ENOSPC"
-    inject ex_poll auto epoll_ctl ENOSPC 2+5
 }
 
 @test "inject: the rotation's re-ADD in the program's own epoll instance fails, the listener comes back" {
     need_strace
     # ex_epoll: ADD (the program's), then per connection DEL + ADD (the
     # rotation): the 3rd call is the first re-ADD; then seven failures in
-    # a row (the re-ADD and the retries before and during the waits)
+    # a row in make check-faults (the re-ADD and the retries before and
+    # during the waits)
     inject ex_epoll auto epoll_ctl ENOMEM 3
     grep -q "re-adding the listener .* failed" "$EX_ERR" || fail "$(cat "$EX_ERR")"
-    full_only "seven failures in a row"
+}
+
+@test "inject: socket EMFILE (the doorbell)" {
+    inject ex_select lock socket EMFILE 1+
+}
+
+@test "inject (make check-faults): openat EMFILE/EINTR, ftruncate, fallocate EINTR, mmap, epoll_create1 ENOMEM, epoll_ctl ENOSPC, socket ENOMEM, bind, getsockopt" {
+    full_only "the other errors of each call"
+    inject ex_select lock openat EMFILE 1+
+    inject ex_poll lock openat EINTR 1+2
+    inject ex_poll lock ftruncate ENOSPC 1+
+    inject ex_epoll auto fallocate EINTR 1
+    inject ex_select lock mmap ENOMEM 1
+    inject ex_select exclusive epoll_create1 ENOMEM 1+2
+    inject ex_poll auto epoll_ctl ENOSPC 2+5
     inject ex_epoll auto epoll_ctl ENOSPC 3..9
     grep -q "re-adding the listener .* failed" "$EX_ERR" || fail "$(cat "$EX_ERR")"
-}
-
-@test "inject: the doorbell's socket and bind EMFILE, ENOMEM, EADDRINUSE" {
-    inject ex_select lock socket EMFILE 1+
-    full_only "socket ENOMEM, bind EADDRINUSE"
     inject ex_evloop lock socket ENOMEM 1+2
     inject ex_select lock bind EADDRINUSE 1+
-}
-
-@test "inject: getsockopt EINTR, ENOMEM (classifying a listener)" {
-    full_only "getsockopt"
     inject ex_poll auto getsockopt ENOMEM 1
     inject ex_select lock getsockopt EINTR 1+
 }
