@@ -48,7 +48,7 @@ LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
 LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
 TOOLS     = tools/thunder-loadgen tools/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat deb deb-test
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat deb deb-test check-faults
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -91,6 +91,11 @@ soak: all
 	             "ex_poll auto 150 wait,accept,rotate"; do \
 	    echo "soak: $$spec"; tests/death.sh $$spec || exit 1; done
 	@echo "soak: 100 start/stop cycles of every example"; LEAK_CYCLES=100 bats tests/80-leaks.bats
+
+# Faults of the environment in full (tests/85-faults.bats): every injected
+# system-call failure and 1024 workers; make check runs a subset and 256.
+check-faults: all $(PROGS)
+	@FAULTS_FULL=1 FAULTS_WORKERS=1024 BATS_TIMEOUT=1800 tests/run-all.sh tests/85-faults.bats
 
 # The unit tests under valgrind memcheck (each case runs in a forked child).
 # It fails on any memcheck report (valgrind -q prints nothing else); the

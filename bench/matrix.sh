@@ -24,7 +24,9 @@
 # (BENCH_STYLES, BENCH_WORKERS and BENCH_WORKLOADS change its styles,
 # workers and workloads too).
 # BENCH_STYLES, BENCH_MODES, BENCH_WORKERS, BENCH_WORKLOADS (space-separated)
-# narrow the full matrix (the results are then marked as partial).
+# narrow the full matrix (the results are then marked as partial).  The
+# full run ends with scale rows: ex_poll, 256 and 1024 workers, seq with 10
+# connections per worker, none and auto (BENCH_SCALE_WORKERS changes them).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -125,12 +127,12 @@ run_burst_one() {
     fi
 }
 
-# Runs one cell, appends its row to $raw and prints a progress line.
+# Runs one cell (seq: CONNS connections, default SEQ_CONNS), appends its row to $raw and prints a progress line.
 run_one() {
-    local style=$1 workers=$2 workload=$3 mode=$4 threads='' out=$work/cell.out
+    local style=$1 workers=$2 workload=$3 mode=$4 conns=${5:-$SEQ_CONNS} threads='' out=$work/cell.out
     [ "$style" = ex_threads ] && threads=$THREADS_PER_WORKER
     case $workload in
-        seq)  run_cell "$style" "$workers" "$mode" "$SEQ_CONNS" 1 60 $threads >"$out" ;;
+        seq)  run_cell "$style" "$workers" "$mode" "$conns" 1 60 $threads >"$out" ;;
         conc) run_cell_gap "$style" "$workers" "$mode" 1000000 "$CONC_CLIENTS" "$CONC_SECONDS" "$GAP_US" $threads >"$out" ;;
         sat)  run_cell_gap "$style" "$workers" "$mode" 1000000 "$SAT_CLIENTS" "$SAT_SECONDS" 0 $threads >"$out" ;;
     esac
@@ -187,6 +189,17 @@ for style in $STYLES; do
         done
     done
 done
+# Scale rows (full run only, not --quick, not a narrowed matrix): poll
+# workers all started at once, 10 sequential connections per worker, no
+# shim vs the default (auto).  BENCH_SCALE_WORKERS="" leaves them out.
+if [ "$quick" = 0 ] && [ "$partial" = 0 ]; then
+    for workers in ${BENCH_SCALE_WORKERS-256 1024}; do
+        for mode in none auto; do
+            printf '[scale] ' >&2
+            run_one ex_poll "$workers" seq "$mode" $((10 * workers))
+        done
+    done
+fi
 matrix_seconds=$(( $(date +%s) - started ))
 add_ratios "$raw" >"$work/results.csv"
 

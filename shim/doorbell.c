@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 static __thread int bell_fd = -1;
+static _Atomic bool given_up;      /* the fd limit was reached: no more doorbells */
 static __thread pid_t bell_pid;
 static __thread ino_t bell_ino;
 static __thread uint32_t bell_epoch;   /* th_fd_doorbells_forgotten() when last proven */
@@ -75,6 +76,8 @@ int th_doorbell_fd(void)
     if (still_ours())
         return bell_fd;
     bell_fd = -1;
+    if (atomic_load_explicit(&given_up, memory_order_relaxed))
+        return -1;
     len = bell_address(&sun, geteuid(), th_gettid());
     fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd >= 0 && (bind(fd, (struct sockaddr *)&sun, len) < 0 || fstat(fd, &st) < 0)) {
@@ -124,4 +127,21 @@ void th_doorbell_after_fork(void)
         real_close(bell_fd);
     }
     bell_fd = -1;
+}
+
+/*
+ * The program hit its fd limit: this thread's doorbell is closed and no
+ * new one is made in this process (waits sleep on the futex instead, and
+ * a hand-off to a thread without a doorbell is seen at its next check).
+ * True if an fd was given back.
+ */
+bool th_doorbell_give_up(void)
+{
+    bool mine = still_ours();
+
+    atomic_store(&given_up, true);
+    if (mine)
+        real_close(bell_fd);
+    bell_fd = -1;
+    return mine;
 }

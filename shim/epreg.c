@@ -55,12 +55,15 @@ struct reg {
     bool exclusive;       /* registered with EPOLLEXCLUSIVE */
     bool injected;        /* the shim made it exclusive (and keeps doing so) */
     bool parked;          /* taken out while another process holds the lock */
+    bool lost;            /* out after a failed rotation: re-added before each wait */
 };
 
 static struct instance instances[MAX_INSTANCES];
 static struct reg regs[MAX_REGS];
 static int ninstances, nregs;
 static _Atomic bool any_regs;   /* fast path: no listener was ever added */
+static _Atomic bool any_lost;   /* a failed rotation left a listener out */
+static int warned_lost;         /* that was reported (once per process) */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void lock(void)
@@ -289,7 +292,7 @@ static int snapshot(int epfd, struct wait_listener *wl, bool *shared, int *other
  * stays epoll_wait (no mask to apply), epoll_pwait2's nanoseconds stay
  * nanoseconds.
  */
-static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+static int kernel_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                      const sigset_t *sigmask, bool ns_timeout)
 {
     int r;
@@ -304,6 +307,57 @@ static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t d
     if (sigmask == NULL)
         return real_epoll_wait(epfd, evs, maxevents, th_remaining_ms(deadline));
     return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms(deadline), sigmask);
+}
+
+/*
+ * Put back the listeners a failed rotation left out of this instance;
+ * true if one is still out (the caller waits in short slices and retries).
+ */
+static bool readd_lost(int epfd)
+{
+    bool still_out = false, any = false, exclusive;
+
+    lock();
+    for (int i = 0; i < nregs; i++) {
+        struct reg *r = &regs[i];
+        if (!r->lost)
+            continue;
+        if (r->epfd != epfd) {
+            any = true;
+            continue;
+        }
+        if (add_listener(epfd, r->fd, &r->ev, r->injected, &exclusive) == 0) {
+            r->lost = r->parked = false;
+            r->exclusive = exclusive;
+        } else if (errno == EEXIST) {
+            r->lost = r->parked = false;    /* the program added it back itself */
+        } else {
+            still_out = any = true;
+        }
+    }
+    atomic_store(&any_lost, any);
+    unlock();
+    return still_out;
+}
+
+/*
+ * The real wait, after putting back the listeners a failed rotation left
+ * out (readd_lost); while one stays out, the wait is cut into retry_ms
+ * slices so it is tried again, and the caller's deadline still holds.
+ */
+static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                     const sigset_t *sigmask, bool ns_timeout)
+{
+    for (;;) {
+        int r;
+
+        if (!atomic_load_explicit(&any_lost, memory_order_relaxed) || !readd_lost(epfd))
+            return kernel_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        r = kernel_wait(epfd, evs, maxevents, th_min_deadline(deadline, th_cfg.retry_ms),
+                        sigmask, ns_timeout);
+        if (r != 0 || th_remaining_ns(deadline) == 0)
+            return r;
+    }
 }
 
 static bool reported(const struct epoll_event *evs, int n, uint64_t data)
@@ -560,15 +614,22 @@ void th_epreg_rotate(struct th_listener *l)
         /* re-adding puts this process's entry at the tail of the wait queue */
         ev = r->ev;
         ev.events |= EPOLLEXCLUSIVE;
-        real_epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->fd, NULL);
-        if (real_epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0)
+        if (real_epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->fd, NULL) < 0)
+            continue;                  /* still in, only not rotated */
+        if (real_epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0) {
             TH_COUNT(l, rotations, 1);
-        else
-            th_warn("port %u: re-adding the listener to epoll fd %d failed (%s)",
-                    l->port, r->epfd, strerror(errno));
+        } else {
+            r->lost = r->parked = true;   /* out: every wait re-adds it first */
+            atomic_store(&any_lost, true);
+            if (!warned_lost++)
+                th_warn("port %u: re-adding the listener to epoll fd %d failed (%s); "
+                        "retried before and during every wait until it is back",
+                        l->port, r->epfd, strerror(errno));
+        }
     }
     unlock();
 }
+
 
 void th_epreg_forget_fd(int fd)
 {

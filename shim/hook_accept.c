@@ -12,6 +12,7 @@
  * kernel woke for it (policy.c says when; counted as "refused").
  * A blocking accept on a blocking listener is already fair and herd-free
  * in the kernel: it is only counted.  errno is kept on every path.
+ * At the fd limit the library gives its own fds back (gave_fds_back).
  */
 #include "thunder.h"
 
@@ -102,6 +103,29 @@ static int connected(int result)
     return result;
 }
 
+/*
+ * The library's own fds (a thread's private epoll instance, its doorbell)
+ * count against the program's fd limit.  When an accept fails with EMFILE
+ * they are given up for good in this process (waits fall back to the
+ * lock's futex) and the accept is tried once more, so the program sees
+ * what it would see without the library.
+ */
+static bool gave_fds_back(int err)
+{
+    static _Atomic int warned;
+    bool closed;
+
+    if (err != EMFILE)
+        return false;
+    closed = th_mirror_give_up();
+    closed = th_doorbell_give_up() || closed;
+    if (closed && atomic_exchange(&warned, 1) == 0)
+        th_warn("fd limit reached: the library gives up its own fds (private epoll "
+                "instance, doorbell); waits use the lock from now on");
+    errno = err;
+    return closed;
+}
+
 TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
     struct th_listener *l;
@@ -114,6 +138,8 @@ TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
         return -1;
     before_accept(fd, l);
     r = connected(real_accept(fd, addr, addrlen));
+    if (r < 0 && gave_fds_back(errno))
+        r = connected(real_accept(fd, addr, addrlen));
     after_accept(fd, l, r, errno);
     return r;
 }
@@ -130,6 +156,8 @@ TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
         return -1;
     before_accept(fd, l);
     r = connected(real_accept4(fd, addr, addrlen, flags));
+    if (r < 0 && gave_fds_back(errno))
+        r = connected(real_accept4(fd, addr, addrlen, flags));
     after_accept(fd, l, r, errno);
     return r;
 }

@@ -19,7 +19,8 @@
  * Robustness: a waiter wakes every check_ms (the next in line) or every
  * 4*check_ms (the others) to look at the holder.  A holder whose thread is
  * gone (kill -9, thread exit, cancellation) or that has held the lock for
- * hold_ms without waiting on the listener is replaced by the next waiter.
+ * hold_ms without waiting on the listener, or that has been seen stopped
+ * (SIGSTOP, a debugger) for hold_ms, is replaced by the next waiter.
  * A release also skips queued waiters that have died.
  */
 #include "thunder.h"
@@ -50,6 +51,7 @@ static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, u
     seg->holder_gen++;
     seg->holder_since_ns = (uint64_t)th_now_ns();
     seg->holder_in_wait = 0;
+    seg->holder_stopped_ns = 0;
     *gen = seg->holder_gen;
 }
 
@@ -82,6 +84,26 @@ static struct th_grant grant_next_locked(struct th_seg *seg, const struct th_loc
 }
 
 /*
+ * A stopped holder (SIGSTOP, SIGTSTP, a debugger) accepts nothing, in its
+ * wait or not: it counts as stalled once waiters have seen it stopped for
+ * hold_ms.  Read on the periodic check only (a /proc read), so a stop is
+ * taken over within hold_ms + 2 * check_ms.  When it runs again, its hold
+ * generation is stale: its release and its marks are no-ops.
+ */
+static bool stopped_too_long(struct th_seg *seg, const struct th_lock_params *p)
+{
+    uint64_t now = (uint64_t)th_now_ns();
+
+    if (!th_thread_stopped(seg->holder_pid, seg->holder_tid)) {
+        seg->holder_stopped_ns = 0;
+        return false;
+    }
+    if (seg->holder_stopped_ns == 0)
+        seg->holder_stopped_ns = now;
+    return now - seg->holder_stopped_ns >= p->hold_ms * TH_NS_PER_MS;
+}
+
+/*
  * The holder died or stalled outside its wait: hand the lock on.  The
  * periodic check also looks for a holder that exited but is not reaped yet
  * (a zombie answers kill(pid, 0)); that reads /proc, so not on every enqueue.
@@ -99,6 +121,8 @@ static struct th_grant recover_locked(struct th_seg *seg, const struct th_lock_p
     else if (!seg->holder_in_wait &&
              (uint64_t)th_now_ns() - seg->holder_since_ns > p->hold_ms * TH_NS_PER_MS)
         why = "held it too long without accepting";
+    else if (periodic && stopped_too_long(seg, p))
+        why = "is stopped (SIGSTOP or a debugger)";
     if (why == NULL)
         return no_grant;
     th_info("port %u: lock holder %d/%d %s; handing the lock on", seg->port,

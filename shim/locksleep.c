@@ -134,7 +134,9 @@ static enum th_lock_result sleep_until_granted(struct th_seg *seg, const struct 
             return TH_LOCK_TIMEOUT;
         }
         r = sleep_on(me, left < slice ? left : slice, w->sigmask, w->use_bell ? w->bell : -1);
-        if (r == EINTR) {
+        /* EINTR with no handler able to run: a stop and continue (or a
+           failure the kernel does not make); the real call would go on */
+        if (r == EINTR && th_sig_handler_deliverable(w->sigmask)) {
             th_lock_wake(seg, th_lock_abandon(seg, w->params, me));
             return TH_LOCK_INTR;
         }

@@ -44,6 +44,7 @@ struct mirror {
 };
 
 static __thread struct mirror *mine;
+static _Atomic bool given_up;      /* the fd limit was reached: no more instances */
 static pthread_key_t mirror_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
@@ -66,6 +67,8 @@ static struct mirror *get_mirror(void)
 {
     if (mine && mine->pid == th_pid && mine->epfd >= 0)
         return mine;
+    if (atomic_load_explicit(&given_up, memory_order_relaxed))
+        return NULL;
     if (mine == NULL) {
         void *p = mmap(NULL, sizeof(struct mirror), PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -262,6 +265,8 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
         }
         start = th_now_ns();
         r = real_epoll_pwait(m->epfd, evs, TH_ARRAY_LEN(evs), th_remaining_ms(deadline), sigmask);
+        if (r < 0 && errno == EINTR && !th_sig_handler_deliverable(sigmask))
+            continue;                           /* stopped and continued: poll goes on */
         th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
         if (r <= 0) {
             *ret = r;                           /* timeout, or -1 with errno */
@@ -345,4 +350,22 @@ void th_mirror_after_fork(void)
         real_close(mine->epfd);
     if (mine)
         mine->epfd = -1;
+}
+
+/*
+ * The program hit its fd limit: this thread's instance is closed and no
+ * new one is made in this process (poll sets fall back to the lock, as
+ * for a set that cannot be mirrored).  True if an fd was given back.
+ */
+bool th_mirror_give_up(void)
+{
+    bool closed = mine && mine->pid == th_pid && mine->epfd >= 0;
+
+    atomic_store(&given_up, true);
+    if (closed) {
+        real_close(mine->epfd);
+        mine->epfd = -1;
+        mine->n = 0;
+    }
+    return closed;
 }

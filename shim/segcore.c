@@ -149,6 +149,32 @@ bool th_thread_alive(int32_t pid, int32_t tid)
     return alive;
 }
 
+/* The state letter of /proc/<pid>[/task/<tid>]/stat ('R', 'S', 'T'...); 0 if unknown. */
+static char proc_state(int32_t pid, int32_t tid)
+{
+    char path[64], buf[256], *close_paren;
+    int saved_errno = errno, fd;
+    ssize_t n;
+
+    if (tid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+    else
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errno = saved_errno;
+        return 0;                   /* no /proc: trust the signal check */
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    th_seg_close(fd);
+    errno = saved_errno;
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    close_paren = strrchr(buf, ')');
+    return close_paren && close_paren[1] == ' ' ? close_paren[2] : 0;
+}
+
 /*
  * A process that has exited but is not reaped yet (a zombie) still answers
  * kill(pid, 0); for the lock and the segment it is gone.  This reads
@@ -156,25 +182,17 @@ bool th_thread_alive(int32_t pid, int32_t tid)
  */
 bool th_pid_exited(int32_t pid)
 {
-    char path[40], buf[256], *close_paren;
-    int saved_errno = errno, fd;
-    ssize_t n;
+    char state = proc_state(pid, 0);
 
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errno = saved_errno;
-        return false;               /* no /proc: trust the signal check */
-    }
-    n = read(fd, buf, sizeof(buf) - 1);
-    th_seg_close(fd);
-    errno = saved_errno;
-    if (n <= 0)
-        return false;
-    buf[n] = '\0';
-    close_paren = strrchr(buf, ')');
-    return close_paren && close_paren[1] == ' ' &&
-           (close_paren[2] == 'Z' || close_paren[2] == 'X');
+    return state == 'Z' || state == 'X';
+}
+
+/* Stopped by a signal (T) or by a debugger (t); reads /proc, slow paths only. */
+bool th_thread_stopped(int32_t pid, int32_t tid)
+{
+    char state = proc_state(pid, tid);
+
+    return state == 'T' || state == 't';
 }
 
 /* EPERM (a pid reused by another user) counts as alive, to be safe. */
@@ -355,6 +373,28 @@ static void init_segment(struct th_seg *seg, uid_t uid, uint64_t inode, uint16_t
     atomic_store_explicit(&seg->ready, 1, memory_order_release);
 }
 
+/*
+ * Size the file and allocate its pages now.  ftruncate alone succeeds on a
+ * full /dev/shm, and the first touch of a page that cannot be allocated
+ * then kills the process with SIGBUS; allocated here, a full /dev/shm is an
+ * ENOSPC the caller can report.
+ */
+static int allocate(int fd)
+{
+    int err;
+
+    if (ftruncate(fd, sizeof(struct th_seg)) < 0)
+        return -1;
+    do
+        err = posix_fallocate(fd, 0, sizeof(struct th_seg));
+    while (err == EINTR);
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
 struct th_seg *th_seg_create(uid_t uid, uint64_t inode, uint16_t port, int32_t creator_pid)
 {
     char name[TH_SEG_PATH_MAX];
@@ -366,8 +406,7 @@ struct th_seg *th_seg_create(uid_t uid, uint64_t inode, uint16_t port, int32_t c
     if (fd < 0)
         return NULL;
     /* umask may have narrowed the mode; the owner needs exactly 0600 */
-    if (fchmod(fd, 0600) < 0 || ftruncate(fd, sizeof(struct th_seg)) < 0 ||
-        (seg = th_seg_map(fd, true)) == NULL) {
+    if (fchmod(fd, 0600) < 0 || allocate(fd) < 0 || (seg = th_seg_map(fd, true)) == NULL) {
         saved_errno = errno;
         th_seg_close(fd);
         shm_unlink(name);

@@ -57,6 +57,7 @@ bool th_seg_header_ready(int fd);
 /* ---- liveness ---------------------------------------------------------- */
 bool th_thread_alive(int32_t pid, int32_t tid);
 bool th_pid_exited(int32_t pid);    /* a zombie: exited, not reaped (reads /proc) */
+bool th_thread_stopped(int32_t pid, int32_t tid);   /* SIGSTOP or a debugger (reads /proc) */
 bool th_proc_alive(int32_t pid);    /* alive and not a zombie (reads /proc) */
 
 /* ---- the stale check (call it under the guard) ------------------------- */

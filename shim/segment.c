@@ -71,7 +71,13 @@ void th_seg_drop_dead_waiting(struct th_seg *seg)
     }
 }
 
-/* This process's statistics slot: its own, a free one, or a dead one's. */
+/*
+ * This process's statistics slot: its own, a free one, or a dead one's.
+ * Liveness (a /proc read each) is looked at only when no slot is free:
+ * a thousand workers starting at once must not each read a thousand /proc
+ * files under the guard, or the guard's timeout turns the storm into
+ * pass-through calls.
+ */
 static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
 {
     struct th_proc_stats *free_slot = NULL;
@@ -81,9 +87,12 @@ static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
         int32_t owner = atomic_load(&s->pid);
         if (owner == pid)
             return s;
-        if (!free_slot && (owner == 0 || !th_proc_alive(owner)))
+        if (!free_slot && owner == 0)
             free_slot = s;
     }
+    for (int i = 0; i < TH_MAX_PROCS && !free_slot; i++)
+        if (!th_proc_alive(atomic_load(&seg->procs[i].pid)))
+            free_slot = &seg->procs[i];
     if (free_slot) {
         th_seg_drop_waiting(seg, free_slot);   /* a dead owner's, if any */
         memset((void *)free_slot, 0, sizeof(*free_slot));

@@ -16,9 +16,10 @@
 #include <stdint.h>
 
 #define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
-#define TH_SEG_VERSION 2u   /* 2: waiting, th_proc_stats.waiting and .yields */
-#define TH_MAX_WAITERS 512   /* threads queued on one listener's lock */
-#define TH_MAX_PROCS   512   /* processes with statistics for one listener */
+#define TH_SEG_VERSION 2u   /* 2: waiting counts, refused/yields, holder_stopped_ns,
+                                1024 slots each */
+#define TH_MAX_WAITERS 1024  /* threads queued on one listener's lock */
+#define TH_MAX_PROCS   1024  /* processes with statistics for one listener */
 #define TH_SEG_PREFIX  "libthunder."
 
 /* A waiter slot's futex word. */
@@ -84,6 +85,7 @@ struct th_seg {
        to accept (a hint for spreading bursts, policy.c) */
     _Atomic int32_t waiting;
     uint32_t spare;
+    uint64_t holder_stopped_ns;   /* when a waiter first saw the holder stopped; 0 = not */
 
     struct th_waiter waiters[TH_MAX_WAITERS];
     struct th_proc_stats procs[TH_MAX_PROCS];

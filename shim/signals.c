@@ -99,3 +99,39 @@ void th_sig_leave(struct th_sigscope *scope)
     pthread_sigmask(SIG_SETMASK, &scope->orig, NULL);
     errno = saved_errno;
 }
+
+/*
+ * Could a handler of the program have run during a sleep with this mask?
+ * epoll_pwait fails with EINTR when the thread was stopped (SIGSTOP,
+ * SIGTSTP, a debugger) and continued, handler or not, where poll and select
+ * are restarted (signal(7)).  An EINTR from a sleep no handler could
+ * interrupt is such a stop: the emulated wait goes on.  Asked only after
+ * an EINTR, so the dispositions are read from the kernel then (a handler
+ * set by a raw rt_sigaction counts too).  The limit: with a handler
+ * deliverable during the wait, a stop cannot be told from the handler's
+ * signal, and EINTR is returned, as it must be for the handler's.
+ */
+bool th_sig_handler_deliverable(const sigset_t *wait_mask)
+{
+    int saved_errno = errno;
+    bool found = false;
+    sigset_t own;
+
+    /* no mask given: the wait ran under the thread's own (rare path: EINTR) */
+    if (wait_mask == NULL && pthread_sigmask(SIG_BLOCK, NULL, &own) == 0)
+        wait_mask = &own;
+
+    for (int sig = 1; sig <= MAX_TRACKED && !found; sig++) {
+        struct sigaction sa;
+        if (sig == SIGKILL || sig == SIGSTOP ||
+            (wait_mask && sigismember(wait_mask, sig) == 1))
+            continue;
+        /* unknown (no real sigaction): assume a handler; glibc's own
+           signals (32, 33) are refused (EINVAL): not the program's */
+        found = real_sigaction == NULL ||
+                (real_sigaction(sig, NULL, &sa) == 0 &&
+                 sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL);
+    }
+    errno = saved_errno;
+    return found;
+}

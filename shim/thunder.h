@@ -19,6 +19,7 @@
  *             lock.c       the FIFO/LIFO queue lock in a segment
  *   objects   fdtable.c    what each fd is (listener, epoll, other)
  *             listener.c   per-process listener objects and statistics
+ *             segcore.c    the segment core (segcore.h), shared with the tools
  *             segment.c    the library's use of the segment core
  *             doorbell.c   per-thread wake-up socket
  *             signals.c    keeping waits interruptible
@@ -206,12 +207,15 @@ void th_sig_leave(struct th_sigscope *scope);
 void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask);
 void th_sig_init(void);                 /* read every disposition (at load) */
 void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
+/* A handler of the program could run during a sleep with wait_mask. */
+bool th_sig_handler_deliverable(const sigset_t *wait_mask);
 
 /* ---- doorbell.c ----------------------------------------------------- */
 int th_doorbell_fd(void);                 /* -1 when none can be made */
 void th_doorbell_ring(uid_t uid, pid_t tid);
 void th_doorbell_drain(int fd);
 void th_doorbell_after_fork(void);
+bool th_doorbell_give_up(void);           /* fd limit: close it, make no more */
 
 /* ---- segment.c: the library's use of the segment core ----------------- */
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
@@ -424,6 +428,7 @@ int th_mirror_yield(struct pollfd *fds, nfds_t n, int64_t until,
 void th_mirror_rotate(int listener_fd, struct th_listener *l);
 void th_mirror_forget_fd(int fd);
 void th_mirror_after_fork(void);
+bool th_mirror_give_up(void);             /* fd limit: close it, make no more */
 
 /* ---- waitset.c: poll-shaped waits ------------------------------------ */
 /*

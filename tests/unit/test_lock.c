@@ -566,6 +566,37 @@ static void test_hold_limit_spares_waiting_holder(void)
     seg_unlink(seg_inode);
 }
 
+/*
+ * A holder stopped (SIGSTOP) in its wait accepts nothing: taken over once
+ * seen stopped for hold_ms.  Continued, its release (old generation) is a
+ * no-op for the new holder.
+ */
+static void test_stopped_holder(void)
+{
+    struct holder h;
+    uint64_t gen;
+    double t0, ms;
+
+    lock_setup();
+    params.hold_ms = 100;
+    h = spawn_holder(true);
+    kill(h.pid, SIGSTOP);
+    t0 = tap_now_ms();
+    EXPECT_EQ(acquire_until(in_ms(5000), NULL, &gen), TH_LOCK_OK);
+    ms = tap_now_ms() - t0;
+    tap_diag("stopped holder taken over after %.1f ms (hold_ms 100, check_ms %u)", ms,
+             params.check_ms);
+    EXPECT(ms >= 90.0 && ms < RECOVERY_BOUND_MS);
+    EXPECT(atomic_load(&seg->recoveries) >= 1);
+    kill(h.pid, SIGCONT);
+    holder_release(&h);            /* stale release by the continued holder */
+    EXPECT_EQ(seg->holder_pid, getpid());
+    EXPECT_EQ(seg->holder_gen, gen);
+    th_lock_release_and_wake(seg, &params, gen);
+    expect_idle_lock();
+    seg_unlink(seg_inode);
+}
+
 /* ---- mutual exclusion under churn ---------------------------------------- */
 
 #define CHURN_PROCS 4
@@ -629,6 +660,7 @@ static const struct tap_case cases[] = {
     { "queued waiter killed: release skips it", test_waiter_killed },
     { "holder outside its wait past hold_ms is taken over", test_hold_limit },
     { "holder inside its wait is not taken over", test_hold_limit_spares_waiting_holder },
+    { "holder stopped (SIGSTOP) in its wait is taken over after hold_ms", test_stopped_holder },
     { "mutual exclusion under tries, timeouts and hand-offs", test_mutual_exclusion },
 };
 

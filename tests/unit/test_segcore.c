@@ -37,8 +37,8 @@ static void test_layout_header(void)
     PIN(th_seg, guard, 40);
     EXPECT_EQ(TH_SEG_MAGIC, 0x7468756e64657231ULL);
     EXPECT_EQ(TH_SEG_VERSION, 2);
-    EXPECT_EQ(TH_MAX_WAITERS, 512);
-    EXPECT_EQ(TH_MAX_PROCS, 512);
+    EXPECT_EQ(TH_MAX_WAITERS, 1024);
+    EXPECT_EQ(TH_MAX_PROCS, 1024);
 }
 
 /* After the guard, offsets depend on the ABI's pthread_mutex_t only. */
@@ -55,11 +55,12 @@ static void test_layout_lock(void)
     PIN(th_seg, next_ticket, g + 32);
     PIN(th_seg, recoveries, g + 40);
     PIN(th_seg, waiting, g + 48);
-    PIN(th_seg, waiters, g + 56);
-    PIN(th_seg, procs, g + 56 + TH_MAX_WAITERS * 32);
-    EXPECT_EQ(sizeof(struct th_seg), g + 56 + TH_MAX_WAITERS * 32 + TH_MAX_PROCS * 88);
+    PIN(th_seg, holder_stopped_ns, g + 56);
+    PIN(th_seg, waiters, g + 64);
+    PIN(th_seg, procs, g + 64 + TH_MAX_WAITERS * 32);
+    EXPECT_EQ(sizeof(struct th_seg), g + 64 + TH_MAX_WAITERS * 32 + TH_MAX_PROCS * 88);
 #if defined(__x86_64__)
-    EXPECT_EQ(sizeof(struct th_seg), 61576);
+    EXPECT_EQ(sizeof(struct th_seg), 123024);
 #endif
 }
 
