@@ -1,4 +1,6 @@
 # libthunder — see README.md.  `make demo` and `make check` are the two commands.
+# The project's one version number; debian/changelog must say the same.
+VERSION := $(shell cat VERSION)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
@@ -29,13 +31,16 @@ SHIM_LDFLAGS = $(LDFLAGS) -shared -Wl,-soname,libthunder.so \
 	-Wl,--version-script=shim/libthunder.map -Wl,-z,now -Wl,-z,defs -ldl -lpthread
 
 SHIM_SRC  = $(wildcard shim/*.c)
-SHIM_LIB_SRC = $(filter-out shim/thunder-stat.c,$(SHIM_SRC))
+SHIM_LIB_SRC = $(SHIM_SRC)
+# The segment core: the one piece of the library the tools and tests link.
+SEGCORE   = shim/segcore.c shim/segcore.h shim/segment.h
+STAT_SRC  = $(wildcard tools/stat/*.c)
 SHIM_HDR  = $(wildcard shim/*.h) shim/syms.def
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
-TOOLS     = bench/loadgen shim/thunder-stat
+TOOLS     = bench/loadgen tools/thunder-stat
 
 .PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan
 all: libthunder.so $(TOOLS) $(EXAMPLES)
@@ -43,8 +48,8 @@ all: libthunder.so $(TOOLS) $(EXAMPLES)
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
 	$(CC) $(SHIM_CFLAGS) -o $@ $(SHIM_LIB_SRC) $(SHIM_LDFLAGS)
 
-shim/thunder-stat: shim/thunder-stat.c shim/segment.h
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+tools/thunder-stat: $(STAT_SRC) tools/stat/stat.h $(SEGCORE) VERSION
+	$(CC) $(CFLAGS) -DTH_VERSION='"$(VERSION)"' -Ishim -o $@ $(STAT_SRC) shim/segcore.c $(LDFLAGS)
 
 bench/loadgen: bench/loadgen.c
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
@@ -52,14 +57,19 @@ bench/loadgen: bench/loadgen.c
 examples/%: examples/%.c $(wildcard examples/*.h)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
-# Unit tests link the shim's sources directly (no preload, no hooks).
+# Unit tests link the shim's sources directly (no preload, no hooks);
+# the segment core's own test links the core alone, as the tools do.
 UNIT_OBJS = $(filter-out shim/hook_%.c,$(SHIM_LIB_SRC))
+tests/unit/test_segcore: tests/unit/test_segcore.c tests/unit/tap.h $(SEGCORE)
+	$(CC) $(CFLAGS) -Ishim -o $@ $< shim/segcore.c $(LDFLAGS)
+
 tests/unit/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(UNIT_OBJS) $(SHIM_HDR)
 	$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_OBJS) $(LDFLAGS) -ldl
 
-# Small programs the bats suites drive (they load the shim by LD_PRELOAD).
-tests/progs/%: tests/progs/%.c
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+# Small programs the bats suites drive (they load the shim by LD_PRELOAD);
+# those that look at segments do it through the segment core.
+tests/progs/%: tests/progs/%.c $(SEGCORE)
+	$(CC) $(CFLAGS) -Ishim -o $@ $< shim/segcore.c $(LDFLAGS)
 
 unit: $(UNITS)
 
@@ -110,12 +120,14 @@ lint:
 	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
 	shellcheck -x -S warning tests/*.bats tests/helpers.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
+	@awk 'FNR == 601 { print FILENAME ": over 600 lines"; bad = 1 } END { exit bad }' \
+	    shim/*.[ch] tools/stat/*.[ch]
 
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
-	install -m 0755 shim/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
+	install -m 0755 tools/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
 	install -m 0755 bench/loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
 

@@ -20,6 +20,7 @@
  *   objects   fdtable.c    what each fd is (listener, epoll, other)
  *             listener.c   per-process listener objects and statistics
  *             segment.c    the library's use of the segment core
+ *             segcore.c    the segment core (segcore.h), shared with thunder-stat
  *             doorbell.c   per-thread wake-up socket
  *             signals.c    keeping waits interruptible
  *   base      settings.c   the process's configuration (th_cfg), loaded once
@@ -47,7 +48,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "segment.h"
+#include "segcore.h"   /* segment.h and what is known about a segment */
 
 #define TH_EXPORT __attribute__((visibility("default")))
 #define TH_UNUSED __attribute__((unused))
@@ -206,14 +207,11 @@ void th_doorbell_after_fork(void);
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
 void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine);
 struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid);
-void th_seg_name(char *buf, size_t len, uid_t uid, uint64_t inode);
 /* Refuse a mapping that is not ours or not sane; 0 if valid, else -1 with why. */
 int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
                     uint64_t inode, const char **why);
 int th_guard_lock(struct th_seg *seg);
 void th_guard_unlock(struct th_seg *seg);
-bool th_thread_alive(int32_t pid, int32_t tid);
-bool th_pid_exited(int32_t pid);    /* a zombie: exited, not reaped (reads /proc) */
 
 /* ---- listener.c ------------------------------------------------------ */
 struct th_listener {

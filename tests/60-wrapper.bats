@@ -27,10 +27,16 @@ teardown() {
 
 # ---- run: options and exit codes ------------------------------------------------
 
-@test "--version and --help" {
+@test "--version: thunder-preload and thunder-stat print the one VERSION; --help" {
+    local version
+    version=$(cat "$ROOT/VERSION")
+    [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "VERSION holds '$version'"
     run "$WRAPPER" --version
     [ "$status" -eq 0 ]
-    [ "$output" = "thunder-preload 0.1.0" ]
+    [ "$output" = "thunder-preload $version" ] || fail "$output"
+    run "$THUNDER_STAT" --version
+    [ "$status" -eq 0 ]
+    [ "$output" = "thunder-stat $version" ] || fail "$output"
     run "$WRAPPER" --help
     [ "$status" -eq 0 ]
     [[ $output == *"--mode M"* ]] && [[ $output == *systemd* ]]
@@ -154,13 +160,13 @@ teardown() {
     local pid
     start_wrapped ex_poll 3 --mode lock
     run_loadgen 30
-    run "$ROOT/shim/thunder-stat" "$PORT"
+    run "$THUNDER_STAT" "$PORT"
     [ "$status" -eq 0 ]
     [[ ${lines[0]} == "127.0.0.1:$PORT  inode $LISTEN_INODE  "* ]] || fail "header: ${lines[0]}"
     for pid in ${WORKERS//,/ }; do
         grep -Eq "^ +$pid +(yes|no) +[a-z?]+ +[0-9]+ " <<<"$output" || fail "no row for $pid in: $output"
     done
-    run --separate-stderr "$ROOT/shim/thunder-stat" --json --port "$PORT"
+    run --separate-stderr "$THUNDER_STAT" --json --port "$PORT"
     [ "$status" -eq 0 ]
     if command -v python3 >/dev/null; then
         python3 -c 'import json, sys
@@ -171,16 +177,16 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
             "$PORT" "$WORKERS" <<<"$output"
     fi
     # the master never waits on the listener, yet its pid finds its workers
-    run "$ROOT/shim/thunder-stat" --kv "$MASTER"
+    run "$THUNDER_STAT" --kv "$MASTER"
     [[ $output == *"listener port=$PORT inode=$LISTEN_INODE processes=3 "* ]] || fail "$output"
-    run "$ROOT/shim/thunder-stat" --kv --pid "$MASTER" --port "$PORT"
+    run "$THUNDER_STAT" --kv --pid "$MASTER" --port "$PORT"
     [[ $output == *"listener port=$PORT "* ]]
     # --watch: several snapshots, then SIGINT ends it with status 0
-    run timeout --preserve-status -s INT 1 "$ROOT/shim/thunder-stat" --watch 0.2 --kv --port "$PORT"
+    run timeout --preserve-status -s INT 1 "$THUNDER_STAT" --watch 0.2 --kv --port "$PORT"
     [ "$status" -eq 0 ]
     [ "$(grep -c "^listener port=$PORT " <<<"$output")" -ge 2 ] || fail "$output"
     # no segment on port 1: a message, exit 0
-    run "$ROOT/shim/thunder-stat" --port 1
+    run "$THUNDER_STAT" --port 1
     [ "$status" -eq 0 ]
     [[ $output == "no libthunder segments for uid $(id -u) matching port 1" ]]
 }
@@ -189,25 +195,25 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
     local args
     for args in "--watch 0" "--watch x" "--json --kv" "abc" "80 81" "--gc 80" "--port 0" "--frob"; do
         # shellcheck disable=SC2086
-        run --separate-stderr "$ROOT/shim/thunder-stat" $args
+        run --separate-stderr "$THUNDER_STAT" $args
         [ "$status" -eq 2 ] || fail "'$args': status $status"
         [[ $stderr == *"usage: thunder-stat"* ]] || fail "'$args': $stderr"
     done
 }
 
 @test "stat skips files that are not valid segments, names them, and never crashes" {
-    local uid base size
-    uid=$(id -u)
+    local base size short random
     base=$((900000000000 + $$ * 10))
     start_wrapped ex_poll 1
     run_loadgen 1
     size=$(stat -c %s "$(segment_of_listener)")
-    fake_segment "libthunder.$uid.$base" 100
-    fake_segment "libthunder.$uid.$((base + 1))" "$size" /dev/urandom
-    run --separate-stderr "$ROOT/shim/thunder-stat" --kv
+    short=$(segment_path "$base") random=$(segment_path $((base + 1)))
+    fake_segment "$short" 100
+    fake_segment "$random" "$size" /dev/urandom
+    run --separate-stderr "$THUNDER_STAT" --kv
     [ "$status" -eq 0 ]
-    [[ $stderr == *"skipping /dev/shm/libthunder.$uid.$base: wrong size"* ]] || fail "$stderr"
-    [[ $stderr == *"skipping /dev/shm/libthunder.$uid.$((base + 1)): "* ]] || fail "$stderr"
+    [[ $stderr == *"skipping $short: wrong size"* ]] || fail "$stderr"
+    [[ $stderr == *"skipping $random: "* ]] || fail "$stderr"
     [[ $output != *"inode=$base "* ]]
 }
 
@@ -248,14 +254,13 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
 }
 
 @test "gc removes a file named like a segment that is not one, and says why" {
-    local uid name
-    uid=$(id -u)
-    name=libthunder.$uid.$((910000000000 + $$))
-    fake_segment "$name" 64
-    run "$ROOT/shim/thunder-stat" --gc
+    local path
+    path=$(segment_path $((910000000000 + $$)))
+    fake_segment "$path" 64
+    run "$THUNDER_STAT" --gc
     [ "$status" -eq 0 ]
-    [[ $output == *"removed /dev/shm/$name: wrong size, not a libthunder segment"* ]] || fail "$output"
-    [ ! -e "/dev/shm/$name" ]
+    [[ $output == *"removed $path: wrong size, not a libthunder segment"* ]] || fail "$output"
+    [ ! -e "$path" ]
     run --separate-stderr "$WRAPPER" gc --now
     [ "$status" -eq 2 ]
 }
@@ -433,6 +438,8 @@ Environment=THUNDER_MODE=auto" ]
     run "$dest$prefix/bin/thunder-preload" -- sh -c 'echo "$LD_PRELOAD"'
     [ "$status" -eq 0 ]
     [[ $output == *"$dest$prefix/lib/libthunder.so" ]] || fail "installed wrapper preloads '$output'"
+    run "$dest$prefix/bin/thunder-preload" --version
+    [ "$output" = "thunder-preload $(cat "$ROOT/VERSION")" ] || fail "installed: $output"
     run make -C "$ROOT" -s uninstall DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     [ -z "$(find "$dest" -type f)" ] || fail "left after uninstall: $(find "$dest" -type f)"

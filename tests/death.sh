@@ -35,7 +35,7 @@
 # each victim go on at its point instead (what the tracing alone costs).
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
-# listener_inode, alive
+# listener_inode, alive, segment_path
 # shellcheck source=tests/lib/proc.bash
 . "$root/tests/lib/proc.bash"
 example=$1 mode=$2 kills_wanted=$3 points=$4 workers=${5:-8}
@@ -82,7 +82,7 @@ for _ in $(seq 100); do grep -q '^port=' "$out" && break; sleep 0.05; done
 port=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' "$out")
 [ -n "$port" ] || { cat "$err"; fail "$example did not start"; }
 inode=$(listener_inode "$port")
-segment=/dev/shm/libthunder.$(id -u).$inode
+segment=$(segment_path "$inode")
 "$root/bench/loadgen" -p "$port" -n 50 >/dev/null || fail "no service before the kills"
 
 "$root/bench/loadgen" -p "$port" -c 4 -g 3000 -n 10000000 -d 900 -T 5000 \

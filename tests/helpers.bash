@@ -20,7 +20,7 @@
 # harmless reason carries "|| true".  teardown() stops them and removes the segments of their listeners.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# listener_inode, alive
+# listener_inode, alive, segment_path, THUNDER_STAT
 # shellcheck source=tests/lib/proc.bash
 . "$ROOT/tests/lib/proc.bash"
 # In a sanitizer build (make check SAN=address,...) the ASan runtime must
@@ -28,7 +28,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 THUNDER_LIB=${TEST_ASAN_PRELOAD:+$TEST_ASAN_PRELOAD:}$ROOT/libthunder.so
 EXAMPLES=$ROOT/examples
 LOADGEN=$ROOT/bench/loadgen
-THUNDER_STAT=$ROOT/shim/thunder-stat
 
 # Results must not depend on what the caller's shell had set.
 for _var in $(compgen -e); do
@@ -142,7 +141,7 @@ remove_segments() {
     local entry job master workers inode
     for entry in "${STARTED[@]}"; do
         IFS=: read -r job master workers inode <<<"$entry"
-        [ -n "$inode" ] && rm -f "/dev/shm/libthunder.$(id -u).$inode"
+        [ -n "$inode" ] && rm -f "$(segment_path "$inode")"
     done
     return 0
 }
@@ -168,7 +167,7 @@ teardown() {
 }
 
 segment_of_listener() {
-    echo "/dev/shm/libthunder.$(id -u).$LISTEN_INODE"
+    segment_path "$LISTEN_INODE"
 }
 
 # ---- clients ----------------------------------------------------------------
@@ -270,16 +269,9 @@ need_thunder_stat() {
     [ -x "$THUNDER_STAT" ] || skip "thunder-stat not built"
 }
 
-# The per-process statistics lines of this test's listener, in the format
-# of `thunder-stat --kv` (from thunder-stat when built, else tests/progs/segread).
+# The per-process statistics lines of this test's listener (thunder-stat --kv).
 listener_stats() {
-    local reader
-    if [ -x "$THUNDER_STAT" ]; then
-        "$THUNDER_STAT" --kv | grep -E "^port=[0-9]+ inode=$LISTEN_INODE "
-    else
-        reader=$(prog segread) || return 1
-        "$reader" "$(segment_of_listener)" | grep '^port='
-    fi
+    "$THUNDER_STAT" --kv | grep -E "^port=[0-9]+ inode=$LISTEN_INODE "
 }
 
 # stat_sum FIELD: FIELD summed over the processes of this test's listener.
@@ -289,7 +281,8 @@ stat_sum() {
 }
 
 # Build a helper program from tests/progs (the Makefile builds them as
-# tests/progs/NAME; until it does, compile it here into the test's tmpdir).
+# tests/progs/NAME; until it does, compile it here into the test's tmpdir,
+# with the segment core, as the Makefile does).
 prog() {
     local name=$1 src=$ROOT/tests/progs/$1.c bin=$ROOT/tests/progs/$1
     if [ -x "$bin" ] && [ "$bin" -nt "$src" ]; then
@@ -299,7 +292,8 @@ prog() {
     bin=$BATS_FILE_TMPDIR/$name
     if [ ! -x "$bin" ]; then
         ${CC:-cc} -std=gnu11 -O2 -Wall -Wextra -Wshadow -Wmissing-prototypes \
-            -Wstrict-prototypes -Wformat=2 -pthread -o "$bin" "$src" >&2 || return 1
+            -Wstrict-prototypes -Wformat=2 -pthread -I"$ROOT/shim" -o "$bin" "$src" \
+            "$ROOT/shim/segcore.c" >&2 || return 1
     fi
     echo "$bin"
 }

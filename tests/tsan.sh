@@ -42,10 +42,7 @@ trap cleanup EXIT
 
 # Build the shim and ex_threads with compiler $1; 0 if it worked.
 build() {
-    local cc=$1 flags=(-std=gnu11 -O1 -g -fsanitize=thread -pthread) sources=() f
-    for f in "$root"/shim/*.c; do
-        [ "${f##*/}" = thunder-stat.c ] || sources+=("$f")
-    done
+    local cc=$1 flags=(-std=gnu11 -O1 -g -fsanitize=thread -pthread) sources=("$root"/shim/*.c)
     command -v "$cc" >/dev/null 2>&1 || { echo "$cc: not found" >>"$work/build.log"; return 1; }
     "$cc" "${flags[@]}" -fPIC -shared -fvisibility=hidden -ftls-model=initial-exec \
         -Wl,--version-script="$root/shim/libthunder.map" -o "$work/libthunder.so" \
