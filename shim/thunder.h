@@ -198,8 +198,14 @@ void th_sig_init(void);                 /* read every disposition (at load) */
 void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
 
 /* ---- doorbell.c ----------------------------------------------------- */
+/* A doorbell's address (the random part of its name) and its secret token. */
+struct th_bell_id {
+    uint64_t name;
+    uint64_t token;
+};
 int th_doorbell_fd(void);                 /* -1 when none can be made */
-void th_doorbell_ring(uid_t uid, pid_t tid);
+const struct th_bell_id *th_doorbell_id(void);   /* this thread's, NULL: none */
+void th_doorbell_ring(uid_t uid, const struct th_bell_id *id);
 void th_doorbell_drain(int fd);
 void th_doorbell_after_fork(void);
 
@@ -271,6 +277,7 @@ struct th_grant {
     struct th_waiter *w;      /* NULL: the lock went to nobody */
     int32_t tid;
     uint32_t flags;
+    struct th_bell_id bell;   /* TH_WF_DOORBELL: where and how to ring */
 };
 /*
  * The queue: try returns OK (now ours) or BUSY; enqueue returns OK when
@@ -281,9 +288,10 @@ struct th_grant {
  */
 enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params *p,
                                 uint64_t *gen, struct th_grant *wake);
+/* bell: the waiter's doorbell, rung with the futex (NULL: the futex alone) */
 enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_params *p,
-                                    uint32_t flags, struct th_waiter **me, uint64_t *gen,
-                                    struct th_grant *wake);
+                                    const struct th_bell_id *bell, struct th_waiter **me,
+                                    uint64_t *gen, struct th_grant *wake);
 bool th_lock_granted(struct th_waiter *me, uint64_t *gen);
 struct th_grant th_lock_abandon(struct th_seg *seg, const struct th_lock_params *p,
                                 struct th_waiter *me);

@@ -193,21 +193,56 @@ static void test_refuse_mode(void)
     }
 }
 
-static void test_refuse_foreign_owner(void)
+/*
+ * Another user's file at the name (a squatter's) is never opened, removed
+ * or written, by root either: the segment takes an alternative name that
+ * every process of the socket finds (the same memory), and goes with it.
+ */
+static void squatted_gets_alternative(uint64_t inode, bool fifo)
 {
-    uint64_t inode = fake_inode(1);
-    struct th_seg *seg;
-    char path[160];
+    char path[160], alt[TH_SEG_PATH_MAX];
+    struct stat before, after;
+    struct th_seg *a, *b;
 
+    seg_path(path, sizeof(path), inode);
+    if (fifo) {
+        REQUIRE(mkfifo(path, 0666) == 0);
+    } else {
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+        REQUIRE(fd >= 0 && write(fd, "squatter\n", 9) == 9);
+        close(fd);
+    }
+    REQUIRE(chown(path, 65534, 65534) == 0);
+    REQUIRE(lstat(path, &before) == 0);
+    th_log_set_level(TH_LOG_OFF);
+    a = th_seg_attach(inode, TEST_PORT);
+    REQUIRE(a != NULL);
+    EXPECT(a->name_suffix != 0);
+    REQUIRE(th_seg_find(geteuid(), inode, alt, sizeof(alt)));
+    EXPECT(strcmp(alt, path) != 0);
+    b = th_seg_attach(inode, TEST_PORT);        /* another process would find it */
+    REQUIRE(b != NULL);
+    atomic_store(&a->procs[3].accepts, 777);
+    EXPECT_EQ(atomic_load(&b->procs[3].accepts), 777);
+    REQUIRE(lstat(path, &after) == 0);
+    EXPECT_EQ(after.st_ino, before.st_ino);
+    EXPECT_EQ(after.st_uid, 65534);
+    EXPECT_EQ(after.st_size, before.st_size);
+    EXPECT(after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+           after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+    EXPECT(after.st_atim.tv_sec == before.st_atim.tv_sec &&
+           after.st_atim.tv_nsec == before.st_atim.tv_nsec);   /* never even read */
+    unlink(alt);
+    unlink(path);
+}
+
+static void test_foreign_owner_alternative(void)
+{
     if (getuid() != 0 || seteuid(0) != 0)      /* back from isolate_uid() */
         tap_skip("needs root to give a file to another user");
     setegid(0);
-    seg = th_seg_attach(inode, TEST_PORT);
-    REQUIRE(seg != NULL);
-    seg_path(path, sizeof(path), inode);
-    REQUIRE(chown(path, 65534, 65534) == 0);
-    expect_refused(inode, "another user");
-    seg_unlink(inode);
+    squatted_gets_alternative(fake_inode(1), false);
+    squatted_gets_alternative(fake_inode(2), true);
 }
 
 /* A symlink at the name is never followed, whether its target exists or not. */
@@ -413,7 +448,8 @@ static const struct tap_case cases[] = {
     { "refuse: empty file (creator died early)", test_refuse_empty },
     { "refuse: right size, all zeroes", test_refuse_zeroes },
     { "refuse: mode other than 0600", test_refuse_mode },
-    { "refuse: owned by another uid (root only)", test_refuse_foreign_owner },
+    { "another uid's file or FIFO at the name: untouched, an alternative name (root only)",
+      test_foreign_owner_alternative },
     { "refuse: symlink at the name, never followed", test_refuse_symlink },
     { "refuse: directory at the name", test_refuse_directory },
     { "garbage lock fields, all users dead: reset on attach", test_garbage_all_dead_is_reset },

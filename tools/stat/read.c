@@ -109,13 +109,14 @@ const char *stat_read_mapped(const struct th_seg *seg, uint64_t inode, struct sn
 }
 
 /* One segment into snap: NULL, or why it is skipped ("" when just gone). */
-static const char *read_segment(uint64_t inode, struct snapshot *snap)
+static const char *read_segment(const char *entry, uint64_t inode, struct snapshot *snap)
 {
     const char *why = NULL;
     struct th_seg *seg;
     int fd;
 
-    th_seg_path(snap->path, sizeof(snap->path), stat_uid, inode);
+    snprintf(snap->path, sizeof(snap->path), "%s/%.*s", TH_SHM_DIR,
+             (int)(sizeof(snap->path) - sizeof(TH_SHM_DIR) - 1), entry);
     if ((fd = th_seg_open_file(snap->path, stat_uid, false, false, &why)) < 0)
         return why;
     seg = th_seg_map(fd, false);
@@ -217,7 +218,7 @@ int stat_collect(const struct options *o, struct collection *c)
             closedir(dir);
             return -1;
         }
-        why = read_segment(inode, snap);
+        why = read_segment(de->d_name, inode, snap);
         if (why) {
             if (*why)
                 fprintf(stderr, "thunder-stat: skipping %s: %s\n", snap->path, why);
