@@ -42,7 +42,7 @@ UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
 TOOLS     = bench/loadgen tools/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan check-adversary
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -75,6 +75,11 @@ unit: $(UNITS)
 
 check: all $(UNITS) $(PROGS)
 	@tests/run-all.sh
+
+# Each local attack alone, root and non-root server, auto and lock (root
+# only; README "Security"): about 3 minutes.
+check-adversary: all $(PROGS)
+	@tests/run-all.sh tests/adversary/each.bats
 
 demo: all
 	@bench/demo.sh
