@@ -30,7 +30,7 @@
 #   attack WHO EXAMPLE MODE ATTACK...        WHO: root or victim; ATTACK:
 #                                            names, bells, flood (any set)
 
-CONNS=300
+CONNS=200
 GAP_US=500
 ATTACKER=nobody
 VICTIM=daemon
