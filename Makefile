@@ -123,7 +123,7 @@ bench-quick: all
 
 lint:
 	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
-	shellcheck -x -S warning tests/*.bats tests/helpers.bash
+	shellcheck -x -S warning tests/*.bats tests/adversary/*.bats tests/helpers.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 	@awk 'FNR == 601 { print FILENAME ": over 600 lines"; bad = 1 } END { exit bad }' \
 	    shim/*.[ch] tools/stat/*.[ch]

@@ -168,7 +168,8 @@ stop_attackers() {
         kill -TERM "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    BELLS_PID= FLOOD_PID=
+    BELLS_PID=''
+    FLOOD_PID=''
 }
 
 # Bind the doorbell names of the next 3000 tids (held 60 s at most).
@@ -214,7 +215,8 @@ expect_doorbells() {
 # listener's inode falls outside the squatted range.  PLAIN: its plain name.
 start_squatted() {
     local who=$1 ex=$2 mode=$3 try uid
-    uid=$([ "$who" = root ] && echo 0 || id -u "$VICTIM")
+    uid=0
+    [ "$who" = root ] || uid=$(id -u "$VICTIM")
     for try in 1 2 3; do
         squat_names "$uid"
         start_server "$who" "$ex" "$mode"
@@ -251,7 +253,7 @@ expect_attacker_files_intact() {
 
 # attack WHO EXAMPLE MODE ATTACK...: baseline, then the attacked run, compared.
 attack() {
-    local who=$1 ex=$2 mode=$3 names= bells= flood= a
+    local who=$1 ex=$2 mode=$3 names='' bells='' flood='' a
     shift 3
     for a in "$@"; do
         case $a in names) names=1 ;; bells) bells=1 ;; flood) flood=1 ;; esac
