@@ -9,7 +9,11 @@
  */
 #include "seghelp.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <pwd.h>
+#include <sys/wait.h>
 
 #define REFUSE_BOUND_MS 3000.0   /* attach waits up to 200 ms, the guard 1 s */
 
@@ -245,6 +249,71 @@ static void test_foreign_owner_alternative(void)
     squatted_gets_alternative(fake_inode(2), true);
 }
 
+/*
+ * Many processes holding one squatted listener attach at the same moment
+ * (workers started together): they must all end on ONE alternative
+ * segment.  The creators' record lock is on the real socket, so this case
+ * uses one.
+ */
+#define RACERS 16
+static void test_squatted_racers_one_segment(void)
+{
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int go[2], sock, fd, found = 0;
+    pid_t pids[RACERS];
+    char path[160], prefix[160];
+    struct stat st;
+    struct dirent *de;
+    DIR *dir;
+
+    if (getuid() != 0 || seteuid(0) != 0)
+        tap_skip("needs root to give a file to another user");
+    setegid(0);
+    sock = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(sock >= 0 && bind(sock, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+    REQUIRE(listen(sock, 8) == 0 && fstat(sock, &st) == 0);
+    th_seg_path(path, sizeof(path), geteuid(), st.st_ino);
+    REQUIRE((fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644)) >= 0);
+    close(fd);
+    REQUIRE(chown(path, 65534, 65534) == 0);
+    REQUIRE(pipe(go) == 0);
+    th_log_set_level(TH_LOG_OFF);
+    for (int i = 0; i < RACERS; i++) {
+        REQUIRE((pids[i] = fork()) >= 0);
+        if (pids[i] == 0) {
+            char c;
+            struct th_seg *seg;
+            close(go[1]);
+            th_self_refresh();
+            if (read(go[0], &c, 1) < 0)
+                _exit(2);
+            seg = th_seg_attach(st.st_ino, TEST_PORT);
+            _exit(seg == NULL ? 3 : 0);
+        }
+    }
+    close(go[0]);
+    close(go[1]);                                        /* go */
+    for (int i = 0; i < RACERS; i++) {
+        int status;
+        waitpid(pids[i], &status, 0);
+        EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    snprintf(prefix, sizeof(prefix), "%s.", strrchr(path, '/') + 1);
+    REQUIRE((dir = opendir("/dev/shm")) != NULL);
+    while ((de = readdir(dir)) != NULL)
+        if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
+            char alt[400];
+            found++;
+            snprintf(alt, sizeof(alt), "/dev/shm/%s", de->d_name);
+            unlink(alt);
+        }
+    closedir(dir);
+    tap_diag("%d racers, %d alternative segment(s)", RACERS, found);
+    EXPECT_EQ(found, 1);
+    unlink(path);
+    close(sock);
+}
+
 /* A symlink at the name is never followed, whether its target exists or not. */
 static void test_refuse_symlink(void)
 {
@@ -450,6 +519,8 @@ static const struct tap_case cases[] = {
     { "refuse: mode other than 0600", test_refuse_mode },
     { "another uid's file or FIFO at the name: untouched, an alternative name (root only)",
       test_foreign_owner_alternative },
+    { "squatted name, 16 processes attaching at once: one alternative segment",
+      test_squatted_racers_one_segment },
     { "refuse: symlink at the name, never followed", test_refuse_symlink },
     { "refuse: directory at the name", test_refuse_directory },
     { "garbage lock fields, all users dead: reset on attach", test_garbage_all_dead_is_reset },
