@@ -139,11 +139,15 @@ bool th_seg_find(uid_t uid, uint64_t inode, char *path, size_t len)
 {
     struct stat st;
 
+    /* ours, whatever it is: validation judges it.  (An alternative exists
+       only while the plain name is not ours: creators look under a lock.) */
+    th_seg_path(path, len, uid, inode);
+    if (lstat(path, &st) == 0 && st.st_uid == uid)
+        return true;
     if (find_alternative(uid, inode, path, len))
         return true;
     th_seg_path(path, len, uid, inode);
-    /* ours, whatever it is: validation judges it */
-    return lstat(path, &st) == 0 && st.st_uid == uid;
+    return false;
 }
 
 bool th_seg_name_is_foreign(uid_t uid, uint64_t inode)

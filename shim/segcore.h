@@ -50,10 +50,10 @@ bool th_seg_parse_name(const char *entry, uid_t uid, uint64_t *inode);
  * /proc/net/tcp), and in sticky /dev/shm nobody but root can remove them;
  * so when the plain name is not uid's, the segment has an alternative
  * name, the plain one plus ".<16 random hex digits>", which nobody can
- * predict.  Only files owned by uid with mode 0600 are candidates (no
- * other user can make one): the lowest-named alternative, else the plain
- * name when the file there is uid's.  False when uid has neither (path is
- * then the plain name).  Nothing is opened.
+ * predict.  Only files owned by uid are candidates (no other user can
+ * make one): the plain name when the file there is uid's, else the
+ * lowest-named alternative with mode 0600.  False when uid has neither
+ * (path is then the plain name).  Nothing is opened.
  */
 bool th_seg_find(uid_t uid, uint64_t inode, char *path, size_t len);
 /* Something not uid's (or not statable) is at the plain name. */

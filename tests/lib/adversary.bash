@@ -140,17 +140,19 @@ newest_socket_inode() {
 
 # What the attacker owns under the segment names: name, type, size, mtime, atime.
 attacker_files() {
-    find /dev/shm -maxdepth 1 -user "$ATTACKER" -name "libthunder.$SQUAT_UID.*" \
-        -printf '%f %y %s %T@ %A@\n' 2>/dev/null | sort
-    stat -c '%n %s %Y %X' "$TARGET"
+    {
+        find /dev/shm -maxdepth 1 -user "$ATTACKER" -name "libthunder.$SQUAT_UID.*" \
+            -printf '%f %y %s %T@ %A@\n' 2>/dev/null
+        stat -c '%n %s %Y %X' "$TARGET"
+    } | LC_ALL=C sort
 }
 
 squat_names() {
     local newest
     SQUAT_UID=$1
     newest=$(newest_socket_inode)
-    SQUAT_FROM=$((newest - 2000))
-    SQUAT_TO=$((newest + 6000))
+    SQUAT_FROM=$((newest - 3000))
+    SQUAT_TO=$((newest + 9000))
     as_attacker "$ADV_DIR/squat" names "$SQUAT_UID" "$SQUAT_FROM" "$SQUAT_TO" "$TARGET" >/dev/null
     SQUAT_BEFORE=$(attacker_files)
 }
@@ -246,7 +248,7 @@ expect_attacker_files_intact() {
     local after changed
     after=$(attacker_files)
     unsquat_names               # at once: other root servers on this machine
-    changed=$(comm -13 <(echo "$SQUAT_BEFORE") <(echo "$after"))
+    changed=$(LC_ALL=C comm -13 <(echo "$SQUAT_BEFORE") <(echo "$after"))
     [ -z "$changed" ] || fail "the attacker's files changed: $(head -5 <<<"$changed")" || return 1
     grep -q "^${PLAIN#/dev/shm/} " <<<"$after" || fail "the file at $PLAIN is gone"
 }

@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -195,6 +196,18 @@ static int by_port(const void *a, const void *b)
     return x->inode < y->inode ? -1 : x->inode > y->inode;
 }
 
+/*
+ * Another user's file under this user's names is no segment of ours and
+ * not worth a line each: a squatter may have made thousands (README
+ * "Security"; gc names them).
+ */
+static bool owned_by_user(int dir, const char *entry)
+{
+    struct stat st;
+
+    return fstatat(dir, entry, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_uid == stat_uid;
+}
+
 /* Read every segment of this user that passes the filter.  -1: I/O error. */
 int stat_collect(const struct options *o, struct collection *c)
 {
@@ -211,7 +224,8 @@ int stat_collect(const struct options *o, struct collection *c)
         const char *why;
         uint64_t inode;
 
-        if (!th_seg_parse_name(de->d_name, stat_uid, &inode))
+        if (!th_seg_parse_name(de->d_name, stat_uid, &inode) ||
+            !owned_by_user(dirfd(dir), de->d_name))
             continue;
         if ((snap = next_slot(c)) == NULL) {
             fprintf(stderr, "thunder-stat: out of memory\n");
