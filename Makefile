@@ -48,7 +48,7 @@ LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
 LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
 TOOLS     = tools/thunder-loadgen tools/thunder-stat
 
-.PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat deb deb-test check-faults
+.PHONY: all check demo clean install uninstall unit lint bench bench-quick bench-peers fuzz soak check-valgrind check-tsan check-compat deb deb-test check-faults check-adversary
 all: libthunder.so $(TOOLS) $(EXAMPLES)
 
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
@@ -81,6 +81,11 @@ unit: $(UNITS)
 
 check: all $(UNITS) $(PROGS)
 	@tests/run-all.sh
+
+# Each local attack alone, root and non-root server, auto and lock (root
+# only; README "Security"): about 3 minutes.
+check-adversary: all $(PROGS)
+	@tests/run-all.sh tests/adversary/each.bats
 
 demo: all
 	@bench/demo.sh
@@ -143,7 +148,7 @@ bench-peers: all
 
 lint:
 	shellcheck -x tests/*.sh bench/*.sh bench/peers/*.sh shim/thunder-preload tools/thunder-ab tools/thunder-status $(TOOL_LIBS) .ci/run
-	shellcheck -x -S warning tests/*.bats tests/package/*.bats tests/helpers.bash tests/compat/*.bats tests/compat/*.bash
+	shellcheck -x -S warning tests/*.bats tests/package/*.bats tests/adversary/*.bats tests/helpers.bash tests/compat/*.bats tests/compat/*.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 	@awk 'FNR == 601 { print FILENAME ": over 600 lines"; bad = 1 } END { exit bad }' \
 	    shim/*.[ch] tools/*/*.[ch]

@@ -9,38 +9,83 @@
  * applies the mask atomically where a futex cannot.
  *
  * The doorbell is an AF_UNIX datagram socket bound in the abstract
- * namespace as "libthunder.<euid>.<tid>": no file, nothing to clean up,
- * gone when the thread's fd closes.  A ring is a one-byte datagram; a
- * stray datagram only causes a spurious look at the lock word.  If the
- * program closes or reuses the fd number, a new doorbell is made: the
- * close/dup hooks tell fdtable.c, and only after some doorbell number was
- * forgotten does a thread check its own with fstat (the inode), so an
- * ordinary wait costs no system call here.
+ * namespace: no file, nothing to clean up, gone when the thread's fd
+ * closes.  That namespace has no permissions (anyone in the network
+ * namespace can bind any free name and send to any bound one) and its
+ * names are public (/proc/net/unix), so:
+ *
+ *   - the name is "libthunder.<euid>.<16 random hex digits>", not derived
+ *     from the tid: nobody can bind it first, and threads of servers in
+ *     different PID namespaces never collide.  (If it is taken anyway,
+ *     another is drawn.)  The waiter publishes it in its queue slot in the
+ *     segment, which only its own user can read or write;
+ *   - a ring is an 8-byte datagram carrying a per-doorbell secret, the
+ *     token, published in the same slot.  A classic BPF socket filter on
+ *     the doorbell accepts exactly that datagram and drops every other.
+ *     AF_UNIX runs the receiver's filter in the sender's sendmsg
+ *     (unix_dgram_sendmsg calls sk_filter on the receiving socket), so a
+ *     flood from another user is dropped before it is queued: it never
+ *     wakes the waiter, never fills its queue.
+ *
+ * A datagram that passes is at worst a spurious look at the lock word.
+ * If the program closes or reuses the fd number, a new doorbell (new
+ * name, new token) is made: the close/dup hooks tell fdtable.c, and only
+ * after some doorbell number was forgotten does a thread check its own
+ * with fstat (the inode), so an ordinary wait costs no system call here.
  */
 #include "thunder.h"
 
+#include <linux/filter.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#define BIND_ATTEMPTS 4
+
 static __thread int bell_fd = -1;
 static _Atomic bool given_up;      /* the fd limit was reached: no more doorbells */
 static __thread pid_t bell_pid;
 static __thread ino_t bell_ino;
 static __thread uint32_t bell_epoch;   /* th_fd_doorbells_forgotten() when last proven */
+static __thread struct th_bell_id bell_id;
 
-static socklen_t bell_address(struct sockaddr_un *sun, uid_t uid, pid_t tid)
+static socklen_t bell_address(struct sockaddr_un *sun, uid_t uid, uint64_t name)
 {
     int len;
 
     memset(sun, 0, sizeof(*sun));
     sun->sun_family = AF_UNIX;
     /* sun_path[0] == '\0': abstract namespace */
-    len = snprintf(sun->sun_path + 1, sizeof(sun->sun_path) - 1, "libthunder.%u.%d",
-                   (unsigned)uid, (int)tid);
+    len = snprintf(sun->sun_path + 1, sizeof(sun->sun_path) - 1, "libthunder.%u.%016llx",
+                   (unsigned)uid, (unsigned long long)name);
     return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+}
+
+/* The token as sent: big-endian, as BPF_ABS loads words. */
+static void token_bytes(uint64_t token, unsigned char out[8])
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (unsigned char)(token >> (56 - 8 * i));
+}
+
+/* Accept an 8-byte datagram equal to the token; drop anything else. */
+static int attach_filter(int fd, uint64_t token)
+{
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 8, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)(token >> 32), 0, 2),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 4),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)token, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0),           /* drop */
+        BPF_STMT(BPF_RET | BPF_K, 0xffff),      /* keep */
+    };
+    struct sock_fprog prog = { .len = TH_ARRAY_LEN(code), .filter = code };
+
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog));
 }
 
 static void proven(void)
@@ -65,12 +110,43 @@ static bool still_ours(void)
     return true;
 }
 
+/* A filtered socket bound at a fresh random name, or -1 (errno). */
+static int make_bell(struct th_bell_id *id)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -1;
+    id->token = th_random64();
+    /* before bind: no datagram can arrive unfiltered */
+    if (attach_filter(fd, id->token) < 0) {
+        int saved_errno = errno;
+        real_close(fd);
+        errno = saved_errno;
+        return -1;
+    }
+    for (int attempt = 0; attempt < BIND_ATTEMPTS; attempt++) {
+        struct sockaddr_un sun;
+        socklen_t len;
+
+        id->name = th_random64();
+        len = bell_address(&sun, geteuid(), id->name);
+        if (bind(fd, (struct sockaddr *)&sun, len) == 0)
+            return fd;
+        if (errno != EADDRINUSE)
+            break;
+        th_debug("doorbell name taken (by another user?); drawing another");
+    }
+    int saved_errno = errno;
+    real_close(fd);
+    errno = saved_errno;
+    return -1;
+}
+
 int th_doorbell_fd(void)
 {
     int saved_errno = errno;
-    struct sockaddr_un sun;
     struct stat st;
-    socklen_t len;
     int fd;
 
     if (still_ours())
@@ -78,15 +154,15 @@ int th_doorbell_fd(void)
     bell_fd = -1;
     if (atomic_load_explicit(&given_up, memory_order_relaxed))
         return -1;
-    len = bell_address(&sun, geteuid(), th_gettid());
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && (bind(fd, (struct sockaddr *)&sun, len) < 0 || fstat(fd, &st) < 0)) {
-        th_debug("no doorbell for thread %d (%s); mixed waits retry instead",
-                 (int)th_gettid(), strerror(errno));
+    fd = make_bell(&bell_id);
+    if (fd >= 0 && fstat(fd, &st) < 0) {
         real_close(fd);
         fd = -1;
     }
-    if (fd >= 0) {
+    if (fd < 0) {
+        th_debug("no doorbell for thread %d (%s); mixed waits retry instead",
+                 (int)th_gettid(), strerror(errno));
+    } else {
         bell_fd = fd;
         bell_pid = th_pid;
         bell_ino = st.st_ino;
@@ -96,16 +172,24 @@ int th_doorbell_fd(void)
     return bell_fd;
 }
 
-void th_doorbell_ring(uid_t uid, pid_t tid)
+const struct th_bell_id *th_doorbell_id(void)
+{
+    return still_ours() ? &bell_id : NULL;
+}
+
+void th_doorbell_ring(uid_t uid, const struct th_bell_id *id)
 {
     int saved_errno = errno;
     struct sockaddr_un sun;
-    socklen_t len = bell_address(&sun, uid, tid);
+    socklen_t len = bell_address(&sun, uid, id->name);
+    unsigned char token[8];
     int fd = th_doorbell_fd();
 
+    token_bytes(id->token, token);
     /* refused (no such thread) or full (already ringing): both are fine */
     if (fd >= 0)
-        sendto(fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sun, len);
+        sendto(fd, token, sizeof(token), MSG_DONTWAIT | MSG_NOSIGNAL,
+               (struct sockaddr *)&sun, len);
     errno = saved_errno;
 }
 

@@ -34,7 +34,7 @@
  * queued in it before the granter reads them.  (A futex wake that finds
  * the new occupant instead is only a spurious wake-up to it.)
  */
-static const struct th_grant no_grant = { NULL, 0, 0 };
+static const struct th_grant no_grant = { NULL, 0, 0, { 0, 0 } };
 
 static bool prefer(const struct th_lock_params *p, const struct th_waiter *a,
                    const struct th_waiter *b)
@@ -79,7 +79,8 @@ static struct th_grant grant_next_locked(struct th_seg *seg, const struct th_loc
         }
         become_holder_locked(seg, best->pid, best->tid, &best->gen);
         atomic_store_explicit(&best->state, TH_W_GRANTED, memory_order_release);
-        return (struct th_grant){ best, best->tid, best->flags };
+        return (struct th_grant){ best, best->tid, best->flags,
+                                  { best->bell, best->bell_token } };
     }
 }
 
@@ -131,7 +132,7 @@ static struct th_grant recover_locked(struct th_seg *seg, const struct th_lock_p
     return grant_next_locked(seg, p);
 }
 
-static struct th_waiter *enqueue_locked(struct th_seg *seg, uint32_t flags)
+static struct th_waiter *enqueue_locked(struct th_seg *seg, const struct th_bell_id *bell)
 {
     for (int i = 0; i < TH_MAX_WAITERS; i++) {
         struct th_waiter *w = &seg->waiters[i];
@@ -141,7 +142,9 @@ static struct th_waiter *enqueue_locked(struct th_seg *seg, uint32_t flags)
         w->tid = th_gettid();
         w->ticket = ++seg->next_ticket;
         w->gen = 0;
-        w->flags = flags;
+        w->flags = bell ? TH_WF_DOORBELL : 0;
+        w->bell = bell ? bell->name : 0;
+        w->bell_token = bell ? bell->token : 0;
         atomic_store(&w->state, TH_W_QUEUED);
         seg->nqueued++;
         return w;
@@ -206,8 +209,8 @@ enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params 
 }
 
 enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_params *p,
-                                    uint32_t flags, struct th_waiter **me, uint64_t *gen,
-                                    struct th_grant *wake)
+                                    const struct th_bell_id *bell, struct th_waiter **me,
+                                    uint64_t *gen, struct th_grant *wake)
 {
     *me = NULL;
     *gen = 0;
@@ -220,7 +223,7 @@ enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_par
         th_guard_unlock(seg);
         return TH_LOCK_OK;
     }
-    *me = enqueue_locked(seg, flags);
+    *me = enqueue_locked(seg, bell);
     th_guard_unlock(seg);
     if (*me == NULL) {
         th_warn("port %u: more than %d threads queued; this wait runs pass-through",

@@ -42,7 +42,7 @@ void th_lock_wake(const struct th_seg *seg, struct th_grant g)
     if (g.w == NULL)
         return;
     if (g.flags & TH_WF_DOORBELL)
-        th_doorbell_ring(seg->uid, g.tid);
+        th_doorbell_ring(seg->uid, &g.bell);
     else
         futex_wake_one(&g.w->state);
 }
@@ -158,7 +158,8 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
     *waited_ns = 0;
     if (w->try_only || th_remaining_ns(w->deadline) == 0)
         return try_once(seg, w->params, gen);    /* a try never queues */
-    res = th_lock_enqueue(seg, w->params, w->use_bell ? TH_WF_DOORBELL : 0, &me, gen, &wake);
+    res = th_lock_enqueue(seg, w->params, w->use_bell ? th_doorbell_id() : NULL, &me, gen,
+                          &wake);
     th_lock_wake(seg, wake);
     if (res != TH_LOCK_BUSY)
         return res;

@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +50,39 @@ void th_seg_path(char *buf, size_t len, uid_t uid, uint64_t inode)
     snprintf(buf, len, TH_SHM_DIR "/" TH_SEG_PREFIX "%u.%" PRIu64, (unsigned)uid, inode);
 }
 
+/* The name with an alternative's suffix (0: none), from "/": shm_open's. */
+static void name_with_suffix(char *buf, size_t len, uid_t uid, uint64_t inode, uint64_t suffix)
+{
+    th_seg_name(buf, len, uid, inode);
+    if (suffix != 0) {
+        size_t used = strlen(buf);
+        snprintf(buf + used, len - used, ".%016" PRIx64, suffix);
+    }
+}
+
+void th_seg_path_of(char *buf, size_t len, const struct th_seg *seg)
+{
+    char name[TH_SEG_PATH_MAX];
+
+    name_with_suffix(name, sizeof(name), seg->uid, seg->inode, seg->name_suffix);
+    snprintf(buf, len, TH_SHM_DIR "%s", name);
+}
+
+/* ".<16 lowercase hex digits>", not all zero, and nothing after it. */
+static bool is_suffix(const char *s)
+{
+    bool nonzero = false;
+
+    if (*s++ != '.')
+        return false;
+    for (int i = 0; i < 16; i++, s++) {
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return false;
+        nonzero |= *s != '0';
+    }
+    return *s == '\0' && nonzero;
+}
+
 bool th_seg_parse_name(const char *entry, uid_t uid, uint64_t *inode)
 {
     char prefix[48], *end;
@@ -57,11 +92,89 @@ bool th_seg_parse_name(const char *entry, uid_t uid, uint64_t *inode)
     len = strlen(prefix);
     if (strncmp(entry, prefix, len) != 0 || entry[len] < '0' || entry[len] > '9')
         return false;
-    if (entry[len] == '0' && entry[len + 1] != '\0')
+    if (entry[len] == '0' && entry[len + 1] != '\0' && entry[len + 1] != '.')
         return false;               /* one spelling per inode: no leading zero */
     errno = 0;
     *inode = strtoull(entry + len, &end, 10);
-    return errno == 0 && *end == '\0';
+    return errno == 0 && (*end == '\0' || is_suffix(end));
+}
+
+/* An entry of TH_SHM_DIR that uid may trust as a segment file before opening it. */
+static bool owned_file(int dir, const char *entry, uid_t uid)
+{
+    struct stat st;
+
+    return fstatat(dir, entry, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+           st.st_uid == uid && (st.st_mode & 07777) == 0600;
+}
+
+/* The lowest-named alternative of (uid, inode) that uid owns, into path. */
+static bool find_alternative(uid_t uid, uint64_t inode, char *path, size_t len)
+{
+    char plain[TH_SEG_PATH_MAX], best[TH_SEG_PATH_MAX] = "";
+    DIR *dir = opendir(TH_SHM_DIR);
+    struct dirent *de;
+    size_t plain_len;
+
+    if (dir == NULL)
+        return false;
+    th_seg_name(plain, sizeof(plain), uid, inode);
+    plain_len = strlen(plain + 1);
+    while ((de = readdir(dir)) != NULL) {
+        if (strncmp(de->d_name, plain + 1, plain_len) != 0 || !is_suffix(de->d_name + plain_len))
+            continue;
+        if (strlen(de->d_name) < sizeof(best) &&
+            (best[0] == '\0' || strcmp(de->d_name, best) < 0) &&
+            owned_file(dirfd(dir), de->d_name, uid))
+            strcpy(best, de->d_name);
+    }
+    closedir(dir);
+    if (best[0] == '\0')
+        return false;
+    snprintf(path, len, "%s/%.*s", TH_SHM_DIR, (int)(sizeof(best) - 1), best);
+    return true;
+}
+
+bool th_seg_find(uid_t uid, uint64_t inode, char *path, size_t len)
+{
+    struct stat st;
+
+    /* ours, whatever it is: validation judges it.  (An alternative exists
+       only while the plain name is not ours: creators look under a lock.) */
+    th_seg_path(path, len, uid, inode);
+    if (lstat(path, &st) == 0 && st.st_uid == uid)
+        return true;
+    if (find_alternative(uid, inode, path, len))
+        return true;
+    th_seg_path(path, len, uid, inode);
+    return false;
+}
+
+bool th_seg_name_is_foreign(uid_t uid, uint64_t inode)
+{
+    char path[TH_SEG_PATH_MAX];
+    struct stat st;
+
+    th_seg_path(path, sizeof(path), uid, inode);
+    return lstat(path, &st) == 0 ? st.st_uid != uid : errno != ENOENT;
+}
+
+/* ---- unpredictable values ---------------------------------------------- */
+
+uint64_t th_random64(void)
+{
+    uint64_t v = 0;
+    struct timespec ts;
+
+    while (v == 0) {
+        if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+            /* no entropy source (very old kernel): weaker, still not a pid */
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            v ^= (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)&v ^
+                 ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_sec;
+        }
+    }
+    return v;
 }
 
 const char *th_strategy_name(uint32_t strategy)
@@ -282,20 +395,38 @@ int th_seg_open_path(const char *path, bool writable)
     return open(path, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 }
 
+/*
+ * Before anything is opened, the name is looked at without following it:
+ * what is not a regular file of uid's is refused unopened, so a file,
+ * FIFO or socket another user left at the name is never opened, read,
+ * written or truncated (root could open it).  After the open, the fd
+ * must still be that file.
+ */
 int th_seg_open_file(const char *path, uid_t uid, bool writable, bool patient,
                      const char **why)
 {
-    int fd = th_seg_open_path(path, writable);
-    struct stat st;
+    struct stat named, st;
+    int fd;
 
-    if (fd < 0) {
+    if (lstat(path, &named) < 0) {
+        *why = errno == ENOENT ? "" : strerror(errno);
+        return -1;
+    }
+    if (S_ISLNK(named.st_mode) || !S_ISREG(named.st_mode) || named.st_uid != uid) {
+        *why = S_ISLNK(named.st_mode) ? th_seg_open_error(ELOOP)
+                                      : th_seg_check_file(&named, uid);
+        return -1;
+    }
+    if ((fd = th_seg_open_path(path, writable)) < 0) {
         *why = errno == ENOENT ? "" : th_seg_open_error(errno);
         return -1;
     }
-    if (patient && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+    if (patient)
         wait_for_size(fd);
     if (fstat(fd, &st) < 0)
         *why = strerror(errno);
+    else if (st.st_ino != named.st_ino || st.st_dev != named.st_dev)
+        *why = "replaced while being opened";
     else
         *why = th_seg_check_file(&st, uid);
     if (*why == NULL)
@@ -317,15 +448,12 @@ void th_seg_unmap(struct th_seg *seg)
     munmap(seg, sizeof(*seg));
 }
 
-struct th_seg *th_seg_open(uid_t uid, uint64_t inode, bool writable, bool patient,
-                           const char **why)
+struct th_seg *th_seg_open_at(const char *path, uid_t uid, uint64_t inode, bool writable,
+                              bool patient, const char **why)
 {
-    char path[TH_SEG_PATH_MAX];
     struct th_seg *seg;
-    int fd;
+    int fd = th_seg_open_file(path, uid, writable, patient, why);
 
-    th_seg_path(path, sizeof(path), uid, inode);
-    fd = th_seg_open_file(path, uid, writable, patient, why);
     if (fd < 0) {
         if (*why && **why == '\0')
             *why = NULL;                    /* gone: the caller may retry */
@@ -345,6 +473,15 @@ struct th_seg *th_seg_open(uid_t uid, uint64_t inode, bool writable, bool patien
     return seg;
 }
 
+struct th_seg *th_seg_open(uid_t uid, uint64_t inode, bool writable, bool patient,
+                           const char **why)
+{
+    char path[TH_SEG_PATH_MAX];
+
+    th_seg_find(uid, inode, path, sizeof(path));
+    return th_seg_open_at(path, uid, inode, writable, patient, why);
+}
+
 static void init_guard(pthread_mutex_t *m)
 {
     pthread_mutexattr_t attr;
@@ -357,8 +494,8 @@ static void init_guard(pthread_mutex_t *m)
     pthread_mutexattr_destroy(&attr);
 }
 
-static void init_segment(struct th_seg *seg, uid_t uid, uint64_t inode, uint16_t port,
-                         int32_t creator_pid)
+static void init_segment(struct th_seg *seg, uid_t uid, uint64_t inode, uint64_t suffix,
+                         uint16_t port, int32_t creator_pid)
 {
     memset(seg, 0, sizeof(*seg));
     seg->magic = TH_SEG_MAGIC;
@@ -366,6 +503,7 @@ static void init_segment(struct th_seg *seg, uid_t uid, uint64_t inode, uint16_t
     seg->size = sizeof(*seg);
     seg->uid = (uint32_t)uid;
     seg->inode = inode;
+    seg->name_suffix = suffix;
     seg->port = port;
     init_guard(&seg->guard);
     /* registered before it is ready, so a concurrent sweep never sees it empty */
@@ -395,13 +533,14 @@ static int allocate(int fd)
     return 0;
 }
 
-struct th_seg *th_seg_create(uid_t uid, uint64_t inode, uint16_t port, int32_t creator_pid)
+struct th_seg *th_seg_create(uid_t uid, uint64_t inode, uint64_t suffix, uint16_t port,
+                             int32_t creator_pid)
 {
     char name[TH_SEG_PATH_MAX];
     struct th_seg *seg = NULL;
     int fd, saved_errno;
 
-    th_seg_name(name, sizeof(name), uid, inode);
+    name_with_suffix(name, sizeof(name), uid, inode, suffix);
     fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return NULL;
@@ -414,7 +553,7 @@ struct th_seg *th_seg_create(uid_t uid, uint64_t inode, uint16_t port, int32_t c
         return NULL;
     }
     th_seg_close(fd);
-    init_segment(seg, uid, inode, port, creator_pid);
+    init_segment(seg, uid, inode, suffix, port, creator_pid);
     return seg;
 }
 
@@ -429,7 +568,7 @@ enum th_seg_removal th_seg_remove_if_stale_locked(struct th_seg *seg, int32_t go
         return TH_SEG_LEAVING;
     if (!th_seg_stale(seg, gone_pid))
         return TH_SEG_IN_USE;
-    th_seg_name(name, sizeof(name), seg->uid, seg->inode);
+    name_with_suffix(name, sizeof(name), seg->uid, seg->inode, seg->name_suffix);
     if (shm_unlink(name) < 0 && errno != ENOENT)
         return TH_SEG_UNLINK_FAILED;
     atomic_store(&seg->unlinked, 1);

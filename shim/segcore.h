@@ -2,7 +2,9 @@
  * The segment core: everything known about a segment file (segment.h is
  * its layout) that the library, thunder-stat and the tests share.
  *
- *   name        /dev/shm/libthunder.<euid>.<socket inode>: build and parse
+ *   name        /dev/shm/libthunder.<euid>.<socket inode>[.<16 hex>]: build,
+ *               parse, find (the suffixed "alternative" names are for when
+ *               another user holds the plain one: see th_seg_find)
  *   validation  the file (regular, owner, mode 0600, size) and the header
  *               (magic, version, size, uid, inode, ready); a reason string
  *   liveness    a thread alive, a pid exited (a zombie counts as exited)
@@ -28,7 +30,7 @@
 #include <sys/types.h>
 
 #define TH_SHM_DIR "/dev/shm"
-#define TH_SEG_PATH_MAX 96          /* room for TH_SHM_DIR "/libthunder.<uid>.<inode>" */
+#define TH_SEG_PATH_MAX 112   /* room for TH_SHM_DIR "/libthunder.<uid>.<inode>.<16 hex>" */
 #define TH_SEG_GUARD_TIMEOUT_S 1    /* a guard held longer than this is refused */
 
 /* ---- name ------------------------------------------------------------ */
@@ -38,8 +40,26 @@ void th_seg_name(char *buf, size_t len, uid_t uid, uint64_t inode);
 void th_seg_path(char *buf, size_t len, uid_t uid, uint64_t inode);
 /* "libthunder.<uid>.": what every entry of this user's segments starts with. */
 void th_seg_prefix(char *buf, size_t len, uid_t uid);
-/* A directory entry "libthunder.<uid>.<decimal inode>"; false for any other. */
+/* TH_SHM_DIR "/..." of a mapped segment, its suffix included. */
+void th_seg_path_of(char *buf, size_t len, const struct th_seg *seg);
+/* A directory entry "libthunder.<uid>.<decimal inode>[.<16 hex>]"; false for any other. */
 bool th_seg_parse_name(const char *entry, uid_t uid, uint64_t *inode);
+/*
+ * Where the segment of (uid, inode) is, into path.  Another local user can
+ * create files at the plain name first (socket inodes are public in
+ * /proc/net/tcp), and in sticky /dev/shm nobody but root can remove them;
+ * so when the plain name is not uid's, the segment has an alternative
+ * name, the plain one plus ".<16 random hex digits>", which nobody can
+ * predict.  Only files owned by uid are candidates (no other user can
+ * make one): the plain name when the file there is uid's, else the
+ * lowest-named alternative with mode 0600.  False when uid has neither
+ * (path is then the plain name).  Nothing is opened.
+ */
+bool th_seg_find(uid_t uid, uint64_t inode, char *path, size_t len);
+/* Something not uid's (or not statable) is at the plain name. */
+bool th_seg_name_is_foreign(uid_t uid, uint64_t inode);
+/* 64 unpredictable bits, never 0 (getrandom; names, doorbell tokens). */
+uint64_t th_random64(void);
 
 /* How a process handles a listener (enum th_strategy), as shown: "lock"... */
 const char *th_strategy_name(uint32_t strategy);
@@ -74,7 +94,7 @@ void th_seg_guard_unlock(struct th_seg *seg);
 int th_seg_open_path(const char *path, bool writable);
 /*
  * Open path without following links or blocking on a FIFO, and check the
- * file.  An fd (close it with th_seg_close), or -1 with *why set ("" when
+ * file; what is not a regular file of uid's is refused without being opened.  An fd (close it with th_seg_close), or -1 with *why set ("" when
  * the name is simply gone).  patient: wait (bounded) for a creator still
  * sizing it.
  */
@@ -84,18 +104,24 @@ struct th_seg *th_seg_map(int fd, bool writable);     /* NULL with errno */
 void th_seg_unmap(struct th_seg *seg);
 void th_seg_close(int fd);
 /*
- * The segment of (uid, inode), opened, checked and mapped; NULL with *why
- * (NULL when it just does not exist).  patient: wait (bounded) for a
- * creator still initialising it.
+ * The segment file at path (for socket inode), opened, checked and mapped;
+ * NULL with *why (NULL when it just does not exist).  patient: wait
+ * (bounded) for a creator still initialising it.
  */
+struct th_seg *th_seg_open_at(const char *path, uid_t uid, uint64_t inode, bool writable,
+                              bool patient, const char **why);
+/* The same for the segment of (uid, inode), wherever th_seg_find finds it. */
 struct th_seg *th_seg_open(uid_t uid, uint64_t inode, bool writable, bool patient,
                            const char **why);
 /*
- * Create it (NULL with errno; EEXIST when it exists), mode exactly 0600,
- * with creator_pid in the first statistics slot before it is ready, so
- * that no sweep ever sees it empty.
+ * Create it (NULL with errno; EEXIST when it exists), at the plain name
+ * (suffix 0) or an alternative one, with O_EXCL|O_NOFOLLOW (never through
+ * anything already there), mode exactly 0600, with creator_pid in the
+ * first statistics slot before it is ready, so that no sweep ever sees it
+ * empty.
  */
-struct th_seg *th_seg_create(uid_t uid, uint64_t inode, uint16_t port, int32_t creator_pid);
+struct th_seg *th_seg_create(uid_t uid, uint64_t inode, uint64_t suffix, uint16_t port,
+                             int32_t creator_pid);
 
 /* ---- remove if stale -------------------------------------------------- */
 enum th_seg_removal {

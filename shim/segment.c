@@ -4,6 +4,17 @@
  * socket (inherited, re-executed, passed with SCM_RIGHTS) finds the same
  * lock and unrelated servers never do.
  *
+ * Another local user may have taken the name first (socket inodes are
+ * public, and the squatter's file cannot be removed from sticky /dev/shm
+ * except by root).  Then the segment gets an alternative name, the plain
+ * one plus 16 random hex digits (th_seg_find, segcore.h); the processes
+ * holding the socket find it by its owner (theirs) and mode (0600), which
+ * no other user can fake.  Two of them creating at the same moment would
+ * make two alternatives: a creator holds a POSIX record lock on the
+ * listening socket itself while it looks and creates, a lock only
+ * processes holding the socket can take.  Nothing another user put at any
+ * name is opened, removed or written, by root either.
+ *
  * What a segment is (name, validation, liveness, the stale check, the
  * guard, creation, removal) is the segment core's (segcore.c), shared with
  * thunder-stat.  This layer adds what belongs to a process running the
@@ -15,6 +26,9 @@
 #include "thunder.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -148,6 +162,7 @@ static void sweep_stale(uid_t uid, uint64_t except)
     if (dir == NULL)
         return;
     while ((de = readdir(dir)) != NULL && checked < 64) {
+        char path[300];
         const char *why = NULL;
         uint64_t inode;
         struct th_seg *seg;
@@ -155,11 +170,12 @@ static void sweep_stale(uid_t uid, uint64_t except)
         if (!th_seg_parse_name(de->d_name, uid, &inode) || inode == except)
             continue;
         checked++;
-        if ((seg = th_seg_open(uid, inode, true, false, &why)) == NULL)
+        snprintf(path, sizeof(path), TH_SHM_DIR "/%s", de->d_name);
+        if ((seg = th_seg_open_at(path, uid, inode, true, false, &why)) == NULL)
             continue;
         th_self.in_shim++;
         if (th_seg_remove_if_stale(seg, false) == TH_SEG_REMOVED)
-            th_debug("removed stale segment " TH_SHM_DIR "/%s", de->d_name);
+            th_debug("removed stale segment %s", path);
         th_self.in_shim--;
         th_seg_unmap(seg);
     }
@@ -171,7 +187,7 @@ static struct th_seg *attach_existing(const char *path, uid_t uid, uint64_t inod
                                       uint16_t port, bool *refused)
 {
     const char *why = NULL;
-    struct th_seg *seg = th_seg_open(uid, inode, true, true, &why);
+    struct th_seg *seg = th_seg_open_at(path, uid, inode, true, true, &why);
 
     *refused = why != NULL;
     if (why)
@@ -198,30 +214,113 @@ static struct th_seg *attach_existing(const char *path, uid_t uid, uint64_t inod
     return seg;
 }
 
+/* An fd of ours on the socket with this inode (from /proc/self/fd), or -1. */
+static int socket_fd(uint64_t inode)
+{
+    char want[48], link[64], path[300];
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *de;
+    int found = -1;
+
+    if (dir == NULL)
+        return -1;
+    snprintf(want, sizeof(want), "socket:[%llu]", (unsigned long long)inode);
+    while (found < 0 && (de = readdir(dir)) != NULL) {
+        ssize_t n;
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+        n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0 && (link[n] = '\0', strcmp(link, want) == 0))
+            found = atoi(de->d_name);
+    }
+    closedir(dir);
+    return found;
+}
+
+/*
+ * The creators' mutual exclusion: a write lock on byte 0 of the listening
+ * socket, which only processes holding it can take (another user cannot
+ * even name it).  Bounded: a creator stopped while holding it delays the
+ * others by TH_SEG_GUARD_TIMEOUT_S at most, then they go on without it.
+ * Returns the fd to unlock, or -1.
+ */
+static int lock_socket(uint64_t inode)
+{
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
+    int fd = socket_fd(inode);
+
+    for (int ms = 0; fd >= 0 && ms < TH_SEG_GUARD_TIMEOUT_S * 1000; ms++) {
+        if (fcntl(fd, F_SETLK, &fl) == 0)
+            return fd;
+        if (errno != EAGAIN && errno != EACCES)
+            break;
+        usleep(1000);
+    }
+    return -1;
+}
+
+static void unlock_socket(int fd)
+{
+    struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_len = 1 };
+
+    if (fd >= 0)
+        fcntl(fd, F_SETLK, &fl);
+}
+
+/*
+ * Make the segment, under the socket's lock: at the plain name when
+ * nothing is there, else at a fresh alternative name.  NULL with errno
+ * (EEXIST: someone else made one meanwhile, look again).
+ */
+static struct th_seg *create(uid_t uid, uint64_t inode, uint16_t port, char *path, size_t len)
+{
+    int locked = lock_socket(inode), saved_errno;
+    uint64_t suffix = 0;
+    struct th_seg *seg = NULL;
+
+    errno = EEXIST;
+    if (!th_seg_find(uid, inode, path, len)) {
+        if (th_seg_name_is_foreign(uid, inode))
+            suffix = th_random64();
+        seg = th_seg_create(uid, inode, suffix, port, th_pid);
+        if (seg && suffix) {
+            th_seg_path_of(path, len, seg);
+            th_warn("the name of port %u's segment is taken by another user; using %s",
+                    port, path);
+        }
+    }
+    saved_errno = errno;
+    unlock_socket(locked);
+    errno = saved_errno;
+    return seg;
+}
+
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port)
 {
     uid_t uid = geteuid();
     char path[TH_SEG_PATH_MAX];
 
-    th_seg_path(path, sizeof(path), uid, inode);
     for (int attempt = 0; attempt < 4; attempt++) {
-        struct th_seg *seg = th_seg_create(uid, inode, port, th_pid);
+        struct th_seg *seg = NULL;
         bool refused;
 
-        if (seg) {
-            th_debug("created segment %s", path);
-            sweep_stale(uid, inode);
-            return seg;
-        }
-        if (errno != EEXIST) {
-            th_warn("cannot create %s (%s); port %u runs pass-through",
-                    path, strerror(errno), port);
-            return NULL;
+        if (!th_seg_find(uid, inode, path, sizeof(path))) {
+            if ((seg = create(uid, inode, port, path, sizeof(path))) != NULL) {
+                th_debug("created segment %s", path);
+                sweep_stale(uid, inode);
+                return seg;
+            }
+            if (errno != EEXIST) {
+                th_warn("cannot create %s (%s); port %u runs pass-through",
+                        path, strerror(errno), port);
+                return NULL;
+            }
+            continue;               /* made meanwhile: look again */
         }
         seg = attach_existing(path, uid, inode, port, &refused);
         if (seg || refused)
             return seg;
     }
+    th_seg_path(path, sizeof(path), uid, inode);
     th_warn("segment %s keeps changing; port %u runs pass-through", path, port);
     return NULL;
 }
@@ -252,7 +351,7 @@ void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine)
     }
     forget_process_locked(seg, th_pid);
     if (th_seg_remove_if_stale_locked(seg, th_pid) == TH_SEG_REMOVED) {
-        th_seg_path(path, sizeof(path), seg->uid, seg->inode);
+        th_seg_path_of(path, sizeof(path), seg);
         th_debug("removed segment %s (last process to leave)", path);
     }
     th_guard_unlock(seg);

@@ -16,7 +16,8 @@
 #include <stdint.h>
 
 #define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
-#define TH_SEG_VERSION 2u   /* 2: waiting counts, refused/yields, holder_stopped_ns,
+#define TH_SEG_VERSION 2u   /* 2: name_suffix, doorbell address and token per waiter,
+                                waiting counts, refused/yields, holder_stopped_ns,
                                 1024 slots each */
 #define TH_MAX_WAITERS 1024  /* threads queued on one listener's lock */
 #define TH_MAX_PROCS   1024  /* processes with statistics for one listener */
@@ -38,6 +39,8 @@ struct th_waiter {
     uint32_t flags;       /* TH_WF_DOORBELL: also ring its doorbell (doorbell.c) */
     uint64_t ticket;      /* arrival order */
     uint64_t gen;         /* hold generation, set with GRANTED */
+    uint64_t bell;        /* TH_WF_DOORBELL: the random part of its address */
+    uint64_t bell_token;  /* ... and the secret its doorbell's filter accepts */
 };
 
 /* What a process did with this listener; cheap relaxed atomic counters. */
@@ -66,6 +69,8 @@ struct th_seg {
     uint32_t uid;
     uint32_t port;                /* host order; 0 for non-IP listeners */
     uint64_t inode;
+    uint64_t name_suffix;         /* 0: the plain name; else the ".<16 hex>" of
+                                     an alternative name (segcore.c) */
     _Atomic uint32_t ready;       /* set last by the creator */
     _Atomic uint32_t unlinked;    /* the name is gone: attachers retry */
 

@@ -19,7 +19,8 @@
  *             lock.c       the FIFO/LIFO queue lock in a segment
  *   objects   fdtable.c    what each fd is (listener, epoll, other)
  *             listener.c   per-process listener objects and statistics
- *             segcore.c    the segment core (segcore.h), shared with the tools
+ *             segcore.c    the segment core (segcore.h): name, validation,
+ *                          liveness, stale check, guard; shared with the tools
  *             segment.c    the library's use of the segment core
  *             doorbell.c   per-thread wake-up socket
  *             signals.c    keeping waits interruptible
@@ -29,8 +30,6 @@
  *             log.c        one-line messages on stderr
  *             real.c       the real libc functions (dlsym RTLD_NEXT)
  *             self.c       this thread and process (th_self, th_pid)
- *             segcore.c    the segment core: name, validation, liveness,
- *                          stale check, guard (shared with tools/stat)
  *             segment.h    the shared-memory layout
  */
 #pragma once
@@ -211,8 +210,14 @@ void th_sig_changed(int sig);           /* the program changed one (hook_signal.
 bool th_sig_handler_deliverable(const sigset_t *wait_mask);
 
 /* ---- doorbell.c ----------------------------------------------------- */
+/* A doorbell's address (the random part of its name) and its secret token. */
+struct th_bell_id {
+    uint64_t name;
+    uint64_t token;
+};
 int th_doorbell_fd(void);                 /* -1 when none can be made */
-void th_doorbell_ring(uid_t uid, pid_t tid);
+const struct th_bell_id *th_doorbell_id(void);   /* this thread's, NULL: none */
+void th_doorbell_ring(uid_t uid, const struct th_bell_id *id);
 void th_doorbell_drain(int fd);
 void th_doorbell_after_fork(void);
 bool th_doorbell_give_up(void);           /* fd limit: close it, make no more */
@@ -308,6 +313,7 @@ struct th_grant {
     struct th_waiter *w;      /* NULL: the lock went to nobody */
     int32_t tid;
     uint32_t flags;
+    struct th_bell_id bell;   /* TH_WF_DOORBELL: where and how to ring */
 };
 /*
  * The queue: try returns OK (now ours) or BUSY; enqueue returns OK when
@@ -318,9 +324,10 @@ struct th_grant {
  */
 enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params *p,
                                 uint64_t *gen, struct th_grant *wake);
+/* bell: the waiter's doorbell, rung with the futex (NULL: the futex alone) */
 enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_params *p,
-                                    uint32_t flags, struct th_waiter **me, uint64_t *gen,
-                                    struct th_grant *wake);
+                                    const struct th_bell_id *bell, struct th_waiter **me,
+                                    uint64_t *gen, struct th_grant *wake);
 bool th_lock_granted(struct th_waiter *me, uint64_t *gen);
 struct th_grant th_lock_abandon(struct th_seg *seg, const struct th_lock_params *p,
                                 struct th_waiter *me);

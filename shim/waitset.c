@@ -122,7 +122,7 @@ static struct th_waiter *queue_for_first_busy(struct set_listener *set, int k, i
 
         if (!set[j].masked || seg == NULL)
             continue;
-        res = th_lock_enqueue(seg, &th_cfg.lock, TH_WF_DOORBELL, &me, &gen, &wake);
+        res = th_lock_enqueue(seg, &th_cfg.lock, th_doorbell_id(), &me, &gen, &wake);
         th_lock_wake(seg, wake);
         switch (res) {
         case TH_LOCK_OK:                 /* freed meanwhile: ours */

@@ -9,7 +9,11 @@
  */
 #include "seghelp.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
 #include <pwd.h>
+#include <sys/wait.h>
 
 #define REFUSE_BOUND_MS 3000.0   /* attach waits up to 200 ms, the guard 1 s */
 
@@ -193,21 +197,121 @@ static void test_refuse_mode(void)
     }
 }
 
-static void test_refuse_foreign_owner(void)
+/*
+ * Another user's file at the name (a squatter's) is never opened, removed
+ * or written, by root either: the segment takes an alternative name that
+ * every process of the socket finds (the same memory), and goes with it.
+ */
+static void squatted_gets_alternative(uint64_t inode, bool fifo)
 {
-    uint64_t inode = fake_inode(1);
-    struct th_seg *seg;
-    char path[160];
+    char path[160], alt[TH_SEG_PATH_MAX];
+    struct stat before, after;
+    struct th_seg *a, *b;
 
+    seg_path(path, sizeof(path), inode);
+    if (fifo) {
+        REQUIRE(mkfifo(path, 0666) == 0);
+    } else {
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+        REQUIRE(fd >= 0 && write(fd, "squatter\n", 9) == 9);
+        close(fd);
+    }
+    REQUIRE(chown(path, 65534, 65534) == 0);
+    REQUIRE(lstat(path, &before) == 0);
+    th_log_set_level(TH_LOG_OFF);
+    a = th_seg_attach(inode, TEST_PORT);
+    REQUIRE(a != NULL);
+    EXPECT(a->name_suffix != 0);
+    REQUIRE(th_seg_find(geteuid(), inode, alt, sizeof(alt)));
+    EXPECT(strcmp(alt, path) != 0);
+    b = th_seg_attach(inode, TEST_PORT);        /* another process would find it */
+    REQUIRE(b != NULL);
+    atomic_store(&a->procs[3].accepts, 777);
+    EXPECT_EQ(atomic_load(&b->procs[3].accepts), 777);
+    REQUIRE(lstat(path, &after) == 0);
+    EXPECT_EQ(after.st_ino, before.st_ino);
+    EXPECT_EQ(after.st_uid, 65534);
+    EXPECT_EQ(after.st_size, before.st_size);
+    EXPECT(after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+           after.st_mtim.tv_nsec == before.st_mtim.tv_nsec);
+    EXPECT(after.st_atim.tv_sec == before.st_atim.tv_sec &&
+           after.st_atim.tv_nsec == before.st_atim.tv_nsec);   /* never even read */
+    unlink(alt);
+    unlink(path);
+}
+
+static void test_foreign_owner_alternative(void)
+{
     if (getuid() != 0 || seteuid(0) != 0)      /* back from isolate_uid() */
         tap_skip("needs root to give a file to another user");
     setegid(0);
-    seg = th_seg_attach(inode, TEST_PORT);
-    REQUIRE(seg != NULL);
-    seg_path(path, sizeof(path), inode);
+    squatted_gets_alternative(fake_inode(1), false);
+    squatted_gets_alternative(fake_inode(2), true);
+}
+
+/*
+ * Many processes holding one squatted listener attach at the same moment
+ * (workers started together): they must all end on ONE alternative
+ * segment.  The creators' record lock is on the real socket, so this case
+ * uses one.
+ */
+#define RACERS 16
+static void test_squatted_racers_one_segment(void)
+{
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int go[2], sock, fd, found = 0;
+    pid_t pids[RACERS];
+    char path[160], prefix[160];
+    struct stat st;
+    struct dirent *de;
+    DIR *dir;
+
+    if (getuid() != 0 || seteuid(0) != 0)
+        tap_skip("needs root to give a file to another user");
+    setegid(0);
+    sock = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(sock >= 0 && bind(sock, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+    REQUIRE(listen(sock, 8) == 0 && fstat(sock, &st) == 0);
+    th_seg_path(path, sizeof(path), geteuid(), st.st_ino);
+    REQUIRE((fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644)) >= 0);
+    close(fd);
     REQUIRE(chown(path, 65534, 65534) == 0);
-    expect_refused(inode, "another user");
-    seg_unlink(inode);
+    REQUIRE(pipe(go) == 0);
+    th_log_set_level(TH_LOG_OFF);
+    for (int i = 0; i < RACERS; i++) {
+        REQUIRE((pids[i] = fork()) >= 0);
+        if (pids[i] == 0) {
+            char c;
+            struct th_seg *seg;
+            close(go[1]);
+            th_self_refresh();
+            if (read(go[0], &c, 1) < 0)
+                _exit(2);
+            seg = th_seg_attach(st.st_ino, TEST_PORT);
+            _exit(seg == NULL ? 3 : 0);
+        }
+    }
+    close(go[0]);
+    close(go[1]);                                        /* go */
+    for (int i = 0; i < RACERS; i++) {
+        int status;
+        waitpid(pids[i], &status, 0);
+        EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    snprintf(prefix, sizeof(prefix), "%s.", strrchr(path, '/') + 1);
+    REQUIRE((dir = opendir("/dev/shm")) != NULL);
+    while ((de = readdir(dir)) != NULL)
+        if (strncmp(de->d_name, prefix, strlen(prefix)) == 0) {
+            char alt[400];
+            found++;
+            snprintf(alt, sizeof(alt), "/dev/shm/%s", de->d_name);
+            unlink(alt);
+        }
+    closedir(dir);
+    tap_diag("%d racers, %d alternative segment(s)", RACERS, found);
+    EXPECT_EQ(found, 1);
+    unlink(path);
+    close(sock);
 }
 
 /* A symlink at the name is never followed, whether its target exists or not. */
@@ -413,7 +517,10 @@ static const struct tap_case cases[] = {
     { "refuse: empty file (creator died early)", test_refuse_empty },
     { "refuse: right size, all zeroes", test_refuse_zeroes },
     { "refuse: mode other than 0600", test_refuse_mode },
-    { "refuse: owned by another uid (root only)", test_refuse_foreign_owner },
+    { "another uid's file or FIFO at the name: untouched, an alternative name (root only)",
+      test_foreign_owner_alternative },
+    { "squatted name, 16 processes attaching at once: one alternative segment",
+      test_squatted_racers_one_segment },
     { "refuse: symlink at the name, never followed", test_refuse_symlink },
     { "refuse: directory at the name", test_refuse_directory },
     { "garbage lock fields, all users dead: reset on attach", test_garbage_all_dead_is_reset },

@@ -136,6 +136,17 @@ static void gc_one(const char *name, struct gc_counts *n)
     const char *why;
 
     snprintf(path, sizeof(path), TH_SHM_DIR "/%s", name);
+    /* another user's file (a squatter's, say) is reported, never opened */
+    if (lstat(path, &st) < 0) {
+        if (errno != ENOENT)
+            gc_left(path, strerror(errno), n);
+        return;
+    }
+    if (S_ISLNK(st.st_mode) || st.st_uid != stat_uid) {
+        gc_left(path, S_ISLNK(st.st_mode) ? th_seg_open_error(ELOOP)
+                                          : th_seg_check_file(&st, stat_uid), n);
+        return;
+    }
     if ((fd = th_seg_open_path(path, true)) < 0) {
         if (errno != ENOENT)
             gc_left(path, th_seg_open_error(errno), n);

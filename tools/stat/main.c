@@ -255,7 +255,7 @@ int main(int argc, char **argv)
     stat_uid = geteuid();
     switch (cmd.action) {
     case PATH:
-        th_seg_path(path, sizeof(path), cmd.uid_given ? (uid_t)cmd.uid : stat_uid, cmd.inode);
+        th_seg_find(cmd.uid_given ? (uid_t)cmd.uid : stat_uid, cmd.inode, path, sizeof(path));
         printf("%s\n", path);
         return 0;
     case GC:

@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -109,13 +110,14 @@ const char *stat_read_mapped(const struct th_seg *seg, uint64_t inode, struct sn
 }
 
 /* One segment into snap: NULL, or why it is skipped ("" when just gone). */
-static const char *read_segment(uint64_t inode, struct snapshot *snap)
+static const char *read_segment(const char *entry, uint64_t inode, struct snapshot *snap)
 {
     const char *why = NULL;
     struct th_seg *seg;
     int fd;
 
-    th_seg_path(snap->path, sizeof(snap->path), stat_uid, inode);
+    snprintf(snap->path, sizeof(snap->path), "%s/%.*s", TH_SHM_DIR,
+             (int)(sizeof(snap->path) - sizeof(TH_SHM_DIR) - 1), entry);
     if ((fd = th_seg_open_file(snap->path, stat_uid, false, false, &why)) < 0)
         return why;
     seg = th_seg_map(fd, false);
@@ -194,6 +196,18 @@ static int by_port(const void *a, const void *b)
     return x->inode < y->inode ? -1 : x->inode > y->inode;
 }
 
+/*
+ * Another user's file under this user's names is no segment of ours and
+ * not worth a line each: a squatter may have made thousands (README
+ * "Security"; gc names them).
+ */
+static bool owned_by_user(int dir, const char *entry)
+{
+    struct stat st;
+
+    return fstatat(dir, entry, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_uid == stat_uid;
+}
+
 /* Read every segment of this user that passes the filter.  -1: I/O error. */
 int stat_collect(const struct options *o, struct collection *c)
 {
@@ -210,14 +224,15 @@ int stat_collect(const struct options *o, struct collection *c)
         const char *why;
         uint64_t inode;
 
-        if (!th_seg_parse_name(de->d_name, stat_uid, &inode))
+        if (!th_seg_parse_name(de->d_name, stat_uid, &inode) ||
+            !owned_by_user(dirfd(dir), de->d_name))
             continue;
         if ((snap = next_slot(c)) == NULL) {
             fprintf(stderr, "thunder-stat: out of memory\n");
             closedir(dir);
             return -1;
         }
-        why = read_segment(inode, snap);
+        why = read_segment(de->d_name, inode, snap);
         if (why) {
             if (*why)
                 fprintf(stderr, "thunder-stat: skipping %s: %s\n", snap->path, why);
