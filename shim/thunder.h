@@ -10,6 +10,7 @@
  *                          record, return with errno intact
  *             init.c       constructor, fork handlers, destructor
  *   waits     waitset.c    poll/ppoll/select/pselect (a pollfd set)
+ *             epwait.c     epoll_wait on an instance with listeners
  *             epreg.c      epoll instances and the listeners inside them
  *             mirror.c     private exclusive epoll instance for poll sets
  *             lockwait.c   the one lock wait both paths share
@@ -448,19 +449,42 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
 /* Does this set hold at least one managed listener? */
 bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
 
-/* ---- epreg.c --------------------------------------------------------- */
+/* ---- epreg.c: the listeners inside epoll instances -------------------- */
 void th_epreg_created(int epfd);
 /* Rewrites *ev for an exclusive ADD/MOD if it applies; returns the result. */
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev);
-/* ns_timeout: the program called epoll_pwait2 (its timeout keeps nanoseconds). */
-int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents,
-                  int64_t deadline, const sigset_t *sigmask, bool ns_timeout);
 bool th_epreg_has_listener(int epfd);
 void th_epreg_rotate(struct th_listener *l);
 void th_epreg_forget_fd(int fd);
 void th_epreg_prepare_fork(void);
 void th_epreg_parent_fork(void);
 void th_epreg_child_fork(void);
+/* What a wait on an instance sees of one of its managed listeners. */
+struct th_ep_listener {
+    struct th_listener *l;
+    int fd;
+    uint64_t data;
+    uint32_t events;      /* as the program asked for them */
+    bool exclusive;
+};
+/* The instance's listeners and facts; counts this thread as waiting on it. */
+int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *others,
+                      bool *threaded);
+void th_epreg_done_waiting(int epfd);
+/* Put back listeners a failed rotation left out; true if one is still out. */
+bool th_epreg_readd_lost(int epfd);
+bool th_epreg_any_lost(void);
+/* Lock wait: put back the held, take the busy out (private instances only). */
+void th_epreg_park_busy(int epfd, bool shared, const struct th_ep_listener *wl, int k,
+                        const bool *held, const bool *busy);
+/* Bursts: take the listeners of bit mask yield out (out) or back in. */
+void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uint64_t yield,
+                           bool out);
+
+/* ---- epwait.c: epoll waits ------------------------------------------- */
+/* ns_timeout: the program called epoll_pwait2 (its timeout keeps nanoseconds). */
+int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents,
+                  int64_t deadline, const sigset_t *sigmask, bool ns_timeout);
 
 /* ====================================================================== */
 /* hooks                                                                  */

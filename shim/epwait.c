@@ -1,0 +1,247 @@
+/*
+ * epoll_wait on an instance that holds managed listeners: the strategy
+ * comes from policy.c, what is known about the instance from epreg.c.
+ *
+ *   exclusive  the real wait; after an accept the entry rotates
+ *              (epreg.c), and a worker that keeps finding the listener
+ *              ready at once after taking a connection yields it to the
+ *              others for up to TH_YIELD_MS (bursts, policy.c)
+ *   lock       the one lock wait (lockwait.c); listeners whose lock is
+ *              busy are taken out of a private instance meanwhile
+ *   otherwise  the real wait, counted
+ *
+ * The real wait is the program's own call with what is left of its
+ * timeout; a listener a failed rotation left out is put back first.
+ */
+#include "thunder.h"
+
+
+
+/*
+ * The program's own call, with what is left of its timeout: epoll_wait
+ * stays epoll_wait (no mask to apply), epoll_pwait2's nanoseconds stay
+ * nanoseconds.
+ */
+static int kernel_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                     const sigset_t *sigmask, bool ns_timeout)
+{
+    int r;
+
+    if (ns_timeout && real_epoll_pwait2 && deadline != TH_FOREVER) {
+        struct timespec ts;
+        th_ns_to_timespec(th_remaining_ns(deadline), &ts);
+        r = real_epoll_pwait2(epfd, evs, maxevents, &ts, sigmask);
+        if (r >= 0 || errno != ENOSYS)
+            return r;
+    }
+    if (sigmask == NULL)
+        return real_epoll_wait(epfd, evs, maxevents, th_remaining_ms(deadline));
+    return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms(deadline), sigmask);
+}
+
+
+/*
+ * The real wait, after putting back the listeners a failed rotation left
+ * out (readd_lost); while one stays out, the wait is cut into retry_ms
+ * slices so it is tried again, and the caller's deadline still holds.
+ */
+static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                     const sigset_t *sigmask, bool ns_timeout)
+{
+    for (;;) {
+        int r;
+
+        if (!th_epreg_any_lost() || !th_epreg_readd_lost(epfd))
+            return kernel_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        r = kernel_wait(epfd, evs, maxevents, th_min_deadline(deadline, th_cfg.retry_ms),
+                        sigmask, ns_timeout);
+        if (r != 0 || th_remaining_ns(deadline) == 0)
+            return r;
+    }
+}
+
+static bool reported(const struct epoll_event *evs, int n, uint64_t data)
+{
+    for (int i = 0; i < n; i++)
+        if (evs[i].data.u64 == data)
+            return true;
+    return false;
+}
+
+
+/* The lock wait's view of an epoll wait (struct th_lockwait callbacks). */
+struct epoll_ctx {
+    int epfd;
+    struct epoll_event *evs;
+    int maxevents;
+    bool ns_timeout;
+    bool shared;
+    struct th_ep_listener *wl;
+    int k;
+};
+
+static void epoll_exclude(void *ctx, const bool *held, const bool *busy, bool on)
+{
+    struct epoll_ctx *c = ctx;
+
+    if (on)
+        th_epreg_park_busy(c->epfd, c->shared, c->wl, c->k, held, busy);
+}
+
+static int epoll_real_wait(void *ctx, int64_t until, const sigset_t *sigmask)
+{
+    struct epoll_ctx *c = ctx;
+
+    return real_wait(c->epfd, c->evs, c->maxevents, until, sigmask, c->ns_timeout);
+}
+
+static bool epoll_reported(void *ctx, int j, int result)
+{
+    struct epoll_ctx *c = ctx;
+
+    return reported(c->evs, result, c->wl[j].data);
+}
+
+/* sigmask: the caller's; signals are blocked only if the wait must queue. */
+static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *sigmask,
+                     int others)
+{
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+    struct th_lockwait lw = {
+        .ls = ls, .k = ctx->k, .may_block = others == 0, .deadline = deadline,
+        .sigmask = sigmask, .bell = -1, .ctx = ctx,
+        .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
+    };
+    struct th_sigscope scope;
+    int r;
+
+    for (int j = 0; j < ctx->k; j++)
+        ls[j] = ctx->wl[j].l;
+    if (th_lockwait_fast(&lw, &r))
+        return r;
+    th_sig_enter(&scope, sigmask);
+    lw.sigmask = scope.wait_mask;
+    lw.bell = th_doorbell_fd();
+    r = th_lockwait_run(&lw);
+    th_sig_leave(&scope);
+    return r;
+}
+
+/* ---- bursts: leaving a re-reported listener to the others ------------- */
+
+#define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
+
+
+/*
+ * An exclusive wait, counted in seg->waiting.  When it returns at once,
+ * again, a listener this thread took a connection from in its last
+ * wake-up while other threads wait on it, the listener sits out up to
+ * TH_YIELD_MS (policy.c).
+ */
+static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                          const sigset_t *sigmask, bool ns_timeout,
+                          const struct th_ep_listener *wl, int k, uint64_t took_last)
+{
+    int64_t start = th_now_ns();
+    int r, saved_errno;
+    uint64_t yield = 0, again = 0;
+
+    for (int j = 0; j < k; j++)
+        th_waiting_count(wl[j].l);
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+    for (int j = 0; r > 0 && took_last && j < k; j++)
+        if ((took_last & th_listener_bit(wl[j].l->index)) && reported(evs, r, wl[j].data))
+            again |= 1ull << j;
+    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data) && !(again & (1ull << j)))
+            continue;                   /* counted until its accept */
+        th_waiting_done(wl[j].l);       /* a yielding thread is not waiting */
+        if ((again & (1ull << j)) && th_policy_yields(th_self.streak, th_waiting_others(wl[j].l)))
+            yield |= 1ull << j;
+        else if (again & (1ull << j))
+            th_waiting_count(wl[j].l);
+    }
+    if (yield == 0)
+        return r;
+    th_self.streak = 0;
+    for (int j = 0; j < k; j++)
+        if (yield & (1ull << j))
+            th_count_yield(wl[j].l);
+    th_epreg_park_yielded(epfd, wl, k, yield, true);
+    r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask, ns_timeout);
+    saved_errno = errno;
+    th_epreg_park_yielded(epfd, wl, k, yield, false);
+    if (r != 0 || th_remaining_ns(deadline) == 0) {
+        errno = saved_errno;            /* the yielded listeners sat this one out */
+        return r;
+    }
+    for (int j = 0; j < k; j++)
+        th_waiting_count(wl[j].l);
+    /* nobody came for it: take it now (and check no dead process is counted) */
+    start = th_now_ns();
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data)) {
+            if ((yield & (1ull << j)) && th_now_ns() - start < AT_ONCE_NS && wl[j].l->seg)
+                th_seg_drop_dead_waiting(wl[j].l->seg);
+            continue;                   /* counted until its accept */
+        }
+        th_waiting_done(wl[j].l);
+    }
+    return r;
+}
+
+
+int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                  const sigset_t *sigmask, bool ns_timeout)
+{
+    struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
+    struct th_wait_facts facts = { .epoll = true, .all_exclusive = true };
+    int others, k = th_epreg_snapshot(epfd, wl, &facts.shared, &others, &facts.threaded), r, saved_errno;
+    uint64_t took_last = th_self.took;
+    struct th_plan plan;
+
+    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
+    th_self.slept = true;
+    th_waiting_clear();             /* back from the last wait, never accepted */
+    for (int j = 0; j < k; j++) {
+        facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
+        TH_COUNT(wl[j].l, waits, 1);
+    }
+    plan = th_policy_wait(&facts);
+    for (int j = 0; j < k; j++) {
+        struct th_plan entry = th_policy_epoll_entry(plan, wl[j].exclusive);
+        th_listener_set_strategy(wl[j].l, entry.strategy, entry.why);
+    }
+    if (plan.strategy == TH_STRAT_LOCK) {
+        struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
+                                 .ns_timeout = ns_timeout, .shared = facts.shared,
+                                 .wl = wl, .k = k };
+        r = lock_wait(&ctx, deadline, sigmask, others);
+    } else {
+        int64_t start = th_now_ns();
+
+        if (plan.strategy == TH_STRAT_EXCLUSIVE)
+            r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
+                               took_last);
+        else
+            r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
+    }
+    saved_errno = errno;
+    th_epreg_done_waiting(epfd);
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data)) {
+            uint64_t bit = th_listener_bit(wl[j].l->index);
+            TH_COUNT(wl[j].l, wakeups, 1);
+            th_self.woke |= bit;
+            if (th_policy_epoll_entry(plan, wl[j].exclusive).strategy == TH_STRAT_EXCLUSIVE &&
+                !(wl[j].events & (EPOLLET | EPOLLONESHOT)))
+                th_self.refusable |= bit;
+        }
+    }
+    errno = saved_errno;
+    return r;
+}
+
