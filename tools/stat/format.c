@@ -22,29 +22,6 @@
 
 #include <inttypes.h>
 
-/* Jain's index over per-process accepts: 1 even, 1/n one takes all, 0 none. */
-struct figures stat_figures(const struct snapshot *s)
-{
-    struct figures f = { 0 };
-    double sum = 0, squares = 0;
-
-    for (int i = 0; i < s->nprocs; i++) {
-        double x = (double)s->procs[i].accepts;
-        f.accepts += s->procs[i].accepts;
-        f.wakeups += s->procs[i].wakeups;
-        sum += x;
-        squares += x * x;
-    }
-    f.jain = squares > 0 ? sum * sum / (s->nprocs * squares) : 0.0;
-    f.wakeups_per_accept = f.accepts ? (double)f.wakeups / (double)f.accepts : 0.0;
-    return f;
-}
-
-double stat_share(const struct proc_row *r, const struct figures *f)
-{
-    return f->accepts ? (double)r->accepts / (double)f->accepts : 0.0;
-}
-
 static void print_table(const struct snapshot *s)
 {
     struct figures f = stat_figures(s);
