@@ -396,6 +396,14 @@ static void alarm_in_ms(int ms)
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
+static void alarm_every_ms(int ms)
+{
+    struct itimerval it = { .it_value = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 },
+                            .it_interval = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 } };
+
+    setitimer(ITIMER_REAL, &it, NULL);
+}
+
 /* A signal handler running during the wait: TH_LOCK_INTR, queue left clean. */
 static void test_eintr(void)
 {
@@ -406,12 +414,19 @@ static void test_eintr(void)
     lock_setup();
     catch_alarm();
     h = spawn_holder(true);
-    alarm_in_ms(150);
+    /*
+     * Every 150 ms, not once: on a loaded machine the first alarm can fire
+     * before this thread is asleep (then it is handled like a signal that
+     * came just before the call, and must not end the wait); a later one
+     * finds it asleep.
+     */
+    alarm_every_ms(150);
     t0 = tap_now_ms();
     EXPECT_EQ(acquire_until(TH_FOREVER, NULL, &gen), TH_LOCK_INTR);
     ms = tap_now_ms() - t0;
-    tap_diag("interrupted after %.1f ms (alarm at 150 ms)", ms);
-    EXPECT_EQ(alarms, 1);
+    alarm_every_ms(0);
+    tap_diag("interrupted after %.1f ms (alarms every 150 ms, %d handled)", ms, (int)alarms);
+    EXPECT(alarms >= 1);
     EXPECT(ms >= 100.0 && ms < 2000.0);
     EXPECT(!has_slot(getpid()));
     holder_release(&h);
