@@ -54,8 +54,8 @@ all: libthunder.so $(TOOLS) $(EXAMPLES)
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
 	$(CC) $(SHIM_CFLAGS) -o $@ $(SHIM_LIB_SRC) $(SHIM_LDFLAGS)
 
-tools/thunder-stat: $(STAT_SRC) tools/stat/stat.h $(SEGCORE) VERSION
-	$(CC) $(CFLAGS) -DTH_VERSION='"$(VERSION)"' -Ishim -o $@ $(STAT_SRC) shim/segcore.c $(LDFLAGS)
+tools/thunder-stat: $(STAT_SRC) tools/stat/stat.h $(SEGCORE) shim/config.c VERSION
+	$(CC) $(CFLAGS) -DTH_VERSION='"$(VERSION)"' -Ishim -o $@ $(STAT_SRC) shim/segcore.c shim/config.c $(LDFLAGS)
 
 tools/thunder-loadgen: $(LOADGEN_SRC) $(LOADGEN_HDR)
 	$(CC) $(CFLAGS) -o $@ $(LOADGEN_SRC) $(LDFLAGS) -lm

@@ -39,6 +39,14 @@ static const struct var vars[] = {
     { "THUNDER_CHECK_MS",  VAR_UINT,  NULL, 1, 1000,    25,   CFG(lock.check_ms) },
 };
 
+const char *const *th_config_words(const char *name)
+{
+    for (size_t i = 0; i < TH_ARRAY_LEN(vars); i++)
+        if (strcmp(vars[i].name, name) == 0)
+            return vars[i].words;
+    return NULL;
+}
+
 const char *th_mode_name(enum th_mode mode)
 {
     return (unsigned)mode < TH_ARRAY_LEN(mode_words) - 1 ? mode_words[mode] : "?";

@@ -178,6 +178,8 @@ int th_config_parse(struct th_config *cfg, th_getenv_fn get, char *const *envp,
 /* Does cfg's THUNDER_PORTS filter let this port through? */
 bool th_ports_match(const struct th_config *cfg, uint16_t port);
 const char *th_mode_name(enum th_mode mode);
+/* The words a THUNDER_ variable accepts (NULL-terminated), or NULL: not a word. */
+const char *const *th_config_words(const char *name);
 
 /* ---- settings.c: the process's configuration --------------------------- */
 /* Immutable after the constructor, so every thread reads it lock-free. */

@@ -42,6 +42,24 @@ teardown() {
     [[ $output == *"--mode M"* ]] && [[ $output == *systemd* ]]
 }
 
+@test "mode, balance and log words: the wrapper checks against the library's own table" {
+    local var opt words lib_words
+    for var in THUNDER_MODE THUNDER_BALANCE THUNDER_LOG; do
+        words=$("$THUNDER_STAT" --words "$var")
+        [ -n "$words" ] || fail "thunder-stat --words $var printed nothing"
+        # what the library itself says it accepts for a bad value
+        run -0 env "$var=bogus" LD_PRELOAD="$THUNDER_LIB" true
+        lib_words=$(sed -n "s/.*$var=\"bogus\" is not valid (accepted: \([a-z|]*\)).*/\1/p" <<<"$output")
+        [ "${lib_words//|/ }" = "$words" ] || fail "$var: library '$lib_words', thunder-stat '$words'"
+        case $var in
+            THUNDER_MODE) opt=--mode ;; THUNDER_BALANCE) opt=--balance ;; *) opt=--log ;;
+        esac
+        run -2 "$WRAPPER" "$opt=bogus" -- true
+        [[ $output == *"$opt 'bogus' is not one of: $words"* ]] || fail "$opt: $output"
+    done
+    run -0 "$WRAPPER" --mode lock --balance lifo --log warn -- true
+}
+
 @test "an unknown option is a usage error: exit 2, a usage line on stderr, nothing run" {
     run --separate-stderr "$WRAPPER" --bogus -- touch "$BATS_TEST_TMPDIR/ran"
     [ "$status" -eq 2 ]

@@ -15,6 +15,7 @@
  * Exit status: 0 (also when nothing is found), 1 on I/O errors, 2 on usage.
  */
 #define _GNU_SOURCE
+#include "thunder.h"   /* th_config_words: the library's own table */
 #include "stat.h"
 
 #include <errno.h>
@@ -153,6 +154,22 @@ struct command {
     bool uid_given;
 };
 
+/*
+ * The words the library accepts for a THUNDER_ variable, from its own
+ * parser's table (shim/config.c): the wrapper checks its options against
+ * these, so the names of modes, balances and log levels exist once.
+ */
+static void print_words(const char *name)
+{
+    const char *const *words = th_config_words(name);
+
+    if (words == NULL)
+        usage_error("--words takes THUNDER_MODE, THUNDER_BALANCE or THUNDER_LOG");
+    for (int i = 0; words[i]; i++)
+        printf("%s%s", i ? " " : "", words[i]);
+    printf("\n");
+}
+
 static void set_format(struct options *o, enum format f)
 {
     if (o->format != FMT_TABLE && o->format != f)
@@ -208,6 +225,9 @@ static void parse_option(int c, struct command *cmd)
     case 'V':
         printf("thunder-stat " TH_VERSION "\n");
         exit(0);
+    case 'W':
+        print_words(optarg);
+        exit(0);
     default:
         usage_error(NULL);
     }
@@ -222,6 +242,7 @@ static void parse_options(int argc, char **argv, struct command *cmd)
         { "path", required_argument, NULL, 'a' },  { "uid", required_argument, NULL, 'u' },
         { "port", required_argument, NULL, 'p' },  { "pid", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },        { "version", no_argument, NULL, 'V' },
+        { "words", required_argument, NULL, 'W' },
         { NULL, 0, NULL, 0 },
     };
     struct options *o = &cmd->o;
