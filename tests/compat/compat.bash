@@ -199,7 +199,7 @@ check_reload() {
     wait "$lgpid" || true
     LG=$(cat "$out")
     echo "# during the reload: $(grep -E '^(ok|failed|failed_connect|failed_timeout|failed_closed|workers_seen|max_us)=' <<<"$LG" | tr '\n' ' ')" >&3
-    [ "$(lg failed)" = 0 ] && [ "$(lg ok)" -gt 0 ] || fail "during the reload: $(lg ok) answered, $(lg failed) failed (connect $(lg failed_connect), timeout $(lg failed_timeout), closed $(lg failed_closed), status $(lg failed_status)): $(head -n 3 "$out" | grep loadgen: || true)"
+    [ "$(lg failed)" = 0 ] && [ "$(lg ok)" -gt 0 ] || fail "during the reload: $(lg ok) answered, $(lg failed) failed (connect $(lg failed_connect), timeout $(lg failed_timeout), closed $(lg failed_closed), status $(lg failed_status)): $(grep -m 3 "loadgen:" "$out" || true)"
     [ "$i" -lt 600 ] || fail "no complete new generation of 8 workers after the reload (old $old, now $new)"
     drive 800 -g 200 -P "$new"
     [ "$(lg failed)" = 0 ] || fail "$(lg failed) failed after the reload"
