@@ -59,7 +59,7 @@ TXT
         FNR == 1 { next }
         {
             k = $1 SUBSEP $2 SUBSEP $3 SUBSEP $4
-            wake[k] = $9; jain[k] = $10; share[k] = $11; rps[k] = $12; failed[k] = $7; seen[$1] = 1
+            wake[k] = $9; jain[k] = $10; share[k] = $11; rps[k] = $12; failed[k] = $7; seen[$1] = 1; ran[k] = 1
         }
         END {
             print "| server and configuration | version | waits (strace, per connection) | floor | wake-ups/conn | Jain | burst share | req/s x | verdict |"
@@ -74,7 +74,7 @@ TXT
                 v = gn ? (ga ? "not needed" : "worse") : ga ? (f + 0 >= 1.5 ? "at floor" : "fixed") : "unchanged"
                 printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", meta["L", c], meta["V", c],
                     ((("W", c) in meta) ? meta["W", c] : "-"), (f == "" ? "-" : f), arrow(wn, wa), arrow(jn, ja),
-                    (((c, N, "burst", "auto") in share) ? arrow(share[c, N, "burst", "none"], share[c, N, "burst", "auto"]) : "not measured"),
+                    (((c, N, "burst", "auto") in ran) ? arrow(share[c, N, "burst", "none"], share[c, N, "burst", "auto"]) : "not measured"),
                     ratio(rps[c, N, "sat", "none"], rps[c, N, "sat", "auto"]), "**" v "**"
             }
             print ""
@@ -87,7 +87,7 @@ TXT
                 split("seq conc burst sat", wls, " ")
                 for (m = 1; m <= 4; m++) {
                     k = c SUBSEP N SUBSEP wls[m] SUBSEP "auto"
-                    if (!(k in wake)) continue
+                    if (!(k in ran)) continue
                     if (failed[k] + 0 > 0) { print "- " meta["L", c] ", " wls[m] ": " failed[k] " failed"; misses++ }
                     if (f != "" && wake[k] + 0 > f + 0.3) { printf "- %s, %s: %s wake-ups per connection > floor %s + 0.3 (without the shim: %s)\n", meta["L", c], wls[m], wake[k], f, wake[c, N, wls[m], "none"]; misses++ }
                     if (wls[m] == "seq" && jain[k] + 0 < 0.99) { printf "- %s, seq: Jain %s < 0.99 (without the shim: %s)\n", meta["L", c], jain[k], jain[c, N, "seq", "none"]; misses++ }

@@ -229,13 +229,15 @@ peer_master() {  # config dir
 }
 
 # The master's children, less multiprocessing's resource tracker (uvicorn
-# --workers starts one beside its workers).
+# --workers starts one beside its workers).  uvicorn --workers 1 forks
+# nothing: the master serves.
 peer_workers() {  # config master
     local pid out=
     for pid in $(proc_children "$2" | tr ',' ' '); do
         grep -qa resource_tracker "/proc/$pid/cmdline" 2>/dev/null && continue
         out+="${out:+,}$pid"
     done
+    [ -z "$out" ] && [ "$1" = uvicorn ] && grep -qa -- '--workers.1.' "/proc/$2/cmdline" 2>/dev/null && out=$2
     [ -n "$out" ] && echo "$out"
 }
 
