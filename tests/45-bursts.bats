@@ -9,8 +9,9 @@
 # round is 1/8; a greedy loop without the shim gives one worker about half
 # of each round, the inherited instance (before the fix) nearly all of it.
 # Jain over the rounds >= 0.7 (a worker that gets no CPU for a while on a
-# loaded machine lowers it; none: 0.5).  Nothing may fail or wait long: a refused accept must leave no connection
-# queued with every worker asleep (loadgen's timeout would count it), and
+# loaded machine lowers it; none: 0.5).  Nothing may fail or wait long: a
+# refused accept must leave no connection queued with every worker asleep
+# (loadgen's timeout would count it), and
 # the extra delay it may add is bounded (policy.c: 1 ms per yield); the
 # test bounds the slowest connection at 1 s.
 
