@@ -16,14 +16,42 @@
  */
 #include "thunder.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
 
-void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, int k, uint64_t took_last)
+/* Connections in a TCP listener's accept queue; -1 when unknown. */
+static int queued(int fd)
+{
+    struct tcp_info info;
+    socklen_t len = sizeof(info);
+    int saved_errno = errno, r;
+
+    r = getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len);
+    errno = saved_errno;
+    return r == 0 && len >= offsetof(struct tcp_info, tcpi_unacked) + sizeof(info.tcpi_unacked)
+               ? (int)info.tcpi_unacked : -1;
+}
+
+/* Does policy.c say listener j sits out?  (The queue costs a system call:
+   it is only asked when the rest says yes.) */
+static bool yields(const struct th_burst *b, int j)
+{
+    int others = th_waiting_others(b->ls[j]);
+
+    return th_policy_yields(th_self.streak, others, INT32_MAX) &&
+           th_policy_yields(th_self.streak, others, queued(b->fds[j]));
+}
+
+void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int *fds, int k,
+                    uint64_t took_last)
 {
     b->k = k;
     b->took_last = took_last;
     for (int j = 0; j < k; j++) {
         b->ls[j] = ls[j];
+        b->fds[j] = fds[j];
         th_waiting_count(ls[j]);
     }
     b->start = th_now_ns();
@@ -47,7 +75,7 @@ uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield)
         if ((reported & bit) && !(again & bit))
             continue;                   /* counted until its accept */
         th_waiting_done(b->ls[j]);
-        if ((again & bit) && th_policy_yields(th_self.streak, th_waiting_others(b->ls[j])))
+        if ((again & bit) && yields(b, j))
             yield |= bit;
         else if (again & bit)
             th_waiting_count(b->ls[j]);

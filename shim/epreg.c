@@ -404,20 +404,6 @@ static void park_yielded(int epfd, const struct wait_listener *wl, int k, uint64
     unlock();
 }
 
-/* Are all of evs[0..n) events of the listeners in mask? */
-static bool only_listeners(const struct epoll_event *evs, int n,
-                           const struct wait_listener *wl, int k, uint64_t mask)
-{
-    for (int i = 0; i < n; i++) {
-        bool found = false;
-        for (int j = 0; j < k && !found; j++)
-            found = (mask & (1ull << j)) && evs[i].data.u64 == wl[j].data;
-        if (!found)
-            return false;
-    }
-    return true;
-}
-
 /* Which of wl[0..k) evs[0..n) reports, as a mask by position. */
 static uint64_t reported_mask(const struct epoll_event *evs, int n,
                               const struct wait_listener *wl, int k)
@@ -441,20 +427,24 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
                           uint64_t took_last)
 {
     struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
+    int fds[TH_MAX_WAIT_LISTENERS];
     struct th_burst b;
     uint64_t got, yield;
     bool lt_only = true;
     int r, saved_errno;
 
-    for (int j = 0; j < k; j++)
+    for (int j = 0; j < k; j++) {
         ls[j] = wl[j].l;
-    th_burst_begin(&b, ls, k, took_last);
+        fds[j] = wl[j].fd;
+    }
+    th_burst_begin(&b, ls, fds, k, took_last);
     r = real_wait(epfd, evs, maxevents, deadline, sigmask);
     saved_errno = errno;
     got = reported_mask(evs, r, wl, k);
     for (int j = 0; j < k; j++)
         lt_only = lt_only && (!(got & (1ull << j)) || !(wl[j].events & EPOLLET));
-    yield = th_burst_after(&b, got, r > 0 && lt_only && only_listeners(evs, r, wl, k, got));
+    /* nothing but those listeners, level-triggered: a second wait loses nothing */
+    yield = th_burst_after(&b, got, r > 0 && lt_only && r == __builtin_popcountll(got));
     if (yield) {
         park_yielded(epfd, wl, k, yield, true);
         r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask);

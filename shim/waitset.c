@@ -327,13 +327,16 @@ static int exclusive_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
                           uint64_t took_last, int *r)
 {
     struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
+    int lfds[TH_MAX_WAIT_LISTENERS];
     struct th_burst b;
     uint64_t yield;
     int handled, saved_errno;
 
-    for (int j = 0; j < k; j++)
+    for (int j = 0; j < k; j++) {
         ls[j] = set[j].l;
-    th_burst_begin(&b, ls, k, took_last);
+        lfds[j] = fds[set[j].index].fd;
+    }
+    th_burst_begin(&b, ls, lfds, k, took_last);
     handled = mirrored_wait(fds, n, deadline, sigmask, r, false);
     saved_errno = errno;
     yield = th_burst_after(&b, handled ? reported_mask(fds, *r, set, k) : 0, handled && *r > 0);
