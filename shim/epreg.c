@@ -269,12 +269,20 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
     if (inst && ++inst->waiting > 1)
         inst->threaded = true;
     *threaded = inst && inst->threaded;
-    for (int i = 0; i < nregs && k < TH_MAX_WAIT_LISTENERS; i++)
-        if (regs[i].epfd == epfd)
-            wl[k++] = (struct th_ep_listener){ .l = regs[i].l, .fd = regs[i].fd,
-                                              .data = regs[i].ev.data.u64,
-                                              .events = regs[i].ev.events,
-                                              .exclusive = regs[i].exclusive };
+    for (int i = 0; i < nregs && k < TH_MAX_WAIT_LISTENERS; i++) {
+        bool exclusive;
+        if (regs[i].epfd != epfd)
+            continue;
+        /* taken out while it looked private: others wait on it now, put it back */
+        if (*shared && regs[i].parked &&
+            (add_listener(epfd, regs[i].fd, &regs[i].ev, regs[i].injected, &exclusive) == 0 ||
+             errno == EEXIST))
+            regs[i].parked = false;
+        wl[k++] = (struct th_ep_listener){ .l = regs[i].l, .fd = regs[i].fd,
+                                            .data = regs[i].ev.data.u64,
+                                            .events = regs[i].ev.events,
+                                            .exclusive = regs[i].exclusive };
+    }
     unlock();
     return k;
 }

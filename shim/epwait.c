@@ -127,71 +127,64 @@ static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *si
     return r;
 }
 
-/* ---- bursts: leaving a re-reported listener to the others ------------- */
+/* Which of wl[0..k) evs[0..n) reports, as a mask by position. */
+static uint64_t reported_mask(const struct epoll_event *evs, int n,
+                              const struct th_ep_listener *wl, int k)
+{
+    uint64_t mask = 0;
 
-#define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
-
+    for (int j = 0; n > 0 && j < k; j++)
+        if (reported(evs, n, wl[j].data))
+            mask |= 1ull << j;
+    return mask;
+}
 
 /*
- * An exclusive wait, counted in seg->waiting.  When it returns at once,
- * again, a listener this thread took a connection from in its last
- * wake-up while other threads wait on it, the listener sits out up to
- * TH_YIELD_MS (policy.c).
+ * An exclusive wait.  A listener this thread re-takes at once while
+ * others wait on it sits out up to TH_YIELD_MS (policy.c, burst.c); only
+ * when the wait reported nothing else, as a second wait must not lose
+ * edge-triggered events of other fds.
  */
 static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                           const sigset_t *sigmask, bool ns_timeout,
                           const struct th_ep_listener *wl, int k, uint64_t took_last)
 {
-    int64_t start = th_now_ns();
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
+    int fds[TH_MAX_WAIT_LISTENERS];
+    struct th_burst b;
+    uint64_t got, yield;
+    bool lt_only = true;
     int r, saved_errno;
-    uint64_t yield = 0, again = 0;
 
-    for (int j = 0; j < k; j++)
-        th_waiting_count(wl[j].l);
-    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
-    for (int j = 0; r > 0 && took_last && j < k; j++)
-        if ((took_last & th_listener_bit(wl[j].l->index)) && reported(evs, r, wl[j].data))
-            again |= 1ull << j;
-    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
     for (int j = 0; j < k; j++) {
-        if (r > 0 && reported(evs, r, wl[j].data) && !(again & (1ull << j)))
-            continue;                   /* counted until its accept */
-        th_waiting_done(wl[j].l);       /* a yielding thread is not waiting */
-        if ((again & (1ull << j)) && th_policy_yields(th_self.streak, th_waiting_others(wl[j].l)))
-            yield |= 1ull << j;
-        else if (again & (1ull << j))
-            th_waiting_count(wl[j].l);
+        ls[j] = wl[j].l;
+        fds[j] = wl[j].fd;
     }
-    if (yield == 0)
-        return r;
-    th_self.streak = 0;
-    for (int j = 0; j < k; j++)
-        if (yield & (1ull << j))
-            th_count_yield(wl[j].l);
-    th_epreg_park_yielded(epfd, wl, k, yield, true);
-    r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask, ns_timeout);
+    th_burst_begin(&b, ls, fds, k, took_last);
+    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
     saved_errno = errno;
-    th_epreg_park_yielded(epfd, wl, k, yield, false);
-    if (r != 0 || th_remaining_ns(deadline) == 0) {
-        errno = saved_errno;            /* the yielded listeners sat this one out */
-        return r;
-    }
+    got = reported_mask(evs, r, wl, k);
     for (int j = 0; j < k; j++)
-        th_waiting_count(wl[j].l);
-    /* nobody came for it: take it now (and check no dead process is counted) */
-    start = th_now_ns();
-    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
-    for (int j = 0; j < k; j++) {
-        if (r > 0 && reported(evs, r, wl[j].data)) {
-            if ((yield & (1ull << j)) && th_now_ns() - start < AT_ONCE_NS && wl[j].l->seg)
-                th_seg_drop_dead_waiting(wl[j].l->seg);
-            continue;                   /* counted until its accept */
+        lt_only = lt_only && (!(got & (1ull << j)) || !(wl[j].events & EPOLLET));
+    /* nothing but those listeners, level-triggered: a second wait loses nothing */
+    yield = th_burst_after(&b, got, r > 0 && lt_only && r == __builtin_popcountll(got));
+    if (yield) {
+        th_epreg_park_yielded(epfd, wl, k, yield, true);
+        r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask,
+                      ns_timeout);
+        saved_errno = errno;
+        th_epreg_park_yielded(epfd, wl, k, yield, false);
+        if (r == 0 && th_remaining_ns(deadline) > 0) {
+            /* nobody came for it: take it now if it is still there */
+            th_burst_resume(&b);
+            r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+            saved_errno = errno;
+            th_burst_end(&b, reported_mask(evs, r, wl, k), yield);
         }
-        th_waiting_done(wl[j].l);
     }
+    errno = saved_errno;
     return r;
 }
-
 
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout)

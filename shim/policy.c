@@ -165,16 +165,20 @@ bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait)
  * yield to each other.  Bound: each yield delays a connection left in
  * the queue by at most TH_YIELD_MS; the yielding worker takes it itself
  * when it comes back.  Waits that slept, and servers where no other
- * thread waits (all busy), never yield.  The streak keeps a saturated
- * server, where a returning worker often finds one connection queued,
- * from paying for a yield on every connection.
+ * thread waits (all busy), never yield.  A saturated server is not a
+ * burst: a returning worker there often finds a connection queued that a
+ * sleeper was woken for, and handing it to that sleeper (still waiting
+ * for a CPU) instead costs latency and throughput.  So a yield needs the
+ * streak and at least YIELD_QUEUED connections in the listen queue
+ * (TCP_INFO; a listener where it is unknown never yields).
  */
 #define YIELD_STREAK 2
+#define YIELD_QUEUED 2
 
-bool th_policy_yields(unsigned streak, int others_waiting)
+bool th_policy_yields(unsigned streak, int others_waiting, int queued)
 {
     return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           streak >= YIELD_STREAK && others_waiting > 0;
+           streak >= YIELD_STREAK && others_waiting > 0 && queued >= YIELD_QUEUED;
 }
 
 /*

@@ -15,6 +15,7 @@
  *             mirror.c     private exclusive epoll instance for poll sets
  *             lockwait.c   the one lock wait both paths share
  *             policy.c     mode + facts about a wait -> strategy and why
+ *             burst.c      spreading a burst: the waits' shared bookkeeping
  *   locks     held.c       the locks this thread holds
  *             locksleep.c  sleeping for the lock, waking whom it went to
  *             lock.c       the FIFO/LIFO queue lock in a segment
@@ -403,9 +404,26 @@ bool th_policy_rotates(bool slept);
 bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
-bool th_policy_yields(unsigned streak, int others_waiting);
+bool th_policy_yields(unsigned streak, int others_waiting, int queued);
 bool th_policy_serves_backlog_unlocked(void);
 bool th_policy_jitters(void);
+
+/* ---- burst.c: spreading a burst (both exclusive wait paths) ----------- */
+struct th_burst {
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
+    int fds[TH_MAX_WAIT_LISTENERS];
+    int k;
+    uint64_t took_last;        /* th_self.took when the call began */
+    int64_t start;             /* when the current wait began */
+};
+/* Masks are by position j in ls[]. */
+void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int *fds, int k,
+                    uint64_t took_last);
+/* After a wait that reported `reported`: which listeners to yield (none
+   unless may_yield: the wait path can wait again without losing events). */
+uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield);
+void th_burst_resume(struct th_burst *b);      /* the wait goes on after a yield */
+void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
 struct th_lockwait {

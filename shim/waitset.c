@@ -310,73 +310,54 @@ static int mirrored_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
                  : th_mirror_poll(fds, n, deadline, sigmask, r);
 }
 
-#define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
-
-/*
- * After a mirrored wait: the listeners it reported stay counted in
- * seg->waiting until their accept.  Returns true when this thread should
- * yield them (policy.c): reported at once, again, after it took one.
- */
-static bool settle_mirrored(const struct pollfd *fds, int r, struct set_listener *set, int k,
-                            uint64_t took_last, int64_t start)
+/* Which of the set's listeners the answer in fds reports, by position. */
+static uint64_t reported_mask(const struct pollfd *fds, int r, const struct set_listener *set,
+                              int k)
 {
-    bool again = false, yield = false;
+    uint64_t mask = 0;
 
     for (int j = 0; r > 0 && j < k; j++)
-        again = again || ((took_last & th_listener_bit(set[j].l->index)) &&
-                          ready(&fds[set[j].index]));
-    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
-    for (int j = 0; j < k; j++) {
-        if (r > 0 && ready(&fds[set[j].index]) && !again)
-            continue;                   /* counted until its accept */
-        th_waiting_done(set[j].l);
-        yield = yield || (again && th_policy_yields(th_self.streak,
-                                                    th_waiting_others(set[j].l)));
-    }
-    if (yield)
-        th_self.streak = 0;
-    else if (again)
-        for (int j = 0; j < k; j++)
-            th_waiting_count(set[j].l);
-    return yield;
+        if (ready(&fds[set[j].index]))
+            mask |= 1ull << j;
+    return mask;
 }
 
-/* An exclusive wait on the mirror, with a yield when policy.c says so. */
+/*
+ * An exclusive wait on the mirror; a listener this thread re-takes at
+ * once while others wait on it sits out up to TH_YIELD_MS (policy.c,
+ * burst.c).  poll is level-triggered: waiting again loses nothing.
+ * 0 when the set cannot be mirrored (the caller falls back).
+ */
 static int exclusive_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
                           const sigset_t *sigmask, struct set_listener *set, int k,
                           uint64_t took_last, int *r)
 {
-    int64_t start = th_now_ns();
-    int handled;
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
+    int lfds[TH_MAX_WAIT_LISTENERS];
+    struct th_burst b;
+    uint64_t yield;
+    int handled, saved_errno;
 
-    for (int j = 0; j < k; j++)
-        th_waiting_count(set[j].l);
-    if (!mirrored_wait(fds, n, deadline, sigmask, r, false)) {
-        for (int j = 0; j < k; j++)
-            th_waiting_done(set[j].l);
-        return 0;
-    }
-    if (!settle_mirrored(fds, *r, set, k, took_last, start))
-        return 1;
-    for (int j = 0; j < k; j++)
-        th_count_yield(set[j].l);
-    if (!mirrored_wait(fds, n, th_min_deadline(deadline, TH_YIELD_MS), sigmask, r, true) ||
-        *r != 0 || th_remaining_ns(deadline) == 0)
-        return 1;
-    /* nobody came for it: wait again, and take it now if it is still there */
-    for (int j = 0; j < k; j++)
-        th_waiting_count(set[j].l);
-    start = th_now_ns();
-    handled = mirrored_wait(fds, n, deadline, sigmask, r, false);
     for (int j = 0; j < k; j++) {
-        if (handled && *r > 0 && ready(&fds[set[j].index])) {
-            if (th_now_ns() - start < AT_ONCE_NS && set[j].l->seg)
-                th_seg_drop_dead_waiting(set[j].l->seg);
-            continue;
-        }
-        th_waiting_done(set[j].l);
+        ls[j] = set[j].l;
+        lfds[j] = fds[set[j].index].fd;
     }
-    return handled;                     /* 0: no mirror any more, the caller falls back */
+    th_burst_begin(&b, ls, lfds, k, took_last);
+    handled = mirrored_wait(fds, n, deadline, sigmask, r, false);
+    saved_errno = errno;
+    yield = th_burst_after(&b, handled ? reported_mask(fds, *r, set, k) : 0, handled && *r > 0);
+    if (yield && mirrored_wait(fds, n, th_min_deadline(deadline, TH_YIELD_MS), sigmask, r, true)) {
+        saved_errno = errno;
+        if (*r == 0 && th_remaining_ns(deadline) > 0) {
+            /* nobody came for it: take it now if it is still there */
+            th_burst_resume(&b);
+            handled = mirrored_wait(fds, n, deadline, sigmask, r, false);
+            saved_errno = errno;
+            th_burst_end(&b, handled ? reported_mask(fds, *r, set, k) : 0, yield);
+        }
+    }
+    errno = saved_errno;
+    return handled;
 }
 
 int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask)

@@ -8,8 +8,10 @@
 # The margins are wide (2 CPUs shared with other jobs): ideal share of a
 # round is 1/8; a greedy loop without the shim gives one worker about half
 # of each round, the inherited instance (before the fix) nearly all of it.
-# Nothing may fail or wait long: a refused accept must leave no connection
-# queued with every worker asleep (loadgen's timeout would count it), and
+# Jain over the rounds >= 0.7 (a worker that gets no CPU for a while on a
+# loaded machine lowers it; none: 0.5).  Nothing may fail or wait long: a
+# refused accept must leave no connection queued with every worker asleep
+# (loadgen's timeout would count it), and
 # the extra delay it may add is bounded (policy.c: 1 ms per yield); the
 # test bounds the slowest connection at 1 s.
 
@@ -18,7 +20,7 @@ load helpers
 WORKERS_N=8
 K=16
 ROUNDS=20
-SHARE_MAX=0.3          # mean over rounds of the largest share (ideal 0.125)
+SHARE_MAX=0.35         # mean over rounds of the largest share (ideal 0.125; none 0.47-0.6)
 SLOWEST_US=1000000
 
 # bursts [ARGS...]: ROUNDS rounds of K against the running example.
@@ -37,7 +39,7 @@ spread() {
     all_burst_answered || return 1
     le "$(lg round_max_share_mean)" "$SHARE_MAX" ||
         fail "one worker took $(lg round_max_share_mean) of a round on average (counts $(lg_counts))" || return 1
-    le 0.9 "$(lg jain)" || fail "unbalanced over the rounds: Jain $(lg jain), counts $(lg_counts)" || return 1
+    le 0.7 "$(lg jain)" || fail "unbalanced over the rounds: Jain $(lg jain), counts $(lg_counts)" || return 1
     le "$(lg max_us)" "$SLOWEST_US" || fail "a connection waited $(lg max_us) us"
 }
 
@@ -57,8 +59,8 @@ spread() {
     start_example ex_greedy "$WORKERS_N" THUNDER_MODE=auto -s 5
     bursts --workers "$WORKERS_N" --service-ms 5
     spread
-    # without the shim one worker serves about half a round one after the other: 4x and more
-    le "$(lg round_vs_limit)" 2.5 || fail "rounds took $(lg round_vs_limit) x ceil(K/N) x 5 ms"
+    # without the shim one worker serves about half a round one after the other: 6x
+    le "$(lg round_vs_limit)" 3.5 || fail "rounds took $(lg round_vs_limit) x ceil(K/N) x 5 ms"
 }
 
 @test "ex_greedy, auto: sequential connections still wake one worker each, in turn" {

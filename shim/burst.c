@@ -1,0 +1,112 @@
+/*
+ * Spreading a burst: the bookkeeping both exclusive wait paths share
+ * (epreg.c for epoll, waitset.c for poll/select); policy.c decides.
+ *
+ * A wait counts this thread in seg->waiting for each of its listeners
+ * (th_burst_begin).  When it returns, the listeners it reported stay
+ * counted until this thread's accept; the others are done.  A listener
+ * reported at once (the wait did not sleep) that this thread took a
+ * connection from in its last wake-up is a re-report; after
+ * policy.c's streak of them, while other threads wait on the listener,
+ * it is yielded: not counted while it sits out (so two threads never
+ * yield to each other), counted again when the wait resumes
+ * (th_burst_resume).  After the last wait of the call, th_burst_end: a
+ * yielded listener that is still reported at once means nobody counted
+ * came for it, so the counts of dead processes are dropped.
+ */
+#include "thunder.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
+
+/* Connections in a TCP listener's accept queue; -1 when unknown. */
+static int queued(int fd)
+{
+    struct tcp_info info;
+    socklen_t len = sizeof(info);
+    int saved_errno = errno, r;
+
+    r = getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len);
+    errno = saved_errno;
+    return r == 0 && len >= offsetof(struct tcp_info, tcpi_unacked) + sizeof(info.tcpi_unacked)
+               ? (int)info.tcpi_unacked : -1;
+}
+
+/* Does policy.c say listener j sits out?  (The queue costs a system call:
+   it is only asked when the rest says yes.) */
+static bool yields(const struct th_burst *b, int j)
+{
+    int others = th_waiting_others(b->ls[j]);
+
+    return th_policy_yields(th_self.streak, others, INT32_MAX) &&
+           th_policy_yields(th_self.streak, others, queued(b->fds[j]));
+}
+
+void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int *fds, int k,
+                    uint64_t took_last)
+{
+    b->k = k;
+    b->took_last = took_last;
+    for (int j = 0; j < k; j++) {
+        b->ls[j] = ls[j];
+        b->fds[j] = fds[j];
+        th_waiting_count(ls[j]);
+    }
+    b->start = th_now_ns();
+}
+
+static bool took_from(const struct th_burst *b, int j)
+{
+    return b->took_last & th_listener_bit(b->ls[j]->index);
+}
+
+uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield)
+{
+    uint64_t again = 0, yield = 0;
+
+    for (int j = 0; may_yield && j < b->k; j++)
+        if ((reported & (1ull << j)) && took_from(b, j))
+            again |= 1ull << j;
+    th_self.streak = again && th_now_ns() - b->start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    for (int j = 0; j < b->k; j++) {
+        uint64_t bit = 1ull << j;
+        if ((reported & bit) && !(again & bit))
+            continue;                   /* counted until its accept */
+        th_waiting_done(b->ls[j]);
+        if ((again & bit) && yields(b, j))
+            yield |= bit;
+        else if (again & bit)
+            th_waiting_count(b->ls[j]);
+    }
+    if (yield) {
+        th_self.streak = 0;
+        for (int j = 0; j < b->k; j++)
+            if (yield & (1ull << j))
+                th_count_yield(b->ls[j]);
+    }
+    return yield;
+}
+
+void th_burst_resume(struct th_burst *b)
+{
+    for (int j = 0; j < b->k; j++)
+        th_waiting_count(b->ls[j]);
+    b->start = th_now_ns();
+}
+
+void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
+{
+    bool at_once = th_now_ns() - b->start < AT_ONCE_NS;
+
+    for (int j = 0; j < b->k; j++) {
+        uint64_t bit = 1ull << j;
+        if (!(reported & bit)) {
+            th_waiting_done(b->ls[j]);
+            continue;
+        }
+        if ((yielded & bit) && at_once && b->ls[j]->seg)
+            th_seg_drop_dead_waiting(b->ls[j]->seg);
+    }
+}
