@@ -1,4 +1,6 @@
 # libthunder — see README.md.  `make demo` and `make check` are the two commands.
+# The project's one version number; debian/changelog must say the same.
+VERSION := $(shell cat VERSION)
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
@@ -6,6 +8,9 @@ SAN     ?=
 BINDIR   = $(PREFIX)/bin
 LIBDIR   = $(PREFIX)/lib
 MANDIR   = $(PREFIX)/share/man/man1
+# Shell libraries of the installed scripts (thunder-ab finds them here).
+TOOLLIBDIR = $(LIBDIR)/libthunder
+TOOL_LIBS  = tools/lib/server.bash tools/lib/ab-report.bash
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 CFLAGS  ?= -O2 -g
@@ -29,13 +34,18 @@ SHIM_LDFLAGS = $(LDFLAGS) -shared -Wl,-soname,libthunder.so \
 	-Wl,--version-script=shim/libthunder.map -Wl,-z,now -Wl,-z,defs -ldl -lpthread
 
 SHIM_SRC  = $(wildcard shim/*.c)
-SHIM_LIB_SRC = $(filter-out shim/thunder-stat.c,$(SHIM_SRC))
+SHIM_LIB_SRC = $(SHIM_SRC)
+# The segment core: the one piece of the library the tools and tests link.
+SEGCORE   = shim/segcore.c shim/segcore.h shim/segment.h
+STAT_SRC  = $(wildcard tools/stat/*.c)
 SHIM_HDR  = $(wildcard shim/*.h) shim/syms.def
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
-TOOLS     = bench/loadgen shim/thunder-stat
+LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
+LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
+TOOLS     = tools/thunder-loadgen tools/thunder-stat
 
 .PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan
 all: libthunder.so $(TOOLS) $(EXAMPLES)
@@ -43,23 +53,28 @@ all: libthunder.so $(TOOLS) $(EXAMPLES)
 libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
 	$(CC) $(SHIM_CFLAGS) -o $@ $(SHIM_LIB_SRC) $(SHIM_LDFLAGS)
 
-shim/thunder-stat: shim/thunder-stat.c shim/segment.h
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+tools/thunder-stat: $(STAT_SRC) tools/stat/stat.h $(SEGCORE) VERSION
+	$(CC) $(CFLAGS) -DTH_VERSION='"$(VERSION)"' -Ishim -o $@ $(STAT_SRC) shim/segcore.c $(LDFLAGS)
 
-bench/loadgen: bench/loadgen.c
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+tools/thunder-loadgen: $(LOADGEN_SRC) $(LOADGEN_HDR)
+	$(CC) $(CFLAGS) -o $@ $(LOADGEN_SRC) $(LDFLAGS) -lm
 
 examples/%: examples/%.c $(wildcard examples/*.h)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
-# Unit tests link the shim's sources directly (no preload, no hooks).
+# Unit tests link the shim's sources directly (no preload, no hooks);
+# the segment core's own test links the core alone, as the tools do.
 UNIT_OBJS = $(filter-out shim/hook_%.c,$(SHIM_LIB_SRC))
+tests/unit/test_segcore: tests/unit/test_segcore.c tests/unit/tap.h $(SEGCORE)
+	$(CC) $(CFLAGS) -Ishim -o $@ $< shim/segcore.c $(LDFLAGS)
+
 tests/unit/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(UNIT_OBJS) $(SHIM_HDR)
 	$(CC) $(CFLAGS) -Ishim -o $@ $< $(UNIT_OBJS) $(LDFLAGS) -ldl
 
-# Small programs the bats suites drive (they load the shim by LD_PRELOAD).
-tests/progs/%: tests/progs/%.c
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+# Small programs the bats suites drive (they load the shim by LD_PRELOAD);
+# those that look at segments do it through the segment core.
+tests/progs/%: tests/progs/%.c $(SEGCORE)
+	$(CC) $(CFLAGS) -Ishim -o $@ $< shim/segcore.c $(LDFLAGS)
 
 unit: $(UNITS)
 
@@ -108,22 +123,28 @@ bench-quick: all
 	@bench/matrix.sh --quick
 
 lint:
-	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
+	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload tools/thunder-ab $(TOOL_LIBS) .ci/run
 	shellcheck -x -S warning tests/*.bats tests/helpers.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
+	@awk 'FNR == 601 { print FILENAME ": over 600 lines"; bad = 1 } END { exit bad }' \
+	    shim/*.[ch] tools/*/*.[ch]
 
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(TOOLLIBDIR)
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
-	install -m 0755 shim/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
-	install -m 0755 bench/loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
+	install -m 0755 tools/thunder-loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-ab $(DESTDIR)$(BINDIR)/thunder-ab
+	install -m 0644 $(TOOL_LIBS) $(DESTDIR)$(TOOLLIBDIR)/
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libthunder.so $(DESTDIR)$(BINDIR)/thunder-preload \
 	      $(DESTDIR)$(BINDIR)/thunder-stat $(DESTDIR)$(BINDIR)/thunder-loadgen \
+	      $(DESTDIR)$(BINDIR)/thunder-ab $(addprefix $(DESTDIR)$(TOOLLIBDIR)/,$(notdir $(TOOL_LIBS))) \
 	      $(DESTDIR)$(MANDIR)/thunder-preload.1
+	@rmdir $(DESTDIR)$(TOOLLIBDIR) 2>/dev/null || true
 
 clean:
 	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS) $(PROGS)

@@ -5,7 +5,9 @@
  * any change to it must bump TH_SEG_VERSION.  tests/unit/test_segment.c
  * pins the offsets.
  *
- * The segment is named /dev/shm/libthunder.<euid>.<socket inode>.
+ * What is known about a segment beyond its layout (its name, how it is
+ * validated, when it is stale, its guard) is the segment core's:
+ * segcore.h, shared by the library, thunder-stat and the tests.
  */
 #pragma once
 
@@ -79,7 +81,8 @@ struct th_seg {
     struct th_proc_stats procs[TH_MAX_PROCS];
 };
 
-/* How a process handles this listener (shown by the reader). */
+/* How a process handles this listener (shown by the reader; the names
+   are th_strategy_name's, in segcore.c). */
 enum th_strategy {
     TH_STRAT_NONE = 0,
     TH_STRAT_OBSERVE,

@@ -28,7 +28,9 @@
  *             log.c        one-line messages on stderr
  *             real.c       the real libc functions (dlsym RTLD_NEXT)
  *             self.c       this thread and process (th_self, th_pid)
- *             segment.h    the shared-memory layout (+ the segment core)
+ *             segcore.c    the segment core: name, validation, liveness,
+ *                          stale check, guard (shared with tools/stat)
+ *             segment.h    the shared-memory layout
  */
 #pragma once
 
@@ -47,7 +49,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "segment.h"
+#include "segcore.h"   /* segment.h and what is known about a segment */
 
 #define TH_EXPORT __attribute__((visibility("default")))
 #define TH_UNUSED __attribute__((unused))
@@ -210,14 +212,11 @@ void th_doorbell_after_fork(void);
 struct th_seg *th_seg_attach(uint64_t inode, uint16_t port);
 void th_seg_detach(struct th_seg *seg, struct th_proc_stats *mine);
 struct th_proc_stats *th_seg_claim_slot(struct th_seg *seg, pid_t pid);
-void th_seg_name(char *buf, size_t len, uid_t uid, uint64_t inode);
 /* Refuse a mapping that is not ours or not sane; 0 if valid, else -1 with why. */
 int th_seg_validate(const struct th_seg *seg, size_t mapped, uid_t uid,
                     uint64_t inode, const char **why);
 int th_guard_lock(struct th_seg *seg);
 void th_guard_unlock(struct th_seg *seg);
-bool th_thread_alive(int32_t pid, int32_t tid);
-bool th_pid_exited(int32_t pid);    /* a zombie: exited, not reaped (reads /proc) */
 
 /* ---- listener.c ------------------------------------------------------ */
 struct th_listener {

@@ -21,7 +21,7 @@ teardown() {
     local inode
     if [ -f "$BATS_TEST_TMPDIR/inodes" ]; then
         while read -r inode; do
-            rm -f "/dev/shm/libthunder.$(id -u).$inode"
+            rm -f "$(segment_path "$inode")"
         done <"$BATS_TEST_TMPDIR/inodes"
     fi
     helpers_teardown

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# thunder-preload (run, stat, gc, ab, systemd), thunder-stat and the man
+# thunder-preload (run, stat, gc, systemd), thunder-stat and the man
 # page.  Loopback only; every process a test starts is stopped by pid in
 # teardown, with the segments of its listeners and the files it made up.
 
@@ -27,10 +27,16 @@ teardown() {
 
 # ---- run: options and exit codes ------------------------------------------------
 
-@test "--version and --help" {
+@test "--version: thunder-preload and thunder-stat print the one VERSION; --help" {
+    local version
+    version=$(cat "$ROOT/VERSION")
+    [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "VERSION holds '$version'"
     run "$WRAPPER" --version
     [ "$status" -eq 0 ]
-    [ "$output" = "thunder-preload 0.1.0" ]
+    [ "$output" = "thunder-preload $version" ] || fail "$output"
+    run "$THUNDER_STAT" --version
+    [ "$status" -eq 0 ]
+    [ "$output" = "thunder-stat $version" ] || fail "$output"
     run "$WRAPPER" --help
     [ "$status" -eq 0 ]
     [[ $output == *"--mode M"* ]] && [[ $output == *systemd* ]]
@@ -154,13 +160,13 @@ teardown() {
     local pid
     start_wrapped ex_poll 3 --mode lock
     run_loadgen 30
-    run "$ROOT/shim/thunder-stat" "$PORT"
+    run "$THUNDER_STAT" "$PORT"
     [ "$status" -eq 0 ]
     [[ ${lines[0]} == "127.0.0.1:$PORT  inode $LISTEN_INODE  "* ]] || fail "header: ${lines[0]}"
     for pid in ${WORKERS//,/ }; do
         grep -Eq "^ +$pid +(yes|no) +[a-z?]+ +[0-9]+ " <<<"$output" || fail "no row for $pid in: $output"
     done
-    run --separate-stderr "$ROOT/shim/thunder-stat" --json --port "$PORT"
+    run --separate-stderr "$THUNDER_STAT" --json --port "$PORT"
     [ "$status" -eq 0 ]
     if command -v python3 >/dev/null; then
         python3 -c 'import json, sys
@@ -171,16 +177,16 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
             "$PORT" "$WORKERS" <<<"$output"
     fi
     # the master never waits on the listener, yet its pid finds its workers
-    run "$ROOT/shim/thunder-stat" --kv "$MASTER"
+    run "$THUNDER_STAT" --kv "$MASTER"
     [[ $output == *"listener port=$PORT inode=$LISTEN_INODE processes=3 "* ]] || fail "$output"
-    run "$ROOT/shim/thunder-stat" --kv --pid "$MASTER" --port "$PORT"
+    run "$THUNDER_STAT" --kv --pid "$MASTER" --port "$PORT"
     [[ $output == *"listener port=$PORT "* ]]
     # --watch: several snapshots, then SIGINT ends it with status 0
-    run timeout --preserve-status -s INT 1 "$ROOT/shim/thunder-stat" --watch 0.2 --kv --port "$PORT"
+    run timeout --preserve-status -s INT 1 "$THUNDER_STAT" --watch 0.2 --kv --port "$PORT"
     [ "$status" -eq 0 ]
     [ "$(grep -c "^listener port=$PORT " <<<"$output")" -ge 2 ] || fail "$output"
     # no segment on port 1: a message, exit 0
-    run "$ROOT/shim/thunder-stat" --port 1
+    run "$THUNDER_STAT" --port 1
     [ "$status" -eq 0 ]
     [[ $output == "no libthunder segments for uid $(id -u) matching port 1" ]]
 }
@@ -189,25 +195,25 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
     local args
     for args in "--watch 0" "--watch x" "--json --kv" "abc" "80 81" "--gc 80" "--port 0" "--frob"; do
         # shellcheck disable=SC2086
-        run --separate-stderr "$ROOT/shim/thunder-stat" $args
+        run --separate-stderr "$THUNDER_STAT" $args
         [ "$status" -eq 2 ] || fail "'$args': status $status"
         [[ $stderr == *"usage: thunder-stat"* ]] || fail "'$args': $stderr"
     done
 }
 
 @test "stat skips files that are not valid segments, names them, and never crashes" {
-    local uid base size
-    uid=$(id -u)
+    local base size short random
     base=$((900000000000 + $$ * 10))
     start_wrapped ex_poll 1
     run_loadgen 1
     size=$(stat -c %s "$(segment_of_listener)")
-    fake_segment "libthunder.$uid.$base" 100
-    fake_segment "libthunder.$uid.$((base + 1))" "$size" /dev/urandom
-    run --separate-stderr "$ROOT/shim/thunder-stat" --kv
+    short=$(segment_path "$base") random=$(segment_path $((base + 1)))
+    fake_segment "$short" 100
+    fake_segment "$random" "$size" /dev/urandom
+    run --separate-stderr "$THUNDER_STAT" --kv
     [ "$status" -eq 0 ]
-    [[ $stderr == *"skipping /dev/shm/libthunder.$uid.$base: wrong size"* ]] || fail "$stderr"
-    [[ $stderr == *"skipping /dev/shm/libthunder.$uid.$((base + 1)): "* ]] || fail "$stderr"
+    [[ $stderr == *"skipping $short: wrong size"* ]] || fail "$stderr"
+    [[ $stderr == *"skipping $random: "* ]] || fail "$stderr"
     [[ $output != *"inode=$base "* ]]
 }
 
@@ -248,92 +254,15 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
 }
 
 @test "gc removes a file named like a segment that is not one, and says why" {
-    local uid name
-    uid=$(id -u)
-    name=libthunder.$uid.$((910000000000 + $$))
-    fake_segment "$name" 64
-    run "$ROOT/shim/thunder-stat" --gc
+    local path
+    path=$(segment_path $((910000000000 + $$)))
+    fake_segment "$path" 64
+    run "$THUNDER_STAT" --gc
     [ "$status" -eq 0 ]
-    [[ $output == *"removed /dev/shm/$name: wrong size, not a libthunder segment"* ]] || fail "$output"
-    [ ! -e "/dev/shm/$name" ]
+    [[ $output == *"removed $path: wrong size, not a libthunder segment"* ]] || fail "$output"
+    [ ! -e "$path" ]
     run --separate-stderr "$WRAPPER" gc --now
     [ "$status" -eq 2 ]
-}
-
-# ---- ab -----------------------------------------------------------------------------------
-
-@test "ab on ex_poll: both rows, fewer wake-ups per connection with the shim, a plot, nothing left" {
-    local without with
-    TMPDIR=$BATS_TEST_TMPDIR run --separate-stderr timeout 60 "$WRAPPER" ab --workers 4 \
-        --conns 200 --plot "$BATS_TEST_TMPDIR/ab.png" -- "$EXAMPLES/ex_poll" -w '{workers}' -p '{port}'
-    echo "$output" >&2
-    echo "$stderr" >&2
-    [ "$status" -eq 0 ]
-    grep -Eq '^metric +without +with +ratio$' <<<"$output"
-    for m in wakeups_per_conn jain max_share rps p50_us p99_us cpu_ms_per_1000; do
-        grep -Eq "^$m +[0-9.]+ +[0-9.]+ +([0-9.]+|-)$" <<<"$output" || fail "no row for $m"
-    done
-    read -r without with < <(awk '$1 == "wakeups_per_conn" { print $2, $3 }' <<<"$output")
-    le "$with" "$without" && [ "$with" != "$without" ] ||
-        fail "wakeups_per_conn with the shim $with, without $without"
-    if command -v gnuplot >/dev/null; then
-        [ "$(head -c 4 "$BATS_TEST_TMPDIR/ab.png" | od -An -tx1 | tr -d ' ')" = 89504e47 ]
-    else
-        [[ $stderr == *"gnuplot not installed; no plot"* ]]
-    fi
-    # its temporary directory is gone
-    [ -z "$(compgen -G "$BATS_TEST_TMPDIR/thunder-ab.*")" ]
-}
-
-@test "ab: usage errors exit 2; a server that dies at once fails fast and cleanly (1)" {
-    run --separate-stderr "$WRAPPER" ab -- "$EXAMPLES/ex_poll" -w 2
-    [ "$status" -eq 2 ]
-    [[ $stderr == *"{port}"* ]]
-    run --separate-stderr "$WRAPPER" ab --frob -- "$EXAMPLES/ex_poll" -p '{port}'
-    [ "$status" -eq 2 ]
-    run --separate-stderr "$WRAPPER" ab --mode fast -- "$EXAMPLES/ex_poll" -p '{port}'
-    [ "$status" -eq 2 ]
-    run --separate-stderr "$WRAPPER" ab --conns 0 -- "$EXAMPLES/ex_poll" -p '{port}'
-    [ "$status" -eq 2 ]
-    run --separate-stderr "$WRAPPER" ab --
-    [ "$status" -eq 2 ]
-    SECONDS=0
-    TMPDIR=$BATS_TEST_TMPDIR run --separate-stderr "$WRAPPER" ab --conns 10 -- \
-        sh -c 'echo "no server on $0"; exit 3' '{port}'
-    [ "$status" -eq 1 ]
-    [[ $stderr == *"exited before it answered"* ]] || fail "$stderr"
-    [ "$SECONDS" -lt 8 ]
-    [ -z "$(compgen -G "$BATS_TEST_TMPDIR/thunder-ab.*")" ]
-}
-
-@test "ab stops the server's whole process group when it is interrupted" {
-    local ab master driving workers pid i
-    TMPDIR=$BATS_TEST_TMPDIR "$WRAPPER" ab --conns 1000000 -- "$EXAMPLES/ex_poll" -w 3 -p '{port}' \
-        >"$BATS_TEST_TMPDIR/ab.out" 2>"$BATS_TEST_TMPDIR/ab.err" 3>&- </dev/null &
-    ab=$!
-    BG_PIDS+=("$ab")
-    # wait until the server runs and loadgen drives it
-    for ((i = 0; i < 200; i++)); do
-        master='' driving=0
-        for pid in $(cat /proc/"$ab"/task/*/children 2>/dev/null); do
-            case $(cat /proc/"$pid"/comm 2>/dev/null) in
-                ex_poll) master=$pid ;;
-                timeout | loadgen) driving=1 ;;
-            esac
-        done
-        [ -n "$master" ] && [ "$driving" = 1 ] && break
-        sleep 0.05
-    done
-    [ -n "$master" ] || fail "ab did not start the server"
-    workers=$(cat /proc/"$master"/task/*/children)
-    [ -n "$workers" ]
-    kill -TERM "$ab"
-    wait "$ab" || true
-    for pid in $master $workers; do
-        for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-        ! alive "$pid" || fail "process $pid of the server survived"
-    done
-    [ -z "$(compgen -G "$BATS_TEST_TMPDIR/thunder-ab.*")" ]
 }
 
 # ---- systemd ---------------------------------------------------------------------------------
@@ -427,12 +356,19 @@ Environment=THUNDER_MODE=auto" ]
     run make -C "$ROOT" -s install DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     for f in lib/libthunder.so bin/thunder-preload bin/thunder-stat bin/thunder-loadgen \
+             bin/thunder-ab lib/libthunder/server.bash lib/libthunder/ab-report.bash \
              share/man/man1/thunder-preload.1; do
         [ -e "$dest$prefix/$f" ] || fail "make install did not install $f"
     done
     run "$dest$prefix/bin/thunder-preload" -- sh -c 'echo "$LD_PRELOAD"'
     [ "$status" -eq 0 ]
     [[ $output == *"$dest$prefix/lib/libthunder.so" ]] || fail "installed wrapper preloads '$output'"
+    run "$dest$prefix/bin/thunder-preload" --version
+    [ "$output" = "thunder-preload $(cat "$ROOT/VERSION")" ] || fail "installed: $output"
+    # the installed ab finds thunder-ab and its libraries
+    run "$dest$prefix/bin/thunder-preload" ab --help
+    [ "$status" -eq 0 ]
+    [[ $output == *"--http [PATH]"* ]] || fail "installed ab --help: $output"
     run make -C "$ROOT" -s uninstall DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     [ -z "$(find "$dest" -type f)" ] || fail "left after uninstall: $(find "$dest" -type f)"

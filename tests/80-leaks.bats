@@ -10,7 +10,7 @@ CYCLES=${LEAK_CYCLES:-12}
 
 # 1 if the segment of listener inode $1 exists, else 0.
 my_segments() {
-    [ -e "/dev/shm/libthunder.$(id -u).$1" ] && echo 1 || echo 0
+    [ -e "$(segment_path "$1")" ] && echo 1 || echo 0
 }
 
 @test "leaks: $CYCLES clean start/stop cycles of every example leave no segment" {
@@ -45,7 +45,7 @@ my_segments() {
             for pid in ${WORKERS//,/ } $MASTER; do kill -KILL "$pid"; done
             stop_example
             # (left for gc, unless another server's start already swept it)
-            "$ROOT/shim/thunder-stat" --gc >/dev/null
+            "$THUNDER_STAT" --gc >/dev/null
             [ "$(my_segments "$inode")" -eq 0 ] || fail "$style cycle $c ($mode): gc left segment $inode"
             # shellcheck disable=SC2034  # read by the helpers' teardown
             STARTED=()

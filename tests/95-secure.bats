@@ -50,7 +50,8 @@ setup() {
 teardown() {
     local inode
     for inode in "${PROBE_INODES[@]}"; do
-        rm -f "/dev/shm/libthunder.0.$inode" "/dev/shm/libthunder.${SUID_UID:-x}.$inode"
+        rm -f "$(segment_path "$inode" 0)"
+        if [ -n "${SUID_UID:-}" ]; then rm -f "$(segment_path "$inode" "$SUID_UID")"; fi
     done
     if [ -n "${SECURE_DIR:-}" ]; then rm -rf "$SECURE_DIR"; fi
     helpers_teardown

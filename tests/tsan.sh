@@ -42,10 +42,7 @@ trap cleanup EXIT
 
 # Build the shim and ex_threads with compiler $1; 0 if it worked.
 build() {
-    local cc=$1 flags=(-std=gnu11 -O1 -g -fsanitize=thread -pthread) sources=() f
-    for f in "$root"/shim/*.c; do
-        [ "${f##*/}" = thunder-stat.c ] || sources+=("$f")
-    done
+    local cc=$1 flags=(-std=gnu11 -O1 -g -fsanitize=thread -pthread) sources=("$root"/shim/*.c)
     command -v "$cc" >/dev/null 2>&1 || { echo "$cc: not found" >>"$work/build.log"; return 1; }
     "$cc" "${flags[@]}" -fPIC -shared -fvisibility=hidden -ftls-model=initial-exec \
         -Wl,--version-script="$root/shim/libthunder.map" -o "$work/libthunder.so" \
@@ -85,8 +82,8 @@ for cc in "${CC:-cc}" gcc; do
     fi
 done
 [ -n "$built" ] || skip "neither ${CC:-cc} nor gcc builds with -fsanitize=thread: $(grep -m 1 -i 'error\|not found\|clang' "$work/build.log")"
-if [ ! -x "$root/bench/loadgen" ]; then
-    skip "bench/loadgen is not built (make all)"
+if [ ! -x "$root/tools/thunder-loadgen" ]; then
+    skip "tools/thunder-loadgen is not built (make all)"
 fi
 
 # verbosity=1 for the "forked new process ..., parent had N threads" lines
@@ -117,7 +114,7 @@ for mode in "${modes[@]}"; do
     port=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' "$work/out.$mode")
     result=
     [ -n "$port" ] &&
-        result=$("$root/bench/loadgen" -p "$port" -n 2000 -c 4 2>/dev/null | grep -E '^(ok|failed)=' | tr '\n' ' ')
+        result=$("$root/tools/thunder-loadgen" -p "$port" -n 2000 -c 4 2>/dev/null | grep -E '^(ok|failed)=' | tr '\n' ' ')
     kill -TERM "$master" 2>/dev/null; wait "$master"; master=
     err=$work/err.$mode
     reports=$(grep -c -E '(WARNING|ERROR): ThreadSanitizer|ThreadSanitizer: CHECK failed|FATAL: ThreadSanitizer' "$err")

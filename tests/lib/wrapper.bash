@@ -7,12 +7,13 @@
 #       start_example and is stopped by the same teardown.
 #   kill9_example           SIGKILL the last example's master and workers, by
 #                           pid, and wait until they are gone (reaped or not)
-#   fake_segment NAME BYTES [SOURCE]
-#                           a file /dev/shm/NAME (removed by wrapper_teardown)
+#   fake_segment PATH BYTES [SOURCE]
+#                           a file at a segment's PATH (segment_path), of
+#                           BYTES from SOURCE (zeros); removed by wrapper_teardown
 #   kv_field LINE KEY       one value of a --kv line
 
 WRAPPER=$ROOT/shim/thunder-preload
-FAKES=()            # /dev/shm files this test made up
+FAKES=()            # segment files this test made up
 BG_PIDS=()          # background commands (ab runs) this test started
 
 start_wrapped() {
@@ -35,7 +36,7 @@ kill9_example() {
 }
 
 fake_segment() {
-    local path=/dev/shm/$1
+    local path=$1
     FAKES+=("$path")
     head -c "$2" "${3:-/dev/zero}" >"$path"
     chmod 0600 "$path"

@@ -51,7 +51,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../../shim/segment.h"
+#include "segcore.h"
 
 enum when { AT_WAIT, AT_HOLDER, AT_QUEUED, AT_ACCEPT, AT_ROTATE };
 static const char *const when_names[] = { "wait", "holder", "queued", "accept", "rotate" };
@@ -254,15 +254,19 @@ static int follow_until(pid_t pid, enum when when)
     }
 }
 
+/* Checked and mapped read-only by the segment core. */
 static int map_segment(const char *path)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    void *p = fd < 0 ? MAP_FAILED : mmap(NULL, sizeof *seg, PROT_READ, MAP_SHARED, fd, 0);
+    const char *why = NULL;
+    int fd = th_seg_open_file(path, geteuid(), false, false, &why);
+    struct th_seg *p = fd < 0 ? NULL : th_seg_map(fd, false);
 
-    if (fd >= 0)
-        close(fd);
-    if (p == MAP_FAILED) {
-        fprintf(stderr, "killat: cannot map %s: %s\n", path, strerror(errno));
+    if (fd >= 0) {
+        why = p ? NULL : strerror(errno);
+        th_seg_close(fd);
+    }
+    if (p == NULL) {
+        fprintf(stderr, "killat: cannot map %s: %s\n", path, why && *why ? why : "gone");
         return -1;
     }
     seg = p;

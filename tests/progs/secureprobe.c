@@ -45,6 +45,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "segcore.h"
+
 typedef int (*poll_fn)(struct pollfd *, nfds_t, int);
 typedef int (*close_fn)(int);
 
@@ -85,9 +87,9 @@ static int open_listener(void)
 /* The segment the shim names after the effective uid and the inode. */
 static bool segment_exists(unsigned long long inode)
 {
-    char path[128];
+    char path[TH_SEG_PATH_MAX];
 
-    snprintf(path, sizeof(path), "/dev/shm/libthunder.%u.%llu", (unsigned)geteuid(), inode);
+    th_seg_path(path, sizeof(path), geteuid(), inode);
     return access(path, F_OK) == 0;
 }
 

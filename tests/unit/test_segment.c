@@ -1,87 +1,17 @@
 /*
- * Segments: the layout that the statistics reader depends on, and
- * th_seg_attach facing everything a hostile or crashed world can leave at
+ * The library's th_seg_attach facing everything a hostile or crashed world can leave at
  * /dev/shm/libthunder.<uid>.<inode>.  The rule (segment.c): nothing is
  * trusted before validation; a segment that fails is refused with one
  * warning (its listener runs pass-through); a segment left by processes
  * that are all dead is reset and reused.  Never a crash, never a hang.
+ * (The layout pins and the core's own checks: test_segcore.c; leaving and
+ * the sweep: test_sweep.c.)
  */
 #include "seghelp.h"
 
 #include <pwd.h>
 
 #define REFUSE_BOUND_MS 3000.0   /* attach waits up to 200 ms, the guard 1 s */
-
-/* ---- layout pins ------------------------------------------------------- */
-
-#define PIN(type, field, off) EXPECT_EQ(offsetof(struct type, field), (off))
-
-static void test_layout_header(void)
-{
-    PIN(th_seg, magic, 0);
-    PIN(th_seg, version, 8);
-    PIN(th_seg, size, 12);
-    PIN(th_seg, uid, 16);
-    PIN(th_seg, port, 20);
-    PIN(th_seg, inode, 24);
-    PIN(th_seg, ready, 32);
-    PIN(th_seg, unlinked, 36);
-    PIN(th_seg, guard, 40);
-    EXPECT_EQ(TH_SEG_MAGIC, 0x7468756e64657231ULL);
-    EXPECT_EQ(TH_SEG_VERSION, 1);
-    EXPECT_EQ(TH_MAX_WAITERS, 512);
-    EXPECT_EQ(TH_MAX_PROCS, 512);
-}
-
-/* After the guard, offsets depend on the ABI's pthread_mutex_t only. */
-static void test_layout_lock(void)
-{
-    size_t g = offsetof(struct th_seg, guard) + sizeof(pthread_mutex_t);
-
-    PIN(th_seg, holder_pid, g);
-    PIN(th_seg, holder_tid, g + 4);
-    PIN(th_seg, holder_gen, g + 8);
-    PIN(th_seg, holder_since_ns, g + 16);
-    PIN(th_seg, holder_in_wait, g + 24);
-    PIN(th_seg, nqueued, g + 28);
-    PIN(th_seg, next_ticket, g + 32);
-    PIN(th_seg, recoveries, g + 40);
-    PIN(th_seg, waiters, g + 48);
-    PIN(th_seg, procs, g + 48 + TH_MAX_WAITERS * 32);
-    EXPECT_EQ(sizeof(struct th_seg), g + 48 + TH_MAX_WAITERS * 32 + TH_MAX_PROCS * 88);
-#if defined(__x86_64__)
-    EXPECT_EQ(sizeof(struct th_seg), 61568);
-#endif
-}
-
-static void test_layout_waiter_and_stats(void)
-{
-    EXPECT_EQ(sizeof(struct th_waiter), 32);
-    PIN(th_waiter, state, 0);
-    PIN(th_waiter, pid, 4);
-    PIN(th_waiter, tid, 8);
-    PIN(th_waiter, flags, 12);
-    PIN(th_waiter, ticket, 16);
-    PIN(th_waiter, gen, 24);
-    EXPECT_EQ(sizeof(struct th_proc_stats), 88);
-    PIN(th_proc_stats, pid, 0);
-    PIN(th_proc_stats, strategy, 4);
-    PIN(th_proc_stats, waits, 8);
-    PIN(th_proc_stats, wakeups, 16);
-    PIN(th_proc_stats, spurious, 24);
-    PIN(th_proc_stats, accepts, 32);
-    PIN(th_proc_stats, eagain, 40);
-    PIN(th_proc_stats, lock_waits, 48);
-    PIN(th_proc_stats, lock_wait_ns, 56);
-    PIN(th_proc_stats, rotations, 64);
-    PIN(th_proc_stats, reserved, 72);
-    EXPECT_EQ(TH_STRAT_NONE, 0);
-    EXPECT_EQ(TH_STRAT_OBSERVE, 1);
-    EXPECT_EQ(TH_STRAT_LOCK, 2);
-    EXPECT_EQ(TH_STRAT_EXCLUSIVE, 3);
-    EXPECT_EQ(TH_STRAT_JITTER, 4);
-    EXPECT_EQ(TH_STRAT_PASS, 5);
-}
 
 /* ---- creation ---------------------------------------------------------- */
 
@@ -199,20 +129,6 @@ static void test_refuse_recorded_size(void) { corrupt_and_refuse(bad_size, "size
 static void test_refuse_recorded_uid(void) { corrupt_and_refuse(bad_uid, "another user"); }
 static void test_refuse_recorded_inode(void) { corrupt_and_refuse(bad_inode, "inode"); }
 static void test_refuse_never_ready(void) { corrupt_and_refuse(not_ready, "initialis"); }
-
-/* A file we make ourselves at the segment's name, with a chosen mode and size. */
-static int make_file(uint64_t inode, mode_t mode, off_t size)
-{
-    char path[160];
-    int fd;
-
-    seg_path(path, sizeof(path), inode);
-    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    REQUIRE(fd >= 0);
-    REQUIRE(fchmod(fd, mode) == 0);
-    REQUIRE(ftruncate(fd, size) == 0);
-    return fd;
-}
 
 static void test_refuse_truncated(void)
 {
@@ -482,188 +398,7 @@ static void test_garbage_guard_bytes(void)
     seg_unlink(inode);
 }
 
-/* ---- leaving ------------------------------------------------------------ */
-
-static bool seg_exists(uint64_t inode)
-{
-    char path[160];
-    struct stat st;
-
-    seg_path(path, sizeof(path), inode);
-    return lstat(path, &st) == 0;
-}
-
-/* The last process to leave removes the name; earlier ones leave it. */
-static void test_detach_last_removes(void)
-{
-    uint64_t inode = fake_inode(1);
-    struct th_seg *seg = th_seg_attach(inode, TEST_PORT);
-    struct th_proc_stats *mine, *other;
-    pid_t child = fork();
-
-    if (child == 0) {
-        pause();
-        _exit(0);
-    }
-    REQUIRE(seg != NULL && child > 0);
-    mine = th_seg_claim_slot(seg, getpid());
-    other = th_seg_claim_slot(seg, child);
-    REQUIRE(mine && other && mine != other);
-    th_seg_detach(seg, mine);
-    EXPECT(seg_exists(inode));               /* the child is still attached */
-    EXPECT_EQ(atomic_load(&seg->unlinked), 0);
-    kill(child, SIGKILL);
-    waitpid(child, NULL, 0);
-    seg = th_seg_attach(inode, TEST_PORT);   /* the child died: stale now */
-    REQUIRE(seg != NULL);
-    mine = th_seg_claim_slot(seg, getpid());
-    th_seg_detach(seg, mine);
-    EXPECT(!seg_exists(inode));
-    EXPECT_EQ(atomic_load(&seg->unlinked), 1);
-    seg_unlink(inode);
-}
-
-/* An attach after the last user left makes a fresh segment. */
-static void test_attach_after_unlink(void)
-{
-    uint64_t inode = fake_inode(1);
-    struct th_seg *old = th_seg_attach(inode, TEST_PORT), *fresh;
-
-    REQUIRE(old != NULL);
-    th_seg_detach(old, th_seg_claim_slot(old, getpid()));
-    REQUIRE(!seg_exists(inode));
-    fresh = th_seg_attach(inode, TEST_PORT);
-    REQUIRE(fresh != NULL);
-    EXPECT(seg_exists(inode));
-    EXPECT_EQ(atomic_load(&fresh->unlinked), 0);
-    seg_unlink(inode);
-}
-
-/* Slots: one per pid, reclaimed from dead pids, none past TH_MAX_PROCS. */
-static void test_claim_slots(void)
-{
-    uint64_t inode = fake_inode(1);
-    struct th_seg *seg = th_seg_attach(inode, TEST_PORT);
-    struct th_proc_stats *a, *b;
-    pid_t dead = dead_pid();
-    char log[4096];
-
-    REQUIRE(seg != NULL);
-    a = th_seg_claim_slot(seg, getpid());
-    b = th_seg_claim_slot(seg, getpid());
-    EXPECT(a != NULL && a == b);
-    for (int i = 0; i < TH_MAX_PROCS; i++)
-        if (&seg->procs[i] != a)
-            atomic_store(&seg->procs[i].pid, getppid());   /* all taken, alive */
-    capture_begin();
-    EXPECT(th_seg_claim_slot(seg, dead) == NULL);
-    capture_end(log, sizeof(log));
-    EXPECT_EQ(count_substr(log, "libthunder: "), 1);
-    atomic_store(&seg->procs[3].pid, dead);          /* a dead one: reusable */
-    atomic_store(&seg->procs[3].accepts, 99);
-    b = th_seg_claim_slot(seg, getpid() + 1000000);
-    EXPECT(b == &seg->procs[3]);
-    EXPECT_EQ(atomic_load(&seg->procs[3].accepts), 0);
-    seg_unlink(inode);
-}
-
-/* ---- the sweep of stale segments ---------------------------------------- */
-
-/*
- * Creating a segment sweeps this user's stale ones.  A segment that a live
- * process has just attached (th_seg_attach returned, first statistics slot
- * not claimed yet) is in use, not stale: it must survive.
- */
-static void test_sweep_spares_fresh_segment(void)
-{
-    uint64_t in_use = fake_inode(1), other = fake_inode(2);
-
-    REQUIRE(th_seg_attach(in_use, TEST_PORT) != NULL);
-    REQUIRE(th_seg_attach(other, TEST_PORT) != NULL);    /* creates: sweeps */
-    if (!seg_exists(in_use)) {
-        tap_case_failed = 1;
-        tap_diag("the segment this live process attached a moment ago was swept away");
-    }
-    seg_unlink(in_use);
-    seg_unlink(other);
-}
-
-#define SWEEP_RACERS 32
-
-/*
- * The same race as real servers meet it: SWEEP_RACERS live processes
- * attach (and claim a slot, as the shim does) a segment each, all at once.
- * Every one of them must still be there; a swept one means that process's
- * listener and later attachers end up on different locks.
- */
-static void test_sweep_concurrent_creators(void)
-{
-    pid_t pids[SWEEP_RACERS];
-    int go[2], missing = 0;
-
-    REQUIRE(pipe(go) == 0);
-    for (int i = 0; i < SWEEP_RACERS; i++) {
-        pids[i] = fork();
-        REQUIRE(pids[i] >= 0);
-        if (pids[i] == 0) {
-            char c;
-            struct th_seg *seg;
-            close(go[1]);
-            if (read(go[0], &c, 1) < 0)
-                _exit(2);
-            seg = th_seg_attach(fake_inode_of(getppid(), 16 + i), TEST_PORT);
-            if (seg == NULL || th_seg_claim_slot(seg, getpid()) == NULL)
-                _exit(3);
-            pause();
-            _exit(0);
-        }
-    }
-    close(go[0]);
-    close(go[1]);                                        /* go */
-    usleep(300 * 1000);
-    for (int i = 0; i < SWEEP_RACERS; i++) {
-        uint64_t inode = fake_inode(16 + i);
-        missing += !seg_exists(inode);
-        seg_unlink(inode);
-    }
-    for (int i = 0; i < SWEEP_RACERS; i++) {
-        kill(pids[i], SIGKILL);
-        waitpid(pids[i], NULL, 0);
-    }
-    tap_diag("%d of %d segments of live processes were swept", missing, SWEEP_RACERS);
-    EXPECT_EQ(missing, 0);
-}
-
-/*
- * Creators killed half-way leave files that never become valid (empty, or
- * full size but never ready).  A new segment's creation sweeps this user's
- * segments: it must not pay the 200 ms "creator still initialising" wait
- * for each of them, since it runs inside the program's first wait call.
- */
-static void test_sweep_does_not_stall(void)
-{
-    struct th_seg *seg;
-    double t0, ms;
-
-    for (int k = 0; k < 4; k++)
-        close(make_file(fake_inode(20 + k), 0600, 0));
-    for (int k = 0; k < 4; k++) {
-        seg = attach_claimed(fake_inode(30 + k));
-        atomic_store(&seg->ready, 0);
-        atomic_store(&seg->procs[0].pid, 0);       /* nobody alive: sweepable */
-    }
-    t0 = tap_now_ms();
-    seg = th_seg_attach(fake_inode(40), TEST_PORT);  /* creates: sweeps */
-    ms = tap_now_ms() - t0;
-    tap_diag("creating a segment next to 8 half-made ones took %.0f ms", ms);
-    EXPECT(seg != NULL);
-    EXPECT(ms < 500.0);
-}
-
 static const struct tap_case cases[] = {
-    { "layout: identity header offsets", test_layout_header },
-    { "layout: lock fields follow the guard", test_layout_lock },
-    { "layout: waiter slot and statistics", test_layout_waiter_and_stats },
     { "create: mode 0600, owner, size, header", test_create_fresh },
     { "create: mode 0600 under any umask", test_create_under_umask },
     { "attach to an existing valid segment shares memory", test_attach_existing },
@@ -686,12 +421,6 @@ static const struct tap_case cases[] = {
     { "garbage hold time in the future: lock recovers", test_garbage_future_hold_time },
     { "guard owned by a dead thread: refused within bounds", test_garbage_guard_owner },
     { "guard bytes garbage: no crash, bounded", test_garbage_guard_bytes },
-    { "detach: the last process removes the segment", test_detach_last_removes },
-    { "attach after the last user left creates afresh", test_attach_after_unlink },
-    { "statistics slots: per pid, reused from dead pids, bounded", test_claim_slots },
-    { "sweep: a segment just attached by a live process survives", test_sweep_spares_fresh_segment },
-    { "sweep: 32 concurrent creators keep all their segments", test_sweep_concurrent_creators },
-    { "sweep: no stall on leftover half-made segments", test_sweep_does_not_stall },
 };
 
 int main(void)
