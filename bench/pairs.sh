@@ -33,8 +33,7 @@ N=${PAIRS_N:-3}
 SECONDS_SAT=${PAIRS_SECONDS:-2}
 CLIENTS=${PAIRS_CLIENTS:-8}
 SEQ_CONNS=${PAIRS_SEQ_CONNS:-1000}
-loadgen=$root/bench/loadgen
-[ -x "$root/tools/thunder-loadgen" ] && loadgen=$root/tools/thunder-loadgen
+loadgen=$root/tools/thunder-loadgen
 
 if [ $# -eq 0 ]; then
     for style in ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept; do
