@@ -7,7 +7,9 @@
 # question, so each target runs without the shim, with it, without, with
 # ... (PAIRS_N pairs, default 3) and reports the median of the per-pair
 # ratios (with / without) of requests/s and of CPU time per connection
-# (the workers' schedstat, from loadgen).
+# (the workers' schedstat, from loadgen), and the ratio of the best runs
+# (highest req/s, lowest CPU per connection), which interference from
+# other processes can only make worse.
 #
 # TARGET is
 #   STYLE:WORKERS:MODE   an example under THUNDER_MODE=MODE, saturated:
@@ -31,8 +33,7 @@ N=${PAIRS_N:-3}
 SECONDS_SAT=${PAIRS_SECONDS:-2}
 CLIENTS=${PAIRS_CLIENTS:-8}
 SEQ_CONNS=${PAIRS_SEQ_CONNS:-1000}
-loadgen=$root/bench/loadgen
-[ -x "$root/tools/thunder-loadgen" ] && loadgen=$root/tools/thunder-loadgen
+loadgen=$root/tools/thunder-loadgen
 
 if [ $# -eq 0 ]; then
     for style in ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept; do
@@ -89,22 +90,36 @@ one_peer() {
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-printf '| target | workload | req/s ratio (median) | CPU/conn ratio (median) | req/s ratios | CPU ratios |\n|---|---|---|---|---|---|\n'
+best() {  # max|min of the numbers given
+    tr ' ' '\n' | grep -v '^$' | sort -g | if [ "$1" = max ]; then tail -n 1; else head -n 1; fi
+}
+ratio_of() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.3f", a / b; else print "-" }'; }
+
+printf '| target | workload | req/s ratio (median) | CPU/conn ratio (median) | best req/s ratio | best CPU/conn ratio | req/s ratios | CPU ratios |\n|---|---|---|---|---|---|---|---|\n'
 for target in "$@"; do
     IFS=: read -r a b c d <<<"$target"
-    rr='' cr=''
+    rr='' cr='' r0s='' r1s='' c0s='' c1s=''
+    if [ "$a" = peer ] && ! peer_installed "$b"; then
+        echo "pairs: $b not installed" >&2
+        continue
+    fi
     for _ in $(seq "$N"); do
+        # in this shell (not a subshell), so that an interrupt stops the server
         if [ "$a" = peer ]; then
-            peer_installed "$b" || { echo "pairs: $b not installed" >&2; continue 2; }
-            read -r r0 c0 < <(one_peer "$b" "$c" none "$d")
-            read -r r1 c1 < <(one_peer "$b" "$c" auto "$d")
+            one_peer "$b" "$c" none "$d" >"$work/r0"
+            one_peer "$b" "$c" auto "$d" >"$work/r1"
         else
-            read -r r0 c0 < <(one_example "$a" "$b" none)
-            read -r r1 c1 < <(one_example "$a" "$b" "$c")
+            one_example "$a" "$b" none >"$work/r0"
+            one_example "$a" "$b" "$c" >"$work/r1"
         fi
-        rr+=" $(awk -v a="${r1:-0}" -v b="${r0:-0}" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
-        cr+=" $(awk -v a="${c1:-0}" -v b="${c0:-0}" 'BEGIN { if (b > 0) printf "%.3f", a / b }')"
+        read -r r0 c0 <"$work/r0"
+        read -r r1 c1 <"$work/r1"
+        rr+=" $(ratio_of "${r1:-}" "${r0:-}")"
+        cr+=" $(ratio_of "${c1:-}" "${c0:-}")"
+        r0s+=" ${r0:-}" r1s+=" ${r1:-}" c0s+=" ${c0:-}" c1s+=" ${c1:-}"
     done
     if [ "$a" = peer ]; then label="$b $c workers (auto)" wl=$d; else label="$a $b workers $c" wl=sat; fi
-    printf '| %s | %s | %s | %s |%s |%s |\n' "$label" "$wl" "$(median <<<"$rr")" "$(median <<<"$cr")" "$rr" "$cr"
+    printf '| %s | %s | %s | %s | %s | %s |%s |%s |\n' "$label" "$wl" "$(median <<<"$rr")" "$(median <<<"$cr")" \
+        "$(ratio_of "$(best max <<<"$r1s")" "$(best max <<<"$r0s")")" \
+        "$(ratio_of "$(best min <<<"$c1s")" "$(best min <<<"$c0s")")" "$rr" "$cr"
 done

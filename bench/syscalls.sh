@@ -52,8 +52,7 @@ if [ "$quick" = 1 ]; then
     CONNS=200 STYLES="ex_poll ex_epoll ex_epoll_excl" PEERS=nginx write=0
 fi
 
-loadgen=$root/bench/loadgen
-[ -x "$root/tools/thunder-loadgen" ] && loadgen=$root/tools/thunder-loadgen
+loadgen=$root/tools/thunder-loadgen
 for need in "$loadgen" "$BENCH_LIB"; do
     [ -e "$need" ] || { echo "syscalls: $need missing (run make)" >&2; exit 2; }
 done
