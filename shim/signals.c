@@ -107,10 +107,19 @@ void th_sig_leave(struct th_sigscope *scope)
  * are restarted (signal(7)).  An EINTR from a sleep no handler could
  * interrupt is such a stop: the emulated wait goes on.  Asked only after
  * an EINTR, so the dispositions are read from the kernel then (a handler
- * set by a raw rt_sigaction counts too).  The limit: with a handler
+ * set by a raw rt_sigaction counts too).  Handlers of the fault signals
+ * (SIGSEGV, SIGBUS...: crash handlers) do not count: a thread's own fault
+ * does not happen while it sleeps.  The limit: with a handler
  * deliverable during the wait, a stop cannot be told from the handler's
  * signal, and EINTR is returned, as it must be for the handler's.
  */
+/* Raised by the thread's own faults: crash handlers (sanitizers, faulthandler) wait for these. */
+static bool crash_signal(int sig)
+{
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL ||
+           sig == SIGTRAP || sig == SIGSYS || sig == SIGABRT;
+}
+
 bool th_sig_handler_deliverable(const sigset_t *wait_mask)
 {
     int saved_errno = errno;
@@ -123,7 +132,7 @@ bool th_sig_handler_deliverable(const sigset_t *wait_mask)
 
     for (int sig = 1; sig <= MAX_TRACKED && !found; sig++) {
         struct sigaction sa;
-        if (sig == SIGKILL || sig == SIGSTOP ||
+        if (sig == SIGKILL || sig == SIGSTOP || crash_signal(sig) ||
             (wait_mask && sigismember(wait_mask, sig) == 1))
             continue;
         /* unknown (no real sigaction): assume a handler; glibc's own
