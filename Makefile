@@ -8,6 +8,9 @@ SAN     ?=
 BINDIR   = $(PREFIX)/bin
 LIBDIR   = $(PREFIX)/lib
 MANDIR   = $(PREFIX)/share/man/man1
+# Shell libraries of the installed scripts (thunder-ab finds them here).
+TOOLLIBDIR = $(LIBDIR)/libthunder
+TOOL_LIBS  = tools/lib/server.bash tools/lib/ab-report.bash
 
 WARN    := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wformat=2
 CFLAGS  ?= -O2 -g
@@ -40,7 +43,9 @@ EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:.c=)
 PROGS     = $(patsubst %.c,%,$(wildcard tests/progs/*.c))
-TOOLS     = bench/loadgen tools/thunder-stat
+LOADGEN_SRC = $(wildcard tools/loadgen/*.c)
+LOADGEN_HDR = $(wildcard tools/loadgen/*.h tools/common/*.h)
+TOOLS     = tools/thunder-loadgen tools/thunder-stat
 
 .PHONY: all check demo clean install uninstall unit lint bench bench-quick fuzz soak check-valgrind check-tsan check-adversary
 all: libthunder.so $(TOOLS) $(EXAMPLES)
@@ -51,8 +56,8 @@ libthunder.so: $(SHIM_LIB_SRC) $(SHIM_HDR) shim/libthunder.map
 tools/thunder-stat: $(STAT_SRC) tools/stat/stat.h $(SEGCORE) VERSION
 	$(CC) $(CFLAGS) -DTH_VERSION='"$(VERSION)"' -Ishim -o $@ $(STAT_SRC) shim/segcore.c $(LDFLAGS)
 
-bench/loadgen: bench/loadgen.c
-	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
+tools/thunder-loadgen: $(LOADGEN_SRC) $(LOADGEN_HDR)
+	$(CC) $(CFLAGS) -o $@ $(LOADGEN_SRC) $(LDFLAGS) -lm
 
 examples/%: examples/%.c $(wildcard examples/*.h)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS)
@@ -122,24 +127,28 @@ bench-quick: all
 	@bench/matrix.sh --quick
 
 lint:
-	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload .ci/run
+	shellcheck -x tests/*.sh bench/*.sh shim/thunder-preload tools/thunder-ab $(TOOL_LIBS) .ci/run
 	shellcheck -x -S warning tests/*.bats tests/adversary/*.bats tests/helpers.bash
 	mandoc -Tlint -Wwarning thunder-preload.1
 	@awk 'FNR == 601 { print FILENAME ": over 600 lines"; bad = 1 } END { exit bad }' \
-	    shim/*.[ch] tools/stat/*.[ch]
+	    shim/*.[ch] tools/*/*.[ch]
 
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(TOOLLIBDIR)
 	install -m 0644 libthunder.so $(DESTDIR)$(LIBDIR)/libthunder.so
 	install -m 0755 shim/thunder-preload $(DESTDIR)$(BINDIR)/thunder-preload
 	install -m 0755 tools/thunder-stat $(DESTDIR)$(BINDIR)/thunder-stat
-	install -m 0755 bench/loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-loadgen $(DESTDIR)$(BINDIR)/thunder-loadgen
+	install -m 0755 tools/thunder-ab $(DESTDIR)$(BINDIR)/thunder-ab
+	install -m 0644 $(TOOL_LIBS) $(DESTDIR)$(TOOLLIBDIR)/
 	install -m 0644 thunder-preload.1 $(DESTDIR)$(MANDIR)/thunder-preload.1
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libthunder.so $(DESTDIR)$(BINDIR)/thunder-preload \
 	      $(DESTDIR)$(BINDIR)/thunder-stat $(DESTDIR)$(BINDIR)/thunder-loadgen \
+	      $(DESTDIR)$(BINDIR)/thunder-ab $(addprefix $(DESTDIR)$(TOOLLIBDIR)/,$(notdir $(TOOL_LIBS))) \
 	      $(DESTDIR)$(MANDIR)/thunder-preload.1
+	@rmdir $(DESTDIR)$(TOOLLIBDIR) 2>/dev/null || true
 
 clean:
 	rm -f libthunder.so $(TOOLS) $(EXAMPLES) $(UNITS) $(PROGS)

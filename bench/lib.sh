@@ -4,26 +4,30 @@
 #   run_cell EXAMPLE WORKERS MODE CONNS CONCURRENCY SECONDS [THREADS]
 #
 # starts examples/EXAMPLE with WORKERS workers (MODE "none" = without the
-# shim, else THUNDER_MODE=MODE under LD_PRELOAD), drives bench/loadgen
+# shim, else THUNDER_MODE=MODE under LD_PRELOAD), drives tools/thunder-loadgen
 # against it (bounded by CONNS and SECONDS), stops the server by its PID
 # and prints loadgen's key=value lines.  Cleans up on every path.
+#
+#   run_cell_gap EXAMPLE WORKERS MODE CONNS CONCURRENCY SECONDS GAP_US [THREADS]
+#   run_burst_cell EXAMPLE WORKERS MODE K ROUNDS SLEEP_MS [THREADS]
+#
+# The server is started and stopped by tools/lib/server.bash, the code the
+# tests and thunder-ab use too.
 
 BENCH_ROOT=${BENCH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 BENCH_LIB=$BENCH_ROOT/libthunder.so
 
+# srv_start, srv_ready_line, srv_stop: shared with thunder-ab and the tests
+# shellcheck source=tools/lib/server.bash
+. "$BENCH_ROOT/tools/lib/server.bash"
+
 cell_master=
+cell_workers=
 cell_out=
 
 cell_cleanup() {
-    local pid
-    if [ -n "$cell_master" ] && kill -0 "$cell_master" 2>/dev/null; then
-        kill -TERM "$cell_master" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$cell_master" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$cell_master" 2>/dev/null
-        for pid in ${cell_workers//,/ }; do kill -KILL "$pid" 2>/dev/null; done
-    fi
-    wait "$cell_master" 2>/dev/null
-    cell_master=
+    [ -n "$cell_master" ] && srv_stop "$cell_master" "$cell_master" "$cell_workers"
+    cell_master='' cell_workers=''
     [ -n "$cell_out" ] && rm -f "$cell_out"
     cell_out=
 }
@@ -46,32 +50,49 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else print
 #   run_cell_gap EXAMPLE WORKERS MODE CONNS CONCURRENCY SECONDS GAP_US [THREADS]
 run_cell_gap() {
     local example=$1 workers=$2 mode=$3 conns=$4 conc=$5 seconds=$6 gap=$7 threads=${8:-}
-    local line port
+    local -a args=(-w "$workers")
+    [ -n "$threads" ] && args+=(-t "$threads")
+    cell_start "$example" "$mode" "${args[@]}" || return 1
+    timeout $((seconds + 30)) "$BENCH_ROOT/tools/thunder-loadgen" -p "$cell_port" -n "$conns" -c "$conc" \
+        -d "$seconds" -g "$gap" -P "$cell_workers"
+    cell_cleanup
+}
+
+# Bursts (BRIEF, "How it is measured"): ROUNDS rounds of K connections
+# opened together, 20 ms apart; the handler sleeps SLEEP_MS (0: not at
+# all), and the round time is compared with ceil(K/WORKERS) x SLEEP_MS.
+#
+#   run_burst_cell EXAMPLE WORKERS MODE K ROUNDS SLEEP_MS [THREADS]
+run_burst_cell() {
+    local example=$1 workers=$2 mode=$3 k=$4 rounds=$5 sleep_ms=$6 threads=${7:-}
+    local -a args=(-w "$workers") limit=()
+    [ -n "$threads" ] && args+=(-t "$threads")
+    [ "$sleep_ms" -gt 0 ] && args+=(-s "$sleep_ms") && limit=(--workers "$workers" --service-ms "$sleep_ms")
+    cell_start "$example" "$mode" "${args[@]}" || return 1
+    timeout 120 "$BENCH_ROOT/tools/thunder-loadgen" -p "$cell_port" --burst "$k" --rounds "$rounds" \
+        -d 90 "${limit[@]}" -P "$cell_workers"
+    cell_cleanup
+}
+
+# Starts examples/EXAMPLE ARGS... without the shim (MODE none) or with
+# THUNDER_MODE=MODE; sets cell_port, cell_master, cell_workers.
+cell_start() {
+    local example=$1 mode=$2
+    shift 2
     local -a env_cmd=(env)
     cell_out=$(mktemp)
     if [ "$mode" != none ]; then
         env_cmd+=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$mode")
         [ -n "${BENCH_BALANCE:-}" ] && env_cmd+=("THUNDER_BALANCE=$BENCH_BALANCE")
     fi
-    local -a args=(-w "$workers")
-    [ -n "$threads" ] && args+=(-t "$threads")
-    "${env_cmd[@]}" "$BENCH_ROOT/examples/$example" "${args[@]}" >"$cell_out" 2>>"${BENCH_ERR:-/dev/null}" &
-    cell_master=$!
-    for _ in $(seq 100); do
-        line=$(head -n 1 "$cell_out" 2>/dev/null)
-        [ -n "$line" ] && break
-        sleep 0.05
-    done
-    port=$(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<<"$line")
-    cell_workers=$(sed -n 's/.*workers=\([0-9,]*\).*/\1/p' <<<"$line")
-    if [ -z "$port" ]; then
+    srv_start "$cell_out" "${BENCH_ERR:-/dev/null}" "${env_cmd[@]}" "$BENCH_ROOT/examples/$example" "$@"
+    cell_master=$SRV_JOB
+    if ! srv_ready_line "$cell_out" "$SRV_JOB"; then
         echo "error=server did not start"
         cell_cleanup
         return 1
     fi
-    timeout $((seconds + 30)) "$BENCH_ROOT/bench/loadgen" -p "$port" -n "$conns" -c "$conc" \
-        -d "$seconds" -g "$gap" -P "$cell_workers"
-    cell_cleanup
+    cell_port=$SRV_PORT cell_workers=$SRV_WORKERS
 }
 
 # The per-pid accept counts of a cell's output, in pid order, joined by ";".

@@ -8,14 +8,19 @@
 #   seq   BENCH_SEQ_CONNS (2000) sequential connections, BENCH_GAP_US (200) apart
 #   conc  4 concurrent clients, each BENCH_GAP_US apart, for BENCH_CONC_SECONDS (2)
 #   sat   8 clients in a closed loop (no gap), for BENCH_SAT_SECONDS (2)
+#   burst     BENCH_BURST_ROUNDS (50) rounds of K = 2N connections opened
+#             together, 20 ms apart (thunder-loadgen --burst), none and auto
+#   burst-io  the same with a handler that sleeps BENCH_BURST_SLEEP_MS (5):
+#             round completion against ceil(K/N) x the sleep
 # Each cell is one bench/lib.sh run_cell (seq) or run_cell_gap (conc, sat):
 # loadgen's figures, and each figure as a ratio to the no-shim run of the
 # same (style, workers, workload) in this invocation.
 #
-# The full run writes bench/results.csv, bench/RESULTS.md and the plots
-# (bench/plot.sh), and runs bench/peers.sh (uWSGI, nginx) unless
-# --no-peers.  --quick: ex_poll, ex_epoll, ex_epoll_shared x none/auto x
-# 16 workers x seq, table on stdout, nothing written under bench/.
+# The full run writes bench/results/ (results.csv, bursts.csv, the plots of
+# bench/plot.sh) and bench/RESULTS.md, and runs bench/peers.sh (uWSGI,
+# nginx) unless --no-peers.  --quick: ex_poll, ex_epoll, ex_epoll_shared x
+# none/auto x 16 workers x seq and both bursts (20 rounds), tables on stdout, nothing
+# written under bench/.
 # BENCH_STYLES, BENCH_MODES, BENCH_WORKERS, BENCH_WORKLOADS (space-separated)
 # narrow the full matrix (the results are then marked as partial).
 set -u
@@ -41,13 +46,17 @@ done
 ALL_STYLES="ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept"
 ALL_MODES="none observe lock exclusive jitter auto"
 if [ "$quick" = 1 ]; then
-    STYLES="ex_poll ex_epoll ex_epoll_shared" MODES="none auto" WORKERS=16 WORKLOADS=seq
+    STYLES="ex_poll ex_epoll ex_epoll_shared" MODES="none auto" WORKERS=16 WORKLOADS="seq burst burst-io"
 else
     STYLES=${BENCH_STYLES:-$ALL_STYLES}
     MODES=${BENCH_MODES:-$ALL_MODES}
     WORKERS=${BENCH_WORKERS:-4 16 64}
-    WORKLOADS=${BENCH_WORKLOADS:-seq conc sat}
+    WORKLOADS=${BENCH_WORKLOADS:-seq conc sat burst burst-io}
 fi
+# Bursts are measured without the shim and in the default mode only.
+BURST_MODES=
+for _m in none auto; do [[ " $MODES " == *" $_m "* ]] && BURST_MODES+="$_m "; done
+is_burst() { [ "$1" = burst ] || [ "$1" = burst-io ]; }
 partial=0
 [ "$quick" = 0 ] && [ -n "${BENCH_STYLES:-}${BENCH_MODES:-}${BENCH_WORKERS:-}${BENCH_WORKLOADS:-}" ] && partial=1
 SEQ_CONNS=${BENCH_SEQ_CONNS:-2000}
@@ -57,8 +66,11 @@ SAT_SECONDS=${BENCH_SAT_SECONDS:-2}
 CONC_CLIENTS=4
 SAT_CLIENTS=8
 THREADS_PER_WORKER=4   # ex_threads -t
+BURST_ROUNDS=${BENCH_BURST_ROUNDS:-50}
+[ "$quick" = 1 ] && BURST_ROUNDS=${BENCH_BURST_ROUNDS:-20}     # keeps --quick under a minute more
+BURST_SLEEP_MS=${BENCH_BURST_SLEEP_MS:-5}
 
-for f in libthunder.so bench/loadgen; do
+for f in libthunder.so tools/thunder-loadgen; do
     [ -x "$root/$f" ] || [ -f "$root/$f" ] || { echo "matrix.sh: $root/$f missing: run make first" >&2; exit 1; }
 done
 for s in $STYLES; do
@@ -82,6 +94,33 @@ started=$(date +%s)
 RAW_HEADER="style,workers,workload,mode,conns,ok,failed,seconds,wakeups_per_conn,jain,max_share,rps,p50_us,p99_us,cpu_ms_per_1000,workers_seen,accepts"
 raw=$work/raw.csv
 echo "$RAW_HEADER" >"$raw"
+BURST_HEADER="style,workers,workload,mode,burst,rounds,sleep_ms,ok,failed,wakeups_per_conn,jain,round_max_share_mean,round_ms_mean,round_ms_p99,round_limit_ms,round_vs_limit,accepts"
+bursts=$work/bursts.csv
+echo "$BURST_HEADER" >"$bursts"
+
+# One burst cell: K = 2N per round; appends to $bursts, prints a progress line.
+run_burst_one() {
+    local style=$1 workers=$2 workload=$3 mode=$4 threads='' sleep_ms=0 out=$work/cell.out o k
+    [ "$style" = ex_threads ] && threads=$THREADS_PER_WORKER
+    [ "$workload" = burst-io ] && sleep_ms=$BURST_SLEEP_MS
+    run_burst_cell "$style" "$workers" "$mode" $((2 * workers)) "$BURST_ROUNDS" "$sleep_ms" $threads >"$out"
+    o=$(cat "$out")
+    local row
+    row="$style,$workers,$workload,$mode,$((2 * workers)),$(cell_get rounds "$o"),$sleep_ms"
+    for k in ok failed wakeups_per_conn jain round_max_share_mean round_ms_mean round_ms_p99 round_limit_ms round_vs_limit; do
+        row+=",$(cell_get "$k" "$o")"
+    done
+    echo "$row,$(cell_accepts "$o")" >>"$bursts"
+    if grep -q '^error=' <<<"$o"; then
+        printf '%-16s %3s %-8s %-9s %s\n' "$style" "$workers" "$workload" "$mode" "$(cell_get error "$o")" >&2
+    else
+        printf '%-16s %3s %-8s %-9s wake/conn %7s  Jain %6s  round max share %6s  round ms %7s (p99 %7s)%s%s\n' \
+            "$style" "$workers" "$workload" "$mode" "$(cell_get wakeups_per_conn "$o")" "$(cell_get jain "$o")" \
+            "$(cell_get round_max_share_mean "$o")" "$(cell_get round_ms_mean "$o")" "$(cell_get round_ms_p99 "$o")" \
+            "$([ "$sleep_ms" = 0 ] || echo "  limit $(cell_get round_limit_ms "$o")")" \
+            "$( [ "$(cell_get failed "$o")" = 0 ] || echo "  FAILED $(cell_get failed "$o")")" >&2
+    fi
+}
 
 # Runs one cell, appends its row to $raw and prints a progress line.
 run_one() {
@@ -124,18 +163,23 @@ add_ratios() {
         }' "$1" "$1"
 }
 
+modes_of() { if is_burst "$1"; then echo "$BURST_MODES"; else echo "$MODES"; fi; }
 total=0
-for _s in $STYLES; do for _w in $WORKERS; do for _l in $WORKLOADS; do for _m in $MODES; do
+for _s in $STYLES; do for _w in $WORKERS; do for _l in $WORKLOADS; do for _m in $(modes_of "$_l"); do
     total=$((total + 1))
 done; done; done; done
 n=0
 for style in $STYLES; do
     for workers in $WORKERS; do
         for workload in $WORKLOADS; do
-            for mode in $MODES; do
+            for mode in $(modes_of "$workload"); do
                 n=$((n + 1))
                 printf '[%d/%d] ' "$n" "$total" >&2
-                run_one "$style" "$workers" "$workload" "$mode"
+                if is_burst "$workload"; then
+                    run_burst_one "$style" "$workers" "$workload" "$mode"
+                else
+                    run_one "$style" "$workers" "$workload" "$mode"
+                fi
             done
         done
     done
@@ -152,18 +196,37 @@ text_table() {
         { printf "%-16s %4s %-5s %-9s %9s %7s %7s %9s %6s %6s %8s %7s %7s %7s\n", $1, $2, $3, $4, $9, $10, $11, $12, $13, $14, $15, d($17), d($20), d($22) }' "$1"
 }
 
+# The burst rows as plain text.
+burst_text_table() {
+    awk -F, 'NR == 1 { printf "%-16s %4s %-8s %-6s %4s %5s %9s %7s %9s %9s %9s %8s %6s\n", "style", "wkrs", "load", "mode",
+                "K", "sleep", "wake/conn", "Jain", "max/round", "round ms", "p99 ms", "limit ms", "failed"; next }
+        function d(v) { return v == "" ? "-" : v }
+        { printf "%-16s %4s %-8s %-6s %4s %5s %9s %7s %9s %9s %9s %8s %6s\n", $1, $2, $3, $4, $5, $7, d($10), d($11), d($12),
+                 d($13), d($14), ($15 == "" ? "-" : $15), $9 }' "$1"
+}
+
 if [ "$quick" = 1 ]; then
     echo "libthunder bench --quick: ${SEQ_CONNS} sequential connections ${GAP_US} us apart, 16 workers ($(nproc) CPUs, $(uname -r))"
     echo
     text_table "$work/results.csv"
     echo
-    echo "x: ratio to the no-shim run of the same style.  Took ${matrix_seconds} s."
+    echo "x: ratio to the no-shim run of the same style."
+    echo
+    echo "Bursts: ${BURST_ROUNDS} rounds of K = 32 connections opened together, 20 ms apart; burst-io: the handler sleeps ${BURST_SLEEP_MS} ms (limit: ceil(K/N) x ${BURST_SLEEP_MS} ms)."
+    echo "max/round: the mean over rounds of the largest share one worker took (ideal 1/16 = 0.0625)."
+    echo
+    burst_text_table "$bursts"
+    echo
+    echo "Took ${matrix_seconds} s."
     exit 0
 fi
 
 # ---- the full run: CSV, peers, overhead, plots, RESULTS.md ------------------
 
-cp "$work/results.csv" "$here/results.csv.new"
+out_dir=$here/results
+mkdir -p "$out_dir"
+cp "$work/results.csv" "$out_dir/results.csv.new"
+cp "$bursts" "$out_dir/bursts.csv"
 peers_csv=$work/peers.csv
 peers_log=$work/peers.txt
 peers_seconds=0
@@ -175,9 +238,9 @@ else
     echo "peers: skipped (--no-peers)" >"$peers_log"
 fi
 if [ -s "$peers_csv" ]; then
-    add_ratios "$peers_csv" | tail -n +2 >>"$here/results.csv.new"
+    add_ratios "$peers_csv" | tail -n +2 >>"$out_dir/results.csv.new"
 fi
-mv "$here/results.csv.new" "$here/results.csv"
+mv "$out_dir/results.csv.new" "$out_dir/results.csv"
 
 overhead=$work/overhead.txt
 if [ -x "$here/overhead" ] || [ -x "$here/overhead.sh" ]; then
@@ -188,7 +251,7 @@ fi
 
 plot_log=$work/plot.txt
 if [ "$plots" = 1 ]; then
-    "$here/plot.sh" "$here/results.csv" >"$plot_log" 2>&1 || true
+    "$here/plot.sh" "$out_dir/results.csv" "$out_dir" >"$plot_log" 2>&1 || true
 else
     echo "plots: skipped (--no-plots)" >"$plot_log"
 fi
@@ -281,6 +344,14 @@ full_table() {  # $1 csv, $2 workload
                 $11, $12, x($20), $13, x($21), $14, x($22), $15, x($23), $7 }' "$1"
 }
 
+burst_md_table() {
+    awk -F, 'NR == 1 { print "| style | workers | workload | mode | K | wake-ups/conn | Jain | max share / round | round ms (mean) | round ms (p99) | limit ms | mean / limit | failed |"
+                       print "|---|---|---|---|---|---|---|---|---|---|---|---|---|"; next }
+        function d(v) { return v == "" ? "-" : v }
+        { printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, d($10), d($11), d($12),
+                 d($13), d($14), d($15), d($16), d($9) }' "$1"
+}
+
 # One line per cell that misses its target (or failed), with a reason
 # where the cause is known.
 misses() {
@@ -309,7 +380,7 @@ misses() {
         }' "$1"
 }
 
-results=$here/results.csv
+results=$out_dir/results.csv
 md=$here/RESULTS.md
 {
     echo "# libthunder benchmark results"
@@ -329,7 +400,7 @@ md=$here/RESULTS.md
     [ "$partial" = 1 ] && echo "| partial | BENCH_STYLES='${BENCH_STYLES:-}' BENCH_MODES='${BENCH_MODES:-}' BENCH_WORKERS='${BENCH_WORKERS:-}' BENCH_WORKLOADS='${BENCH_WORKLOADS:-}' |"
     echo
     cat <<TXT
-**How it is measured** (bench/loadgen, one server per cell, loopback only):
+**How it is measured** (tools/thunder-loadgen, one server per cell, loopback only):
 *wake-ups/conn* is the sum over all workers (all their threads) of the change
 in \`voluntary_ctxt_switches\` divided by the connections answered (1.0 is the
 limit, a herd is about one per worker); *Jain* is Jain's fairness index over
@@ -368,7 +439,7 @@ TXT
     echo
     if [ -s "$peers_csv" ]; then
         cat <<TXT
-Measured with \`bench/loadgen -H\` (the same figures and /proc sampling as
+Measured with \`tools/thunder-loadgen -H\` (the same figures and /proc sampling as
 the matrix, but one \`GET / HTTP/1.0\` per connection, the pid taken from
 the body of the 200 reply).
 The server answers its worker pid in the body (uWSGI: bench/peers/wsgi_app.py;
@@ -399,7 +470,25 @@ TXT
     echo
     m=$(misses "$results")
     if [ -n "$m" ]; then echo "$m"; else echo "None: every cell with a target meets it."; fi
+    if [ "$(wc -l <"$out_dir/bursts.csv")" -gt 1 ]; then
+        echo
+        echo "## Bursts (thunder-loadgen --burst)"
+        echo
+        cat <<TXT
+A round opens K = 2N connections back-to-back (non-blocking connects, then
+the requests, then the replies), then idles 20 ms; ${BURST_ROUNDS} rounds per cell,
+without the shim and in the default mode. *Jain* is over the per-worker
+totals; *max share / round* the mean over rounds of the largest share one
+worker took of its round (ideal 2/K = 1/N); *round ms* from the round's first
+connect to its last reply (mean, p99). **burst-io**: the handler sleeps
+${BURST_SLEEP_MS} ms before answering (examples' \`-s\`), and *limit* is
+ceil(K/N) x ${BURST_SLEEP_MS} ms, the shortest a round can take.
+
+TXT
+        burst_md_table "$out_dir/bursts.csv"
+    fi
     for wl in $WORKLOADS; do
+        is_burst "$wl" && continue
         echo
         case $wl in
             seq) echo "## Full table: seq (${SEQ_CONNS} sequential connections, ${GAP_US} µs apart)" ;;
@@ -413,13 +502,13 @@ TXT
     echo "## Plots"
     echo
     for png in accepts_ex_poll_16.png wakeups_vs_workers.png; do
-        [ -f "$here/$png" ] || continue
+        [ -f "$out_dir/$png" ] || continue
         case $png in
             accepts*) echo "Per-worker accepts, ex_poll, 16 workers, seq: no shim vs auto vs lock." ;;
             wakeups*) echo "Wake-ups per connection vs workers, seq, each mode (log scale): ex_poll and ex_epoll." ;;
         esac
         echo
-        echo "![$png]($png)"
+        echo "![$png](results/$png)"
         echo
     done
     grep -i 'skip\|error\|fail' "$plot_log" | sed 's/^/- /'
@@ -432,7 +521,8 @@ TXT
     echo
     echo "## Files"
     echo
-    echo "- bench/results.csv: one row per cell (the peers too: style uwsgi or nginx), header row; *_ratio columns are relative to mode none of the same style, workers and workload; accepts is the per-worker accept counts in pid order, ';'-separated."
+    echo "- bench/results/bursts.csv: one row per burst cell; round_* columns from thunder-loadgen --burst (round_ms: first connect to last reply; round_max_share_mean: the mean over rounds of the largest share one worker took of the round)."
+    echo "- bench/results/results.csv: one row per cell (the peers too: style uwsgi or nginx), header row; *_ratio columns are relative to mode none of the same style, workers and workload; accepts is the per-worker accept counts in pid order, ';'-separated."
     echo "- Re-run: \`make bench\` (full, ~15 minutes), \`make bench-quick\` (< 1 minute, stdout only), \`bench/peers.sh\` alone."
 } >"$md.new" && mv "$md.new" "$md"
 

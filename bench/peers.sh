@@ -15,7 +15,7 @@
 # conc = 4 clients with the same gap for BENCH_CONC_SECONDS (2) s.  One
 # server per (server, workers, variant) serves both workloads.
 #
-# The client is bench/loadgen -H: the same figures and /proc sampling as
+# The client is tools/thunder-loadgen -H: the same figures and /proc sampling as
 # every other cell, with one "GET / HTTP/1.0" per connection.
 # A server that is not installed is installed from Debian packages when
 # running as root, otherwise skipped with one line.  Rows are printed, and
@@ -64,9 +64,9 @@ stop_server() {
 trap 'stop_server; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-load=("$BENCH_ROOT/bench/loadgen" -H)     # one HTTP request per connection
-if [ ! -x "$BENCH_ROOT/bench/loadgen" ]; then
-    echo "peers: bench/loadgen is not built (run make): skipped"
+load=("$BENCH_ROOT/tools/thunder-loadgen" -H)     # one HTTP request per connection
+if [ ! -x "$BENCH_ROOT/tools/thunder-loadgen" ]; then
+    echo "peers: tools/thunder-loadgen is not built (run make): skipped"
     exit 0
 fi
 

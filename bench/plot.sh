@@ -1,7 +1,7 @@
 #!/bin/bash
-# bench/plot.sh - the benchmark's plots, from bench/results.csv, with gnuplot.
+# bench/plot.sh - the benchmark's plots, from bench/results/results.csv, with gnuplot.
 #
-#   bench/plot.sh [RESULTS.csv] [OUTDIR]
+#   bench/plot.sh [RESULTS.csv] [OUTDIR]    (default: bench/results/)
 #
 #   accepts_ex_poll_16.png   per-worker accepts, ex_poll, 16 workers, seq:
 #                            no shim vs auto vs lock (clustered bars)
@@ -12,8 +12,8 @@
 # root; otherwise prints one "plots: skipped" line and exits 0.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-csv=${1:-$here/results.csv}
-outdir=${2:-$here}
+csv=${1:-$here/results/results.csv}
+outdir=${2:-$here/results}
 
 [ -s "$csv" ] || { echo "plots: skipped: $csv missing or empty (run bench/matrix.sh)"; exit 0; }
 if ! command -v gnuplot >/dev/null; then

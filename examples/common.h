@@ -4,11 +4,13 @@
  *
  * Command line, identical for every example:
  *
- *     NAME [-w WORKERS] [-p PORT] [-t THREADS] [-r]
+ *     NAME [-w WORKERS] [-p PORT] [-t THREADS] [-s MS] [-r]
  *
  *   -w  worker processes (default 4)
  *   -p  TCP port on 127.0.0.1 (default 0: the kernel picks one)
  *   -t  threads per worker (default 1; only ex_threads uses it, default 4)
+ *   -s  the handler sleeps MS milliseconds before it answers (default 0):
+ *       an I/O-bound application, for the burst rounds' completion time
  *   -r  the master respawns a worker that dies unexpectedly
  *
  * Behaviour:
@@ -50,6 +52,7 @@
 
 #define MAX_WORKERS 1024
 #define MAX_THREADS 1024
+#define MAX_SLEEP_MS 10000
 #define LISTEN_BACKLOG 1024
 
 /* How long the master lets its workers stop before it kills them. */
@@ -59,6 +62,7 @@ struct server_options {
     int workers;
     int port;
     int threads;
+    int sleep_ms;
     bool respawn;
 };
 
@@ -74,6 +78,9 @@ typedef void worker_loop_fn(int listener, void *ctx);
  */
 static volatile sig_atomic_t stop_requested;
 
+/* -s: how long the handler sleeps before it answers (0: not at all). */
+static int handler_sleep_ms;
+
 /* "PID\n" of this worker, written once after fork, sent to every client. */
 static char pid_line[24];
 static size_t pid_line_len;
@@ -88,7 +95,7 @@ static inline void die(const char *what)
 
 static inline void usage_and_exit(const char *program)
 {
-    fprintf(stderr, "usage: %s [-w WORKERS] [-p PORT] [-t THREADS] [-r]\n",
+    fprintf(stderr, "usage: %s [-w WORKERS] [-p PORT] [-t THREADS] [-s MS] [-r]\n",
             program);
     exit(2);
 }
@@ -112,17 +119,19 @@ static inline struct server_options parse_options(int argc, char **argv,
         .workers = 4, .port = 0, .threads = default_threads, .respawn = false,
     };
     int c;
-    while ((c = getopt(argc, argv, "w:p:t:r")) != -1) {
+    while ((c = getopt(argc, argv, "w:p:t:s:r")) != -1) {
         switch (c) {
         case 'w': opt.workers = parse_int_option(argv[0], optarg, 1, MAX_WORKERS); break;
         case 'p': opt.port = parse_int_option(argv[0], optarg, 0, 65535); break;
         case 't': opt.threads = parse_int_option(argv[0], optarg, 1, MAX_THREADS); break;
+        case 's': opt.sleep_ms = parse_int_option(argv[0], optarg, 0, MAX_SLEEP_MS); break;
         case 'r': opt.respawn = true; break;
         default: usage_and_exit(argv[0]);
         }
     }
     if (optind != argc)
         usage_and_exit(argv[0]);
+    handler_sleep_ms = opt.sleep_ms;
     return opt;
 }
 
@@ -170,12 +179,27 @@ static inline int listener_port(int listener)
 
 /* ---- what a worker does with a connection ------------------------------ */
 
+/* The work of an I/O-bound handler (-s): a wait the worker cannot skip.
+ * A stop signal cuts it short. */
+static inline void handler_pause(void)
+{
+    if (handler_sleep_ms <= 0)
+        return;
+    struct timespec pause_for = {
+        .tv_sec = handler_sleep_ms / 1000,
+        .tv_nsec = (long)(handler_sleep_ms % 1000) * 1000000L,
+    };
+    while (nanosleep(&pause_for, &pause_for) < 0 && errno == EINTR && !stop_requested)
+        ;
+}
+
 /*
- * Sends "PID\n" and closes.  A client that has already gone is not the
+ * Sends "PID\n" and closes (after the handler's pause, with -s).  A client that has already gone is not the
  * worker's problem: MSG_NOSIGNAL turns the SIGPIPE into an ignored EPIPE.
  */
 static inline void answer_with_pid_and_close(int client)
 {
+    handler_pause();
     (void)send(client, pid_line, pid_line_len, MSG_NOSIGNAL);
     close(client);
 }

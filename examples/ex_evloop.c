@@ -66,6 +66,7 @@ static void accept_new_clients(int ep, int listener)
             return;  /* EAGAIN: the backlog is empty, back to the loop */
         }
         watch_fd(ep, client);
+        handler_pause();
         if (!send_pid_lines(client, 1))
             drop_client(ep, client);
     }

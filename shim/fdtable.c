@@ -24,6 +24,7 @@ enum fd_kind {
 
 static _Atomic uint8_t kind_of[CACHED_FDS];
 static _Atomic uint8_t listener_index[CACHED_FDS];
+_Static_assert(TH_MAX_LISTENERS <= 256, "listener_index holds a table index in a byte");
 static _Atomic int highest_listener_fd = -1;   /* bounds the scan below */
 
 static uint16_t port_of(int fd)

@@ -34,15 +34,13 @@ static struct th_plan poll_plan(enum th_mode mode, const struct th_wait_facts *f
 {
     switch (mode) {
     case TH_MODE_AUTO:
-        if (!f->mirror_refused)
-            return plan(TH_STRAT_EXCLUSIVE,
-                        "poll/select waits sleep on a private exclusive epoll instance");
-        return plan(TH_STRAT_LOCK,
-                    "this poll/select set cannot be mirrored in epoll; using the lock");
     case TH_MODE_EXCLUSIVE:
         if (!f->mirror_refused)
             return plan(TH_STRAT_EXCLUSIVE,
                         "poll/select waits sleep on a private exclusive epoll instance");
+        if (mode == TH_MODE_AUTO)
+            return plan(TH_STRAT_LOCK,
+                        "this poll/select set cannot be mirrored in epoll; using the lock");
         return plan(TH_STRAT_OBSERVE,
                     "exclusive mode, but this poll/select set cannot be mirrored; passing through");
     case TH_MODE_LOCK:

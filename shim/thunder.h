@@ -29,7 +29,7 @@
  *             log.c        one-line messages on stderr
  *             real.c       the real libc functions (dlsym RTLD_NEXT)
  *             self.c       this thread and process (th_self, th_pid)
- *             segment.h    the shared-memory layout (+ the segment core)
+ *             segment.h    the shared-memory layout
  */
 #pragma once
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# thunder-preload (run, stat, gc, ab, systemd), thunder-stat and the man
+# thunder-preload (run, stat, gc, systemd), thunder-stat and the man
 # page.  Loopback only; every process a test starts is stopped by pid in
 # teardown, with the segments of its listeners and the files it made up.
 
@@ -265,82 +265,6 @@ assert sorted(p["pid"] for p in l["processes"]) == sorted(map(int, sys.argv[2].s
     [ "$status" -eq 2 ]
 }
 
-# ---- ab -----------------------------------------------------------------------------------
-
-@test "ab on ex_poll: both rows, fewer wake-ups per connection with the shim, a plot, nothing left" {
-    local without with
-    TMPDIR=$BATS_TEST_TMPDIR run --separate-stderr timeout 60 "$WRAPPER" ab --workers 4 \
-        --conns 200 --plot "$BATS_TEST_TMPDIR/ab.png" -- "$EXAMPLES/ex_poll" -w '{workers}' -p '{port}'
-    echo "$output" >&2
-    echo "$stderr" >&2
-    [ "$status" -eq 0 ]
-    grep -Eq '^metric +without +with +ratio$' <<<"$output"
-    for m in wakeups_per_conn jain max_share rps p50_us p99_us cpu_ms_per_1000; do
-        grep -Eq "^$m +[0-9.]+ +[0-9.]+ +([0-9.]+|-)$" <<<"$output" || fail "no row for $m"
-    done
-    read -r without with < <(awk '$1 == "wakeups_per_conn" { print $2, $3 }' <<<"$output")
-    le "$with" "$without" && [ "$with" != "$without" ] ||
-        fail "wakeups_per_conn with the shim $with, without $without"
-    if command -v gnuplot >/dev/null; then
-        [ "$(head -c 4 "$BATS_TEST_TMPDIR/ab.png" | od -An -tx1 | tr -d ' ')" = 89504e47 ]
-    else
-        [[ $stderr == *"gnuplot not installed; no plot"* ]]
-    fi
-    # its temporary directory is gone
-    [ -z "$(compgen -G "$BATS_TEST_TMPDIR/thunder-ab.*")" ]
-}
-
-@test "ab: usage errors exit 2; a server that dies at once fails fast and cleanly (1)" {
-    run --separate-stderr "$WRAPPER" ab -- "$EXAMPLES/ex_poll" -w 2
-    [ "$status" -eq 2 ]
-    [[ $stderr == *"{port}"* ]]
-    run --separate-stderr "$WRAPPER" ab --frob -- "$EXAMPLES/ex_poll" -p '{port}'
-    [ "$status" -eq 2 ]
-    run --separate-stderr "$WRAPPER" ab --mode fast -- "$EXAMPLES/ex_poll" -p '{port}'
-    [ "$status" -eq 2 ]
-    run --separate-stderr "$WRAPPER" ab --conns 0 -- "$EXAMPLES/ex_poll" -p '{port}'
-    [ "$status" -eq 2 ]
-    run --separate-stderr "$WRAPPER" ab --
-    [ "$status" -eq 2 ]
-    SECONDS=0
-    TMPDIR=$BATS_TEST_TMPDIR run --separate-stderr "$WRAPPER" ab --conns 10 -- \
-        sh -c 'echo "no server on $0"; exit 3' '{port}'
-    [ "$status" -eq 1 ]
-    [[ $stderr == *"exited before it answered"* ]] || fail "$stderr"
-    [ "$SECONDS" -lt 8 ]
-    [ -z "$(compgen -G "$BATS_TEST_TMPDIR/thunder-ab.*")" ]
-}
-
-@test "ab stops the server's whole process group when it is interrupted" {
-    local ab master driving workers pid i
-    TMPDIR=$BATS_TEST_TMPDIR "$WRAPPER" ab --conns 1000000 -- "$EXAMPLES/ex_poll" -w 3 -p '{port}' \
-        >"$BATS_TEST_TMPDIR/ab.out" 2>"$BATS_TEST_TMPDIR/ab.err" 3>&- </dev/null &
-    ab=$!
-    BG_PIDS+=("$ab")
-    # wait until the server runs and loadgen drives it
-    for ((i = 0; i < 200; i++)); do
-        master='' driving=0
-        for pid in $(cat /proc/"$ab"/task/*/children 2>/dev/null); do
-            case $(cat /proc/"$pid"/comm 2>/dev/null) in
-                ex_poll) master=$pid ;;
-                timeout | loadgen) driving=1 ;;
-            esac
-        done
-        [ -n "$master" ] && [ "$driving" = 1 ] && break
-        sleep 0.05
-    done
-    [ -n "$master" ] || fail "ab did not start the server"
-    workers=$(cat /proc/"$master"/task/*/children)
-    [ -n "$workers" ]
-    kill -TERM "$ab"
-    wait "$ab" || true
-    for pid in $master $workers; do
-        for ((i = 0; i < 100; i++)); do alive "$pid" || break; sleep 0.05; done
-        ! alive "$pid" || fail "process $pid of the server survived"
-    done
-    [ -z "$(compgen -G "$BATS_TEST_TMPDIR/thunder-ab.*")" ]
-}
-
 # ---- systemd ---------------------------------------------------------------------------------
 
 @test "systemd prints the drop-in in its exact format" {
@@ -432,6 +356,7 @@ Environment=THUNDER_MODE=auto" ]
     run make -C "$ROOT" -s install DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     for f in lib/libthunder.so bin/thunder-preload bin/thunder-stat bin/thunder-loadgen \
+             bin/thunder-ab lib/libthunder/server.bash lib/libthunder/ab-report.bash \
              share/man/man1/thunder-preload.1; do
         [ -e "$dest$prefix/$f" ] || fail "make install did not install $f"
     done
@@ -440,6 +365,10 @@ Environment=THUNDER_MODE=auto" ]
     [[ $output == *"$dest$prefix/lib/libthunder.so" ]] || fail "installed wrapper preloads '$output'"
     run "$dest$prefix/bin/thunder-preload" --version
     [ "$output" = "thunder-preload $(cat "$ROOT/VERSION")" ] || fail "installed: $output"
+    # the installed ab finds thunder-ab and its libraries
+    run "$dest$prefix/bin/thunder-preload" ab --help
+    [ "$status" -eq 0 ]
+    [[ $output == *"--http [PATH]"* ]] || fail "installed ab --help: $output"
     run make -C "$ROOT" -s uninstall DESTDIR="$dest" PREFIX="$prefix"
     [ "$status" -eq 0 ]
     [ -z "$(find "$dest" -type f)" ] || fail "left after uninstall: $(find "$dest" -type f)"

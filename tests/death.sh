@@ -16,7 +16,7 @@
 #   rotate  a worker between the DEL and the ADD of the rotation after an
 #           accept: the connection in its hand dies with it
 # The example runs with -r, so its master respawns every killed worker.
-# bench/loadgen keeps 4 clients connecting (a 3 ms gap each) through all
+# tools/thunder-loadgen keeps 4 clients connecting (a 3 ms gap each) through all
 # the kills, every connection counted; then SIGTERM ends it.
 #
 # A connection the victim had accepted dies with it, whatever the shim
@@ -83,9 +83,9 @@ port=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' "$out")
 [ -n "$port" ] || { cat "$err"; fail "$example did not start"; }
 inode=$(listener_inode "$port")
 segment=$(segment_path "$inode")
-"$root/bench/loadgen" -p "$port" -n 50 >/dev/null || fail "no service before the kills"
+"$root/tools/thunder-loadgen" -p "$port" -n 50 >/dev/null || fail "no service before the kills"
 
-"$root/bench/loadgen" -p "$port" -c 4 -g 3000 -n 10000000 -d 900 -T 5000 \
+"$root/tools/thunder-loadgen" -p "$port" -c 4 -g 3000 -n 10000000 -d 900 -T 5000 \
     >"$load" 2>"$loaderr" &
 loader=$!
 
@@ -109,7 +109,7 @@ for ((c = 0; kills < kills_wanted; c++)); do
     kills=$((kills + 1))
     killed_at[$point]=$((${killed_at[$point]:-0} + 1))
     [[ $result == *in_hand=1* ]] && in_hand=$((in_hand + 1))
-    probe=$("$root/bench/loadgen" -p "$port" -n 1 -T 5000 2>/dev/null)
+    probe=$("$root/tools/thunder-loadgen" -p "$port" -n 1 -T 5000 2>/dev/null)
     if [[ $probe == *$'\nok=1\n'* ]]; then
         us=$(sed -n 's/^max_us=//p' <<<"$probe")
         ((us > recovery_us)) && recovery_us=$us
@@ -132,7 +132,7 @@ slowest_ms=$(($(get max_us) / 1000))
 # every survivor goes on: sequential connections, each worker seen
 mapfile -t live < <(live_workers)
 survivors=$(IFS=,; echo "${live[*]}")
-after=$("$root/bench/loadgen" -p "$port" -n $((20 * ${#live[@]})) -P "$survivors" -T 5000 2>&1)
+after=$("$root/tools/thunder-loadgen" -p "$port" -n $((20 * ${#live[@]})) -P "$survivors" -T 5000 2>&1)
 unserved=0
 for pid in "${live[@]}"; do
     grep -q "^pid=$pid accepts=[1-9]" <<<"$after" || unserved=$((unserved + 1))

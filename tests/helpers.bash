@@ -10,10 +10,10 @@
 #   stop_example            SIGTERM to the master, bounded wait, then SIGKILL
 #                           the master and each worker; sets EXAMPLE_STATUS.
 #   socat_conns N           N sequential socat connections; answers in SOCAT_OUT
-#   run_loadgen N [ARGS]    bench/loadgen against PORT, watching WORKERS; LG
+#   run_loadgen N [ARGS]    tools/thunder-loadgen against PORT, watching WORKERS; LG
 #   lg KEY                  one value from the last loadgen run
 #   ctxt_sum PIDS           voluntary context switches, all threads, summed
-#   jain X...               Jain's fairness index of the numbers given
+#   jain X...               Jain's fairness index (tools/lib/server.bash)
 #
 # Loopback only.  Only processes this file started are ever signalled, by
 # pid.  Bats runs tests with errexit: a helper command that may fail for a
@@ -23,11 +23,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # listener_inode, alive, segment_path, THUNDER_STAT
 # shellcheck source=tests/lib/proc.bash
 . "$ROOT/tests/lib/proc.bash"
+# srv_start, srv_ready_line, srv_stop, jain: shared with thunder-ab and bench
+# shellcheck source=tools/lib/server.bash
+. "$ROOT/tools/lib/server.bash"
 # In a sanitizer build (make check SAN=address,...) the ASan runtime must
 # come first in LD_PRELOAD; the Makefile exports its path.
 THUNDER_LIB=${TEST_ASAN_PRELOAD:+$TEST_ASAN_PRELOAD:}$ROOT/libthunder.so
 EXAMPLES=$ROOT/examples
-LOADGEN=$ROOT/bench/loadgen
+LOADGEN=$ROOT/tools/thunder-loadgen
 
 # Results must not depend on what the caller's shell had set.
 for _var in $(compgen -e); do
@@ -59,7 +62,7 @@ free_port() {
 # EX_WRAP, when set, is a command (word-split) the example runs under,
 # e.g. strace; MASTER is still the example's master, from its ready line.
 start_example() {
-    local name=$1 workers=$2 arg line i job
+    local name=$1 workers=$2 arg job
     shift 2
     local -a envs=("LD_PRELOAD=$THUNDER_LIB") args=(-w "$workers")
     for arg in "$@"; do
@@ -68,59 +71,25 @@ start_example() {
     EX_SEQ=$((EX_SEQ + 1))
     EX_OUT=$BATS_TEST_TMPDIR/$name.$EX_SEQ.out
     EX_ERR=$BATS_TEST_TMPDIR/$name.$EX_SEQ.err
-    # fd 3 is bats's own: a background server holding it would hang bats
     # shellcheck disable=SC2086  # EX_WRAP is a command line
-    ${EX_WRAP:-} env "${envs[@]}" "$EXAMPLES/$name" "${args[@]}" >"$EX_OUT" 2>"$EX_ERR" 3>&- </dev/null &
-    job=$!
+    srv_start "$EX_OUT" "$EX_ERR" ${EX_WRAP:-} env "${envs[@]}" "$EXAMPLES/$name" "${args[@]}"
+    job=$SRV_JOB
     STARTED+=("$job:$job::")
-    for ((i = 0; i < 200; i++)); do
-        line=$(head -n 1 "$EX_OUT" 2>/dev/null || true)
-        [ -n "$line" ] && break
-        kill -0 "$job" 2>/dev/null || break
-        sleep 0.05
-    done
-    PORT=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' <<<"$line")
-    MASTER=$(sed -n 's/.* master=\([0-9]*\) .*/\1/p' <<<"$line")
-    WORKERS=$(sed -n 's/.* workers=\([0-9,]*\)$/\1/p' <<<"$line")
-    if [ -z "$PORT" ] || [ -z "$MASTER" ] || [ -z "$WORKERS" ]; then
+    if ! srv_ready_line "$EX_OUT" "$job"; then
         cat "$EX_ERR" >&2
-        fail "$name did not start (stdout: '$line')"
+        fail "$name did not start (stdout: '$(head -n 1 "$EX_OUT" 2>/dev/null || true)')"
         return 1
     fi
+    PORT=$SRV_PORT MASTER=$SRV_MASTER WORKERS=$SRV_WORKERS
     LISTEN_INODE=$(listener_inode "$PORT")
     STARTED[${#STARTED[@]} - 1]="$job:$MASTER:$WORKERS:$LISTEN_INODE"
 }
 
-# stop_one JOB MASTER WORKERS: SIGTERM the master; wait up to 8 s (it
-# gives its workers 5 s); then SIGKILL the master, each worker still alive
-# and the job (a wrapper).  The job's exit status goes to EXAMPLE_STATUS.
+# stop_one JOB MASTER WORKERS: srv_stop (SIGTERM to the master, 8 s, then
+# SIGKILL to what is left); the job's exit status goes to EXAMPLE_STATUS.
 stop_one() {
-    local job=$1 master=$2 workers=$3 pid i
-    [ -n "$job" ] || return 0
-    # (bats runs tests with errexit: a signal to a process already gone
-    # must not end the test, hence the "|| true")
-    if alive "$master"; then
-        kill -TERM "$master" 2>/dev/null || true
-        for ((i = 0; i < 160; i++)); do
-            alive "$master" || break
-            sleep 0.05
-        done
-    fi
-    for pid in "$master" ${workers//,/ }; do
-        alive "$pid" && { kill -KILL "$pid" 2>/dev/null || true; }
-    done
-    for ((i = 0; i < 100; i++)); do
-        alive "$job" || break
-        sleep 0.05
-    done
-    alive "$job" && { kill -KILL "$job" 2>/dev/null || true; }
-    EXAMPLE_STATUS=0
-    wait "$job" 2>/dev/null || EXAMPLE_STATUS=$?
-    # the master reaps its workers; give the last exits a moment
-    for pid in ${workers//,/ }; do
-        for ((i = 0; i < 40; i++)); do alive "$pid" || break; sleep 0.05; done
-    done
-    return 0
+    srv_stop "$@"
+    EXAMPLE_STATUS=$SRV_STATUS
 }
 
 # Stop the example started last (MASTER); EXAMPLE_STATUS is its exit status.
@@ -203,7 +172,7 @@ answer_counts() {
     done | tr '\n' ' '
 }
 
-# bench/loadgen: N connections against PORT, watching WORKERS.  Its
+# tools/thunder-loadgen: N connections against PORT, watching WORKERS.  Its
 # figures go to the TAP output; the test asserts on them (lg ok, ...).
 run_loadgen() {
     local n=$1
@@ -244,12 +213,6 @@ ctxt_sum() {
         done
     done
     echo "$sum"
-}
-
-jain() {
-    awk 'BEGIN { s = 0; q = 0; n = 0 }
-         { for (i = 1; i <= NF; i++) { s += $i; q += $i * $i; n++ } }
-         END { if (q == 0) print "0.0000"; else printf "%.4f\n", s * s / (n * q) }' <<<"$*"
 }
 
 # a <= b for decimals

@@ -82,8 +82,8 @@ for cc in "${CC:-cc}" gcc; do
     fi
 done
 [ -n "$built" ] || skip "neither ${CC:-cc} nor gcc builds with -fsanitize=thread: $(grep -m 1 -i 'error\|not found\|clang' "$work/build.log")"
-if [ ! -x "$root/bench/loadgen" ]; then
-    skip "bench/loadgen is not built (make all)"
+if [ ! -x "$root/tools/thunder-loadgen" ]; then
+    skip "tools/thunder-loadgen is not built (make all)"
 fi
 
 # verbosity=1 for the "forked new process ..., parent had N threads" lines
@@ -114,7 +114,7 @@ for mode in "${modes[@]}"; do
     port=$(sed -n 's/^port=\([0-9]*\) .*/\1/p' "$work/out.$mode")
     result=
     [ -n "$port" ] &&
-        result=$("$root/bench/loadgen" -p "$port" -n 2000 -c 4 2>/dev/null | grep -E '^(ok|failed)=' | tr '\n' ' ')
+        result=$("$root/tools/thunder-loadgen" -p "$port" -n 2000 -c 4 2>/dev/null | grep -E '^(ok|failed)=' | tr '\n' ' ')
     kill -TERM "$master" 2>/dev/null; wait "$master"; master=
     err=$work/err.$mode
     reports=$(grep -c -E '(WARNING|ERROR): ThreadSanitizer|ThreadSanitizer: CHECK failed|FATAL: ThreadSanitizer' "$err")

@@ -1,5 +1,5 @@
 """The peers benchmark's WSGI app: answers the pid of the worker that
-served the request, in decimal, as a text body (bench/loadgen -H reads
+served the request, in decimal, as a text body (tools/thunder-loadgen -H reads
 it to count accepts per worker)."""
 import os
 

@@ -7,6 +7,8 @@
  */
 #include "seghelp.h"
 
+#include <poll.h>
+
 /* ---- leaving ------------------------------------------------------------ */
 
 /* The last process to leave removes the name; earlier ones leave it. */
@@ -115,14 +117,15 @@ static void test_sweep_spares_fresh_segment(void)
 static void test_sweep_concurrent_creators(void)
 {
     pid_t pids[SWEEP_RACERS];
-    int go[2], missing = 0;
+    int go[2], done[2], missing = 0, attached = 0;
+    double deadline = tap_now_ms() + 20000.0;    /* far above the normal ~10 ms */
 
-    REQUIRE(pipe(go) == 0);
+    REQUIRE(pipe(go) == 0 && pipe(done) == 0);
     for (int i = 0; i < SWEEP_RACERS; i++) {
         pids[i] = fork();
         REQUIRE(pids[i] >= 0);
         if (pids[i] == 0) {
-            char c;
+            char c = 1;
             struct th_seg *seg;
             close(go[1]);
             if (read(go[0], &c, 1) < 0)
@@ -130,23 +133,33 @@ static void test_sweep_concurrent_creators(void)
             seg = th_seg_attach(fake_inode_of(getppid(), 16 + i), TEST_PORT);
             if (seg == NULL || th_seg_claim_slot(seg, getpid()) == NULL)
                 _exit(3);
+            if (write(done[1], &c, 1) != 1)       /* attached and registered */
+                _exit(4);
             pause();
             _exit(0);
         }
     }
     close(go[0]);
     close(go[1]);                                        /* go */
-    usleep(300 * 1000);
-    for (int i = 0; i < SWEEP_RACERS; i++) {
-        uint64_t inode = fake_inode(16 + i);
-        missing += !seg_exists(inode);
-        seg_unlink(inode);
+    close(done[1]);
+    /* every racer's own attach is over (a slow machine: no fixed sleep) */
+    while (attached < SWEEP_RACERS && tap_now_ms() < deadline) {
+        char c;
+        struct pollfd p = { .fd = done[0], .events = POLLIN };
+        if (poll(&p, 1, 100) == 1 && read(done[0], &c, 1) == 1)
+            attached++;
     }
+    for (int i = 0; i < SWEEP_RACERS; i++)
+        missing += !seg_exists(fake_inode(16 + i));
     for (int i = 0; i < SWEEP_RACERS; i++) {
         kill(pids[i], SIGKILL);
         waitpid(pids[i], NULL, 0);
+        seg_unlink(fake_inode(16 + i));
     }
-    tap_diag("%d of %d segments of live processes were swept", missing, SWEEP_RACERS);
+    close(done[0]);
+    tap_diag("%d of %d racers attached; %d of their segments were swept", attached,
+             SWEEP_RACERS, missing);
+    EXPECT_EQ(attached, SWEEP_RACERS);
     EXPECT_EQ(missing, 0);
 }
 
