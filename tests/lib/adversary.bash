@@ -7,9 +7,9 @@
 # user ("nobody", with setpriv):
 #
 #   names  before the server starts, files at the segment names the
-#          listener will probably get (socket inodes are public in
-#          /proc/net and handed out in runs: a range around the newest
-#          ones): regular files, FIFOs, symbolic links to a file of the
+#          listener will probably get (socket inodes are handed out in
+#          runs: 16,000 names around where a socket of the attacker's own
+#          lands): regular files, FIFOs, symbolic links to a file of the
 #          attacker's;
 #   bells  before the server starts, the abstract doorbell names derived
 #          from the tids its threads will probably get (the naming of
@@ -131,13 +131,6 @@ compare() {
 
 # ---- names ---------------------------------------------------------------------
 
-# The newest socket inode the attacker can see.
-newest_socket_inode() {
-    awk 'FILENAME ~ /unix$/ { if ($7 + 0 > m) m = $7 + 0; next }
-         FNR > 1 { if ($10 + 0 > m) m = $10 + 0 }
-         END { print m }' /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/unix
-}
-
 # What the attacker owns under the segment names: name, type, size, mtime, atime.
 attacker_files() {
     {
@@ -147,13 +140,14 @@ attacker_files() {
     } | LC_ALL=C sort
 }
 
+# 16,000 names around the kernel's inode counter, as the attacker sees it.
 squat_names() {
-    local newest
+    local out
     SQUAT_UID=$1
-    newest=$(newest_socket_inode)
-    SQUAT_FROM=$((newest - 3000))
-    SQUAT_TO=$((newest + 9000))
-    as_attacker "$ADV_DIR/squat" names "$SQUAT_UID" "$SQUAT_FROM" "$SQUAT_TO" "$TARGET" >/dev/null
+    out=$(as_attacker "$ADV_DIR/squat" names "$SQUAT_UID" 6000 10000 "$TARGET")
+    SQUAT_FROM=$(sed -n 's/^from=\([0-9]*\) .*/\1/p' <<<"$out")
+    SQUAT_TO=$(sed -n 's/.* to=\([0-9]*\) .*/\1/p' <<<"$out")
+    [ -n "$SQUAT_FROM" ] && [ -n "$SQUAT_TO" ] || fail "the squatter said '$out'" || return 1
     SQUAT_BEFORE=$(attacker_files)
 }
 

@@ -2,8 +2,12 @@
  * squat - a hostile local user against a server under libthunder, for
  * tests/96-adversary.bats (run as another user, e.g. nobody).
  *
- *   squat names UID FROM TO TARGET
- *       create /dev/shm/libthunder.UID.N for every N in [FROM, TO]: most
+ *   squat names UID BEFORE AFTER TARGET
+ *       learn where the kernel's inode counter is (a fresh socket on each
+ *       CPU: the next listener's inode will be close), then create
+ *       /dev/shm/libthunder.UID.N for N from BEFORE below to AFTER above
+ *       the highest of them (at most MAX_NAMES names), and print
+ *       "from=F to=T created=K": most
  *       regular files holding "squat N\n" (mode 0644), every 7th a FIFO,
  *       every 11th a symbolic link to TARGET (a file of the squatter's
  *       that must never be written through it).  Prints "created=K".
@@ -25,6 +29,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stddef.h>
@@ -50,10 +55,38 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int squat_names(unsigned uid, unsigned long long from, unsigned long long to,
+/* The highest inode of a fresh socket made on each CPU. */
+static unsigned long long inode_counter(void)
+{
+    unsigned long long high = 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+    for (long cpu = 0; cpu < cpus && cpu < CPU_SETSIZE; cpu++) {
+        cpu_set_t one;
+        struct stat st;
+        int fd;
+
+        CPU_ZERO(&one);
+        CPU_SET((int)cpu, &one);
+        if (sched_setaffinity(0, sizeof(one), &one) < 0)
+            continue;
+        if ((fd = socket(AF_INET, SOCK_STREAM, 0)) >= 0 && fstat(fd, &st) == 0 &&
+            (unsigned long long)st.st_ino > high)
+            high = (unsigned long long)st.st_ino;
+        if (fd >= 0)
+            close(fd);
+    }
+    return high;
+}
+
+static int squat_names(unsigned uid, unsigned long long before, unsigned long long after,
                        const char *target)
 {
+    unsigned long long base = inode_counter(), from, to;
     long created = 0;
+
+    from = base > before ? base - before : 1;
+    to = base + after;
 
     if (to < from || to - from >= MAX_NAMES) {
         fprintf(stderr, "squat: at most %d names\n", MAX_NAMES);
@@ -74,7 +107,7 @@ static int squat_names(unsigned uid, unsigned long long from, unsigned long long
             close(fd);
         }
     }
-    printf("created=%ld\n", created);
+    printf("from=%llu to=%llu created=%ld\n", from, to, created);
     return 0;
 }
 
