@@ -6,8 +6,7 @@
  *   J = (Σx)² / (n·Σx²): 1 = perfectly even, 1/n = one takes all,
  *   0 when there is nothing to share (no values, or all zero).
  */
-#ifndef LIBTHUNDER_TOOLS_FAIRNESS_H
-#define LIBTHUNDER_TOOLS_FAIRNESS_H
+#pragma once
 
 #include <stddef.h>
 
@@ -22,5 +21,3 @@ static inline double jain_index(const double *values, size_t n)
         return 0;
     return sum * sum / ((double)n * sum_squares);
 }
-
-#endif

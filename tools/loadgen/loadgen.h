@@ -8,8 +8,7 @@
  *   procstat.c  the watched workers' context switches and CPU time (/proc)
  *   results.c   percentiles, per-worker counts, Jain, the key=value output
  */
-#ifndef LIBTHUNDER_LOADGEN_H
-#define LIBTHUNDER_LOADGEN_H
+#pragma once
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -161,5 +160,3 @@ void print_results(const struct options *opt, const struct client *clients,
 void print_rounds(const struct options *opt, const struct round_result *rounds,
                   int count);
 double share_of_largest(const pid_t *pids, int n);
-
-#endif
