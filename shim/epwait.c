@@ -195,8 +195,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     uint64_t took_last = th_self.took;
     struct th_plan plan;
 
-    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
-    th_self.slept = true;
+    th_self_new_wait();
     th_waiting_clear();             /* back from the last wait, never accepted */
     for (int j = 0; j < k; j++) {
         facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;

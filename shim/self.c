@@ -30,3 +30,10 @@ void th_self_refresh(void)
     th_pid = getpid();
     th_self.counted = 0;     /* a parent's count is not the child's */
 }
+
+/* A new wait call begins: what this thread knew about the last one is over. */
+void th_self_new_wait(void)
+{
+    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
+    th_self.slept = true;
+}

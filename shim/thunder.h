@@ -85,6 +85,7 @@ extern __thread struct th_thread th_self;
 extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
 pid_t th_gettid(void);
 void th_self_refresh(void);   /* at load and in a forked child */
+void th_self_new_wait(void);  /* a wait call begins: reset the per-wait facts */
 
 static inline uint64_t th_listener_bit(int index)
 {

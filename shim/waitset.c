@@ -78,8 +78,7 @@ static int collect(const struct pollfd *fds, nfds_t n, struct set_listener *set,
 
 static void count_entry(struct set_listener *set, int k)
 {
-    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
-    th_self.slept = true;
+    th_self_new_wait();
     for (int j = 0; j < k; j++)
         TH_COUNT(set[j].l, waits, 1);
 }
