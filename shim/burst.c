@@ -110,3 +110,37 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
             th_seg_drop_dead_waiting(b->ls[j]->seg);
     }
 }
+
+/*
+ * The lock waits (lockwait.c) have no exclusive entry to yield; there a
+ * thread drains a burst through its unlocked looks at a busy lock, and
+ * policy.c may tell it to queue for the lock instead.  The streak is the
+ * same: lock waits in a row that returned at once a listener this thread
+ * had just taken a connection from.
+ */
+bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
+                             uint64_t took_last)
+{
+    for (int j = 0; j < k; j++) {
+        struct th_seg *seg = th_listener_seg(ls[j]);
+        bool idle;
+
+        if (seg == NULL || !(took_last & th_listener_bit(ls[j]->index)))
+            continue;
+        idle = !th_lock_queue_short(seg);
+        if (!th_policy_serves_backlog_unlocked(th_self.streak, idle, INT32_MAX) &&
+            !th_policy_serves_backlog_unlocked(th_self.streak, idle, queued(fds[j])))
+            return false;
+    }
+    return th_policy_serves_backlog_unlocked(0, false, 0);
+}
+
+void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
+                         uint64_t reported, int64_t start)
+{
+    bool again = false;
+
+    for (int j = 0; j < k; j++)
+        again = again || ((reported & (1ull << j)) && (took_last & th_listener_bit(ls[j]->index)));
+    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+}

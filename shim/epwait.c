@@ -68,6 +68,17 @@ static bool reported(const struct epoll_event *evs, int n, uint64_t data)
     return false;
 }
 
+/* Which of wl[0..k) evs[0..n) reports, as a mask by position. */
+static uint64_t reported_mask(const struct epoll_event *evs, int n,
+                              const struct th_ep_listener *wl, int k)
+{
+    uint64_t mask = 0;
+
+    for (int j = 0; n > 0 && j < k; j++)
+        if (reported(evs, n, wl[j].data))
+            mask |= 1ull << j;
+    return mask;
+}
 
 /* The lock wait's view of an epoll wait (struct th_lockwait callbacks). */
 struct epoll_ctx {
@@ -102,41 +113,38 @@ static bool epoll_reported(void *ctx, int j, int result)
     return reported(c->evs, result, c->wl[j].data);
 }
 
-/* sigmask: the caller's; signals are blocked only if the wait must queue. */
+/* sigmask: the caller's; signals are blocked only if the wait must queue.
+   took_last: what this thread accepted since its last wait (bursts). */
 static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *sigmask,
-                     int others)
+                     int others, uint64_t took_last)
 {
     struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+    int fds[TH_MAX_WAIT_LISTENERS];
     struct th_lockwait lw = {
         .ls = ls, .k = ctx->k, .may_block = others == 0, .deadline = deadline,
         .sigmask = sigmask, .bell = -1, .ctx = ctx,
         .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
     };
     struct th_sigscope scope;
-    int r;
+    int64_t start = th_now_ns();
+    int r, saved_errno;
 
-    for (int j = 0; j < ctx->k; j++)
+    for (int j = 0; j < ctx->k; j++) {
         ls[j] = ctx->wl[j].l;
-    if (th_lockwait_fast(&lw, &r))
-        return r;
-    th_sig_enter(&scope, sigmask);
-    lw.sigmask = scope.wait_mask;
-    lw.bell = th_doorbell_fd();
-    r = th_lockwait_run(&lw);
-    th_sig_leave(&scope);
+        fds[j] = ctx->wl[j].fd;
+    }
+    lw.look_first = th_burst_looks_unlocked(ls, fds, ctx->k, took_last);
+    if (!th_lockwait_fast(&lw, &r)) {
+        th_sig_enter(&scope, sigmask);
+        lw.sigmask = scope.wait_mask;
+        lw.bell = th_doorbell_fd();
+        r = th_lockwait_run(&lw);
+        th_sig_leave(&scope);
+    }
+    saved_errno = errno;
+    th_burst_lock_after(ls, ctx->k, took_last, reported_mask(ctx->evs, r, ctx->wl, ctx->k), start);
+    errno = saved_errno;
     return r;
-}
-
-/* Which of wl[0..k) evs[0..n) reports, as a mask by position. */
-static uint64_t reported_mask(const struct epoll_event *evs, int n,
-                              const struct th_ep_listener *wl, int k)
-{
-    uint64_t mask = 0;
-
-    for (int j = 0; n > 0 && j < k; j++)
-        if (reported(evs, n, wl[j].data))
-            mask |= 1ull << j;
-    return mask;
 }
 
 /*
@@ -210,7 +218,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
         struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
                                  .ns_timeout = ns_timeout, .shared = facts.shared,
                                  .wl = wl, .k = k };
-        r = lock_wait(&ctx, deadline, sigmask, others);
+        r = lock_wait(&ctx, deadline, sigmask, others, took_last);
     } else {
         int64_t start = th_now_ns();
 

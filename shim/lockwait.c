@@ -58,7 +58,7 @@ static bool served_without_lock(const struct th_lockwait *lw, int *ret)
 {
     int64_t now = th_now_ns();
 
-    if (!th_policy_serves_backlog_unlocked() && lw->deadline > now)
+    if (!lw->look_first && lw->deadline > now)
         return false;
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
     return *ret != 0 || lw->deadline <= now;

@@ -406,7 +406,8 @@ bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
-bool th_policy_serves_backlog_unlocked(void);
+/* May a lock wait that finds the lock busy serve what is ready unlocked? */
+bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued);
 bool th_policy_jitters(void);
 
 /* ---- burst.c: spreading a burst (both exclusive wait paths) ----------- */
@@ -425,6 +426,12 @@ void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int
 uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield);
 void th_burst_resume(struct th_burst *b);      /* the wait goes on after a yield */
 void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded);
+/* The lock waits' part: may a busy lock be looked past (lw->look_first)?
+   And after the lock wait that began at `start`: the streak goes on? */
+bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
+                             uint64_t took_last);
+void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
+                         uint64_t reported, int64_t start);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
 struct th_lockwait {
@@ -434,6 +441,7 @@ struct th_lockwait {
     int64_t deadline;
     const sigset_t *sigmask;       /* what the sleeps apply */
     int bell;                      /* doorbell to queue with, or -1 (futex) */
+    bool look_first;               /* a lock busy: serve what is ready unlocked */
     /* the wait path's part */
     void *ctx;
     /* on: leave out of the real wait the listeners that are busy[]; off: undo */

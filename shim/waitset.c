@@ -262,26 +262,27 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
     return r;
 }
 
-/* sigmask: the caller's; signals are blocked only if the wait must queue. */
-static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
-                     int others, int64_t deadline, const sigset_t *sigmask)
+/* Which of the set's listeners the answer in fds reports, by position. */
+static uint64_t reported_mask(const struct pollfd *fds, int r, const struct set_listener *set,
+                              int k)
 {
-    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
-    struct poll_ctx ctx = { .fds = fds, .n = n, .set = set, .k = k };
-    struct th_lockwait lw = {
-        .ls = ls, .k = k, .may_block = others == 0, .deadline = deadline,
-        .sigmask = sigmask, .bell = -1, .ctx = &ctx,
-        .exclude = poll_exclude, .wait = poll_wait, .reported = poll_reported,
-    };
+    uint64_t mask = 0;
+
+    for (int j = 0; r > 0 && j < k; j++)
+        if (ready(&fds[set[j].index]))
+            mask |= 1ull << j;
+    return mask;
+}
+
+/* The queued part of a lock wait, with signals blocked meanwhile. */
+static int queued_lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
+                            int64_t deadline, const sigset_t *sigmask, struct th_lockwait *lw)
+{
     struct th_sigscope scope;
     int r, bell = -1;
 
-    for (int j = 0; j < k; j++)
-        ls[j] = set[j].l;
-    if (th_lockwait_fast(&lw, &r))
-        return r;
     th_sig_enter(&scope, sigmask);
-    lw.sigmask = scope.wait_mask;
+    lw->sigmask = scope.wait_mask;
     if (n <= DOORBELL_MAX_SET && th_remaining_ns(deadline) > 0)
         bell = th_doorbell_fd();
     if (bell >= 0)
@@ -289,8 +290,37 @@ static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int
     else
         /* no doorbell (or a try): block on the futex queue, or for a set
            with other fds nginx's way, try and retry every retry_ms */
-        r = th_lockwait_run(&lw);
+        r = th_lockwait_run(lw);
     th_sig_leave(&scope);
+    return r;
+}
+
+/* sigmask: the caller's; signals are blocked only if the wait must queue.
+   took_last: what this thread accepted since its last wait (bursts). */
+static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int k,
+                     int others, int64_t deadline, const sigset_t *sigmask, uint64_t took_last)
+{
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+    int lfds[TH_MAX_WAIT_LISTENERS];
+    struct poll_ctx ctx = { .fds = fds, .n = n, .set = set, .k = k };
+    struct th_lockwait lw = {
+        .ls = ls, .k = k, .may_block = others == 0, .deadline = deadline,
+        .sigmask = sigmask, .bell = -1, .ctx = &ctx,
+        .exclude = poll_exclude, .wait = poll_wait, .reported = poll_reported,
+    };
+    int64_t start = th_now_ns();
+    int r, saved_errno;
+
+    for (int j = 0; j < k; j++) {
+        ls[j] = set[j].l;
+        lfds[j] = fds[set[j].index].fd;
+    }
+    lw.look_first = th_burst_looks_unlocked(ls, lfds, k, took_last);
+    if (!th_lockwait_fast(&lw, &r))
+        r = queued_lock_wait(fds, n, set, k, deadline, sigmask, &lw);
+    saved_errno = errno;
+    th_burst_lock_after(ls, k, took_last, reported_mask(fds, r, set, k), start);
+    errno = saved_errno;
     return r;
 }
 
@@ -307,18 +337,6 @@ static int mirrored_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
     /* no lock to hand on: signals stay as they are, the sleep takes sigmask */
     return yield ? th_mirror_yield(fds, n, deadline, sigmask, r)
                  : th_mirror_poll(fds, n, deadline, sigmask, r);
-}
-
-/* Which of the set's listeners the answer in fds reports, by position. */
-static uint64_t reported_mask(const struct pollfd *fds, int r, const struct set_listener *set,
-                              int k)
-{
-    uint64_t mask = 0;
-
-    for (int j = 0; r > 0 && j < k; j++)
-        if (ready(&fds[set[j].index]))
-            mask |= 1ull << j;
-    return mask;
 }
 
 /*
@@ -383,7 +401,7 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     }
     set_strategy(set, k, plan);
     if (plan.strategy == TH_STRAT_LOCK) {
-        r = lock_wait(fds, n, set, k, others, deadline, sigmask);
+        r = lock_wait(fds, n, set, k, others, deadline, sigmask, took_last);
     } else {
         r = real_ppoll_until(fds, n, deadline, sigmask);
     }
