@@ -379,7 +379,15 @@ void th_epreg_done_waiting(int epfd)
 
 /* ---- rotation, close, fork ------------------------------------------- */
 
-void th_epreg_rotate(struct th_listener *l)
+/*
+ * holder: this thread holds l's lock.  A shared instance's entry is
+ * rotated only then: its processes take the lock in turn, so the holder
+ * is the only one that moves it, and an entry that stays at the head
+ * of the listener's queue would take every connection its waiters are
+ * in a wait for, before the other processes' private entries (a master's
+ * instance kept by some workers, the others with their own).
+ */
+void th_epreg_rotate(struct th_listener *l, bool holder)
 {
     lock();
     for (int i = 0; i < nregs; i++) {
@@ -390,8 +398,8 @@ void th_epreg_rotate(struct th_listener *l)
         if (r->l != l || !r->exclusive || r->parked)
             continue;
         inst = find_instance(r->epfd);
-        if (inst == NULL || !instance_private(inst))
-            continue;                  /* a shared entry has no order to fix */
+        if (inst == NULL || !(instance_private(inst) || holder))
+            continue;
         /* re-adding puts this process's entry at the tail of the wait queue */
         ev = r->ev;
         ev.events |= EPOLLEXCLUSIVE;

@@ -194,6 +194,19 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     return r;
 }
 
+/*
+ * Will this thread's next wait report a connection left queued (a
+ * refused accept, hook_accept.c)?  A level-triggered entry does, in an
+ * exclusive wait and in a lock wait (as the holder, in its look at a
+ * busy lock, or, queued, through the holder's own wait); an
+ * edge-triggered or one-shot one does not, nor a pass-through wait.
+ */
+static bool reports_again(struct th_plan entry, uint32_t events)
+{
+    return (entry.strategy == TH_STRAT_EXCLUSIVE || entry.strategy == TH_STRAT_LOCK) &&
+           !(events & (EPOLLET | EPOLLONESHOT));
+}
+
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout)
 {
@@ -236,8 +249,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
             uint64_t bit = th_listener_bit(wl[j].l->index);
             TH_COUNT(wl[j].l, wakeups, 1);
             th_self.woke |= bit;
-            if (th_policy_epoll_entry(plan, wl[j].exclusive).strategy == TH_STRAT_EXCLUSIVE &&
-                !(wl[j].events & (EPOLLET | EPOLLONESHOT)))
+            if (reports_again(th_policy_epoll_entry(plan, wl[j].exclusive), wl[j].events))
                 th_self.refusable |= bit;
         }
     }

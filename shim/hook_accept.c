@@ -73,7 +73,7 @@ static bool refused(int fd, struct th_listener *l)
 static void after_accept(int fd, struct th_listener *l, int result, int err)
 {
     uint64_t bit = th_listener_bit(l->index);
-    bool woke = th_self.woke & bit;
+    bool woke = th_self.woke & bit, held = th_held_has(l);
 
     th_self.woke &= ~bit;
     if (result >= 0) {
@@ -84,13 +84,13 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
         if (woke)
             TH_COUNT(l, spurious, 1);
     }
-    if (th_held_has(l))
-        th_held_release(l);
     if (result >= 0 && !(th_self.rotated & bit) && th_policy_rotates(th_self.slept)) {
         th_self.rotated |= bit;
         th_mirror_rotate(fd, l);
-        th_epreg_rotate(l);
+        th_epreg_rotate(l, held);       /* before the release: see epreg.c */
     }
+    if (held)
+        th_held_release(l);
     errno = err;
 }
 

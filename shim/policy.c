@@ -134,21 +134,24 @@ bool th_policy_rotates(bool slept)
  * the queue empty.  So in auto mode, after the first connection of a
  * wake-up, a further accept of the same wake-up answers EAGAIN, as an
  * empty queue would, and the connection stays for the others; but only
- *   - when that wake-up came from an exclusive level-triggered wait: the
- *     thread's next wait reports a connection still queued at once, so
- *     it is never stranded (edge-triggered and one-shot entries, the lock
- *     and pass-through waits are never refused), and
+ *   - when that wake-up came from an exclusive or lock wait on a
+ *     level-triggered entry: the thread's next wait reports a connection
+ *     still queued at once (under the lock: as the holder, in its look,
+ *     or through the holder's wait while it queues), so it is never
+ *     stranded (edge-triggered and one-shot entries and pass-through
+ *     waits are never refused), and
  *   - when other processes wait on the listener: alone, there is nobody
  *     to leave it to.
  * The worker serves what it took and comes back for the next one: a
  * refused connection is accepted no later than the refusing worker would
  * have served it had it taken it (plus one wait call), or earlier by
- * another worker.  With fifo balance only (lifo keeps the hot worker busy).
+ * another worker; under the lock, no later than the lock's own order
+ * serves it.  With fifo balance only (lifo keeps the hot worker busy).
  */
-bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait)
+bool th_policy_refuses_more(bool reported_again, bool others_wait)
 {
     return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           level_triggered_exclusive && others_wait;
+           reported_again && others_wait;
 }
 
 /*

@@ -75,8 +75,8 @@ struct th_thread {
     uint64_t woke;         /* bit i: the last wait reported listener i ready */
     uint64_t rotated;      /* bit i: already rotated since that wait */
     uint64_t took;         /* bit i: accepted a connection since that wait */
-    uint64_t refusable;    /* bit i: that wait was exclusive and level-triggered:
-                              the next one reports a connection left queued */
+    uint64_t refusable;    /* bit i: that wait was exclusive or locked, level-
+                              triggered: the next one reports a connection left queued */
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
     unsigned streak;       /* waits in a row that returned at once after an accept */
     bool slept;            /* the last wait slept (false: it found work waiting) */
@@ -402,7 +402,7 @@ bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
 bool th_policy_rotates(bool slept);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
-bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
+bool th_policy_refuses_more(bool reported_again, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
@@ -483,7 +483,7 @@ void th_epreg_created(int epfd);
 /* Rewrites *ev for an exclusive ADD/MOD if it applies; returns the result. */
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 bool th_epreg_has_listener(int epfd);
-void th_epreg_rotate(struct th_listener *l);
+void th_epreg_rotate(struct th_listener *l, bool holder);
 void th_epreg_forget_fd(int fd);
 void th_epreg_prepare_fork(void);
 void th_epreg_parent_fork(void);

@@ -407,6 +407,8 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     }
     saved_errno = errno;
     count_wakeups(fds, r, set, k);
+    if (plan.strategy == TH_STRAT_LOCK)
+        th_self.refusable = th_self.woke;        /* poll is level-triggered */
     errno = saved_errno;
     return r;
 }
