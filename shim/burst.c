@@ -127,7 +127,8 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
 
         if (seg == NULL || !(took_last & th_listener_bit(ls[j]->index)))
             continue;
-        idle = !th_lock_queue_short(seg);
+        /* queued on the lock, or in an exclusive wait (a mixed group) */
+        idle = !th_lock_queue_short(seg) || th_waiting_others(ls[j]) > 0;
         if (!th_policy_serves_backlog_unlocked(th_self.streak, idle, INT32_MAX) &&
             !th_policy_serves_backlog_unlocked(th_self.streak, idle, queued(fds[j])))
             return false;

@@ -196,9 +196,10 @@ bool th_policy_yields(unsigned streak, int others_waiting, int queued)
  * its looks while the idle workers queued on the lock wait for a CPU
  * (measured: one worker took 0.85-0.95 of every round of 32 at 16
  * workers).  So in auto mode, after YIELD_STREAK looks in a row that
- * found a listener it had just taken a connection from, with at least
- * two idle workers queued on its lock (some are idle: not a saturated
- * server) and YIELD_QUEUED connections still in the listen queue, the
+ * found a listener it had just taken a connection from, with idle
+ * workers (at least two queued on its lock, or any in an exclusive wait
+ * on the listener: not a saturated server) and YIELD_QUEUED connections
+ * still in the listen queue, the
  * thread does not look: it queues for the lock like any lock wait, and
  * the holder takes the connection (bound: as in lock mode, the holder
  * the lock was handed to serves it first).
