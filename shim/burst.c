@@ -18,6 +18,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 
 #define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
 
@@ -144,4 +145,34 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
     for (int j = 0; j < k; j++)
         again = again || ((reported & (1ull << j)) && (took_last & th_listener_bit(ls[j]->index)));
     th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+}
+
+/*
+ * A blocking accept (no wait before it: the classic prefork loop) is the
+ * wait: counted in seg->waiting while it blocks.  The kernel wakes one
+ * blocked accept per connection, in order, but a worker that comes back
+ * from its last connection takes the next at once while the workers
+ * woken for it wait for a CPU.  After policy.c's streak of accepts that
+ * returned at once, with others in accept and connections queued, it
+ * gives its CPU up first (sched_yield: no sleep, no signal is missed;
+ * then it accepts as before, queued connection or not).
+ */
+int64_t th_burst_accept_begin(struct th_listener *l, int fd)
+{
+    int others = th_waiting_others(l);
+
+    if (th_policy_yields(th_self.streak, others, INT32_MAX) &&
+        th_policy_yields(th_self.streak, others, queued(fd))) {
+        th_self.streak = 0;
+        th_count_yield(l);
+        sched_yield();
+    }
+    th_waiting_count(l);
+    return th_now_ns();
+}
+
+void th_burst_accept_end(struct th_listener *l, int64_t start, bool took)
+{
+    th_waiting_done(l);
+    th_self.streak = took && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
 }

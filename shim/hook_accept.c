@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #define BLOCKING_CHECKED (1u << 31)   /* in th_listener.logged */
+#define BLOCKING_SEEN (1u << 30)      /* and that first accept was blocking */
 
 static uint64_t next_random(void)
 {
@@ -51,9 +52,27 @@ static void before_accept(int fd, struct th_listener *l)
         jitter();
     /* once, and only for a program that accepts without a wait first
        (l->logged holds the strategies already reported for this listener) */
-    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && th_fd_is_blocking(fd))
+    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && th_fd_is_blocking(fd)) {
+        atomic_fetch_or(&l->logged, BLOCKING_SEEN);
         th_listener_set_strategy(l, TH_STRAT_PASS,
                                  "blocking accept: the kernel already wakes one, in order");
+    }
+}
+
+/* The real accept; a blocking one is a wait (bursts, burst.c). */
+static int real_accept_any(int fd, struct th_listener *l, struct sockaddr *addr,
+                           socklen_t *addrlen, int flags, bool is_accept4)
+{
+    bool blocking = atomic_load_explicit(&l->logged, memory_order_relaxed) & BLOCKING_SEEN;
+    int64_t start = blocking ? th_burst_accept_begin(l, fd) : 0;
+    int r, saved_errno;
+
+    r = is_accept4 ? real_accept4(fd, addr, addrlen, flags) : real_accept(fd, addr, addrlen);
+    saved_errno = errno;
+    if (blocking)
+        th_burst_accept_end(l, start, r >= 0);
+    errno = saved_errno;
+    return r;
 }
 
 /* A further accept of this wake-up, left to the other workers? */
@@ -137,7 +156,7 @@ TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
     if (refused(fd, l))
         return -1;
     before_accept(fd, l);
-    r = connected(real_accept(fd, addr, addrlen));
+    r = connected(real_accept_any(fd, l, addr, addrlen, 0, false));
     if (r < 0 && gave_fds_back(errno))
         r = connected(real_accept(fd, addr, addrlen));
     after_accept(fd, l, r, errno);
@@ -155,7 +174,7 @@ TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
     if (refused(fd, l))
         return -1;
     before_accept(fd, l);
-    r = connected(real_accept4(fd, addr, addrlen, flags));
+    r = connected(real_accept_any(fd, l, addr, addrlen, flags, true));
     if (r < 0 && gave_fds_back(errno))
         r = connected(real_accept4(fd, addr, addrlen, flags));
     after_accept(fd, l, r, errno);

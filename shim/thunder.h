@@ -432,6 +432,9 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
                              uint64_t took_last);
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
+/* Around a blocking accept (no wait before it); begin returns its start. */
+int64_t th_burst_accept_begin(struct th_listener *l, int fd);
+void th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
 struct th_lockwait {
