@@ -11,7 +11,8 @@
  * empty queue answers, so that a burst is spread over the workers the
  * kernel woke for it (policy.c says when; counted as "refused").
  * A blocking accept on a blocking listener is already fair and herd-free
- * in the kernel: it is only counted.  errno is kept on every path.
+ * in the kernel: it is counted, and in a burst may give its CPU up first
+ * (burst.c).  errno is kept on every path.
  * At the fd limit the library gives its own fds back (gave_fds_back).
  */
 #include "thunder.h"

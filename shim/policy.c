@@ -15,7 +15,8 @@
  * "exclusive" means one wake-up per connection through EPOLLEXCLUSIVE, and
  * (with fifo balance) the entry moved to the tail after each accept so the
  * next connection goes to the next idle waiter.  A blocking accept without
- * a wait is already fair in the kernel and is left alone (hook_accept.c).
+ * a wait is already fair in the kernel and is left alone (hook_accept.c),
+ * but for a yield of its CPU in a burst (th_policy_yields, burst.c).
  *
  * Under the lock, a wait that finds a lock busy first looks at its set
  * without it (lockwait.c): what is ready is served at once.
@@ -174,6 +175,9 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait)
  * for a CPU) instead costs latency and throughput.  So a yield needs the
  * streak and at least YIELD_QUEUED connections in the listen queue
  * (TCP_INFO; a listener where it is unknown never yields).
+ * A blocking accept (no wait before it) yields by the same rule, but only
+ * its CPU (sched_yield, burst.c): it cannot leave the listener out, and
+ * a sleep would hide a signal from a program that expects accept's EINTR.
  */
 #define YIELD_STREAK 2
 #define YIELD_QUEUED 2
