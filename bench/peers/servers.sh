@@ -189,6 +189,8 @@ CONF
 
 # Prefork with exactly WORKERS children (no spare-server growth or
 # shrinking, no recycling), the pid answered by a mod_lua handler.
+# MinSpareServers WORKERS: after a graceful restart Apache spawns only to
+# keep that many idle, so with 1 the new generation stayed at 2 workers.
 peer_apache_conf() {  # workers port dir
     local mods=/usr/lib/apache2/modules
     cp "$PEERS_DIR/pid.lua" "$3/pid.lua"
@@ -207,7 +209,7 @@ User www-data
 Group www-data
 KeepAlive Off
 StartServers $1
-MinSpareServers 1
+MinSpareServers $1
 MaxSpareServers $1
 ServerLimit $1
 MaxRequestWorkers $1
