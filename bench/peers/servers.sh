@@ -331,10 +331,13 @@ peer_own_lock() {
 # issue's), but 0.6 for the servers whose threads hand each connection over
 # under an interpreter lock (gunicorn gthread: the GIL; Puma: the GVL).
 # How many of those hand-offs sleep depends on who has a CPU at that
-# moment: beside two busy loops the 8 workers under the shim measured up to
-# 0.39 above a 1-worker floor taken in the same minute, with no herd (a
-# herd adds about 7 at 8 workers).  uWSGI --threads hands over in C and
-# stays at 2.000.
+# moment: on a quiet machine the 8 workers under the shim measured -0.1 to
+# +0.1 from a 1-worker floor taken in the same minute, but beside two busy
+# loops +0.23 to +0.43 in four runs of four (the floor drops to 2.3-2.6
+# there, the 8 workers stay near 2.8; whether some of it is the library's
+# own hand-off on a saturated CPU is not established).  A herd adds about
+# 7 at 8 workers, one more woken worker per connection 1.  uWSGI --threads
+# hands over in C and stays at 2.000.
 peer_margin() {
     case $1 in gunicorn-gthread | puma) echo 0.6 ;; *) echo 0.3 ;; esac
 }

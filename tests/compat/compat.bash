@@ -154,8 +154,8 @@ segment_gone() {
 # the same rate for every server); a server's figure is its median round
 # (wake-ups per connection, less what its workers' own timers make at
 # rest over the round: uvicorn's 0.1 s tick in each worker).  Even so,
-# beside two busy loops the gthread and Puma workers came out up to 0.39
-# above their floor: those two get a margin of 0.6 (peer_margin).  A herd
+# beside two busy loops the gthread workers came out 0.23 to 0.43 above
+# their floor: gthread and Puma get a margin of 0.6 (peer_margin).  A herd
 # costs a wake-up per idle worker and connection (about 7 with 8
 # workers), far above either margin; see the herd check in 10-serve.bats.
 ROUNDS=5
