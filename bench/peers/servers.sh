@@ -333,7 +333,7 @@ peer_own_lock() {
 # How many of those hand-offs sleep depends on who has a CPU at that
 # moment: on a quiet machine the 8 workers under the shim measured -0.1 to
 # +0.1 from a 1-worker floor taken in the same minute, but beside two busy
-# loops +0.23 to +0.43 in four runs of four (the floor drops to 2.3-2.6
+# loops +0.23 to +0.43 in three runs of four (the floor drops to 2.3-2.6
 # there, the 8 workers stay near 2.8; whether some of it is the library's
 # own hand-off on a saturated CPU is not established).  A herd adds about
 # 7 at 8 workers, one more woken worker per connection 1.  uWSGI --threads
