@@ -155,9 +155,10 @@ segment_gone() {
 # (wake-ups per connection, less what its workers' own timers make at
 # rest over the round: uvicorn's 0.1 s tick in each worker).  Even so,
 # beside two busy loops the gthread workers came out 0.23 to 0.43 above
-# their floor in three runs of four: gthread and Puma get a margin of 0.6 (peer_margin).  A herd
-# costs a wake-up per idle worker and connection (about 7 with 8
-# workers), far above either margin; see the herd check in 10-serve.bats.
+# their floor in three runs of four: gthread and Puma get a margin of 0.6
+# (peer_margin).  A herd costs a wake-up per idle worker and connection
+# (about 7 with 8 workers), far above either margin; see the herd check
+# in 10-serve.bats.
 ROUNDS=5
 ROUND_CONNS=200
 GAP_US=2000
