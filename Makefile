@@ -125,7 +125,7 @@ check-tsan: all
 
 # Real servers from Debian (uWSGI, gunicorn, uvicorn, Puma, unicorn, Node,
 # nginx, Apache) under the shim with 8 workers, and their graceful reloads
-# under load (tests/compat/, ~N min); a server that is not installed is
+# under load (tests/compat/, about 6 min); a server that is not installed is
 # skipped with the packages to install.  Not part of make check: .ci/run
 # installs the packages and runs it after make check.
 check-compat: all

@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench/peers.sh - real servers from Debian, without and with libthunder.
 #
-#   bench/peers.sh [--quick] [--csv FILE]
+#   bench/peers.sh [--quick] [--csv FILE] [--merge]
 #
 # For each configuration of bench/peers/servers.sh (uWSGI plain, --threads 4,
 # --thunder-lock; gunicorn sync, gthread, gevent, uvicorn worker; uvicorn
@@ -31,6 +31,11 @@
 # full tables); --csv FILE also appends the rows to FILE (bench/matrix.sh).
 # --quick: 8 workers, seq of 500 requests, no strace, nothing written.
 # PEERS_CONFIGS narrows the configurations (names as in servers.sh).
+# --merge keeps, from the results already written, the rows of every
+# configuration this run does not measure (bench/results/peers.meta.tsv
+# keeps their waits, versions and notes, and each part's date and load),
+# so that one table can be made in parts short enough for a shared
+# machine:  PEERS_CONFIGS="uwsgi uwsgi-threads" bench/peers.sh --merge
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -40,13 +45,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 lib=${PEERS_LIB:-$BENCH_LIB}   # bench/matrix.sh passes its private copy
 LOADGEN=${LOADGEN:-$BENCH_ROOT/tools/thunder-loadgen}
 
-csv='' quick=0
+csv='' quick=0 merge=0
 while [ $# -gt 0 ]; do
     case $1 in
         --csv) [ $# -ge 2 ] || { echo "peers.sh: --csv needs a file" >&2; exit 2; }; csv=$2; shift ;;
         --quick) quick=1 ;;
-        -h|--help) sed -n '2,33s/^# \{0,1\}//p' "$0"; exit 0 ;;
-        *) echo "peers.sh: unknown option '$1' (accepted: --quick --csv FILE)" >&2; exit 2 ;;
+        --merge) merge=1 ;;
+        -h|--help) sed -n '2,38s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) echo "peers.sh: unknown option '$1' (accepted: --quick --csv FILE --merge)" >&2; exit 2 ;;
     esac
     shift
 done
@@ -206,6 +212,7 @@ run_config() {
 }
 
 started=$(date +%s)
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 : >"$work/waits.tsv"
 : >"$work/versions.tsv"
 : >"$work/notes"
@@ -224,9 +231,27 @@ fi
 [ -s "$rows" ] || exit 0
 
 mkdir -p "$results_dir"
-{ echo "$RAW_HEADER"; cat "$rows"; } >"$results_dir/peers.csv"
+grep -h 'skipped' "$work/log" | grep -v '^peers: client' >>"$work/notes"
+# meta: W(aits), V(ersion), N(ote) per configuration, P(art) per run
+{
+    awk -F'\t' -v OFS='\t' '{ print "W", $1, $2 }' "$work/waits.tsv"
+    awk -F'\t' -v OFS='\t' '{ print "V", $1, $2 }' "$work/versions.tsv"
+    awk -v OFS='\t' '{ c = $2; sub(/:$/, "", c); print "N", c, $0 }' "$work/notes"
+    printf 'P\t%s\t%s, load average %s, %s s\n' "${CONFIGS//$'\n'/ }" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+        "$load_before → $(cut -d' ' -f1 /proc/loadavg)" "$seconds"
+} >"$work/meta.new"
+: >"$work/rows.old" && : >"$work/meta.old"
+if [ "$merge" = 1 ] && [ -s "$results_dir/peers.csv" ]; then
+    # what this run measured replaces what an earlier part had
+    awk -F, -v run="$CONFIGS" 'BEGIN { n = split(run, c, /[ \n]+/); for (i = 1; i <= n; i++) mine[c[i]] = 1 }
+        FNR > 1 && !($1 in mine)' "$results_dir/peers.csv" >"$work/rows.old"
+    [ -s "$results_dir/peers.meta.tsv" ] &&
+        awk -F'\t' -v run="$CONFIGS" 'BEGIN { n = split(run, c, /[ \n]+/); for (i = 1; i <= n; i++) mine[c[i]] = 1 }
+            $1 == "P" || !($2 in mine)' "$results_dir/peers.meta.tsv" >"$work/meta.old"
+fi
+{ echo "$RAW_HEADER"; cat "$work/rows.old" "$rows"; } >"$results_dir/peers.csv"
+cat "$work/meta.old" "$work/meta.new" >"$results_dir/peers.meta.tsv"
 # shellcheck source=bench/peers/report.sh
 . "$here/peers/report.sh"
-grep -h 'skipped' "$work/log" | grep -v '^peers: client' >>"$work/notes"
-peers_report "$results_dir/peers.csv" "$work" "$seconds" >"$results_dir/peers.md"
+peers_report "$results_dir/peers.csv" "$results_dir/peers.meta.tsv" >"$results_dir/peers.md"
 echo "peers: wrote bench/results/peers.csv and bench/results/peers.md (${seconds} s)"
