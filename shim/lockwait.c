@@ -20,9 +20,14 @@ static void release_on_cancel(void *unused TH_UNUSED)
     th_held_release_all();
 }
 
-/* The real wait, as the holder: marked in the segment, released if cancelled. */
+/*
+ * The real wait, as the holder: marked in the segment, released if
+ * cancelled.  Whether it slept is noted (th_self.slept): a holder whose
+ * wait found its listener ready at once passes the lock on (policy.c).
+ */
 int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
 {
+    int64_t start = th_now_ns();
     int r, saved_errno;
 
     th_held_mark_waiting(true);
@@ -30,9 +35,24 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     r = lw->wait(lw->ctx, until, lw->sigmask);
     pthread_cleanup_pop(0);
     saved_errno = errno;
+    th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
     th_held_mark_waiting(false);
     errno = saved_errno;
     return r;
+}
+
+/*
+ * After the holder's wait: a lock is kept for the accept that follows
+ * only when the wait reported its listener and slept for it; one that
+ * found a backlog passes the lock on now (policy.c).
+ */
+static void keep_reported(const struct th_lockwait *lw, const bool *held, int r)
+{
+    bool hand_on = th_policy_hands_lock_on(th_self.slept);
+
+    for (int j = 0; j < lw->k; j++)
+        if (held[j] && (hand_on || !lw->reported(lw->ctx, j, r)))
+            th_held_release(lw->ls[j]);
 }
 
 static bool any(const bool *flags, int k)
@@ -93,9 +113,7 @@ int th_lockwait_fast(const struct th_lockwait *lw, int *ret)
     *ret = th_lockwait_hold(lw, lw->deadline);
     saved_errno = errno;
     lw->exclude(lw->ctx, held, busy, false);
-    for (int j = 0; j < lw->k; j++)
-        if (held[j] && !lw->reported(lw->ctx, j, *ret))
-            th_held_release(lw->ls[j]);
+    keep_reported(lw, held, *ret);
     errno = saved_errno;
     return 1;
 }
@@ -120,9 +138,7 @@ int th_lockwait_run(const struct th_lockwait *lw)
         r = th_lockwait_hold(lw, until);
         saved_errno = errno;
         lw->exclude(lw->ctx, held, busy, false);
-        for (int j = 0; j < lw->k; j++)
-            if (held[j] && !lw->reported(lw->ctx, j, r))
-                th_held_release(lw->ls[j]);
+        keep_reported(lw, held, r);
         if (r != 0 || !capped || th_remaining_ns(lw->deadline) == 0) {
             errno = saved_errno;
             return r;

@@ -195,6 +195,19 @@ bool th_policy_serves_backlog_unlocked(void)
     return th_cfg.mode == TH_MODE_LOCK || th_cfg.mode == TH_MODE_AUTO;
 }
 
+/*
+ * The same principle for the holder: a holder whose wait did not sleep
+ * found the backlog, so it serves it unlocked and hands the lock to the
+ * head of the queue at once rather than at its accept.  Each holder that
+ * finds a backlog wakes the next, so a saturated server's queue empties
+ * into workers serving the backlog, while an idle one's holder sleeps in
+ * its wait and keeps the lock (one wake-up per connection).
+ */
+bool th_policy_hands_lock_on(bool slept)
+{
+    return !slept && th_policy_serves_backlog_unlocked();
+}
+
 bool th_policy_jitters(void)
 {
     return th_cfg.mode == TH_MODE_JITTER;

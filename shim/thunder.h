@@ -406,6 +406,7 @@ bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
+bool th_policy_hands_lock_on(bool slept);
 bool th_policy_serves_backlog_unlocked(void);
 bool th_policy_jitters(void);
 
