@@ -15,6 +15,9 @@
 
 #include <pthread.h>
 
+/* This thread's last lock wait returned its listener without sleeping. */
+static __thread bool found_backlog;
+
 static void release_on_cancel(void *unused TH_UNUSED)
 {
     th_held_release_all();
@@ -36,6 +39,7 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     pthread_cleanup_pop(0);
     saved_errno = errno;
     th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
+    found_backlog = r > 0 && !th_self.slept;
     th_held_mark_waiting(false);
     errno = saved_errno;
     return r;
@@ -73,15 +77,28 @@ static bool all_free(const struct th_lockwait *lw)
     return true;
 }
 
-/* A look without the lock: the real wait with timeout 0. */
+/*
+ * A look without the lock: the real wait with timeout 0.  When it finds
+ * nothing just after a wait that found a backlog, the real wait sleeps
+ * unlocked for a moment first (policy.c); when that moment passes empty,
+ * the caller queues.
+ */
 static bool served_without_lock(const struct th_lockwait *lw, int *ret)
 {
-    int64_t now = th_now_ns();
+    int64_t now = th_now_ns(), until;
+    bool busy = found_backlog;
 
     if (!th_policy_serves_backlog_unlocked() && lw->deadline > now)
         return false;
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
-    return *ret != 0 || lw->deadline <= now;
+    found_backlog = *ret > 0;
+    if (*ret != 0 || lw->deadline <= now)
+        return true;
+    if (!th_policy_sleeps_unlocked(busy))
+        return false;
+    until = th_min_deadline(lw->deadline, TH_BUSY_SLEEP_MS);
+    *ret = lw->wait(lw->ctx, until, lw->sigmask);
+    return *ret != 0 || until == lw->deadline;
 }
 
 /*

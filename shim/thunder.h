@@ -407,6 +407,8 @@ bool th_policy_refuses_more(bool level_triggered_exclusive, bool others_wait);
 #define TH_YIELD_MS 1
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
 bool th_policy_hands_lock_on(bool slept);
+#define TH_BUSY_SLEEP_MS 1
+bool th_policy_sleeps_unlocked(bool found_backlog);
 bool th_policy_serves_backlog_unlocked(void);
 bool th_policy_jitters(void);
 
