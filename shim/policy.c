@@ -120,10 +120,14 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
  * sleep found a connection already queued (a saturated server: nobody
  * idle to spread to, and nobody was woken for it): its place in the queue
  * is unchanged, and the rotation's two system calls would buy nothing.
+ * Nor when no other thread is in a wait on the listener at this accept
+ * (a program that lets one worker wait at a time, as uWSGI's
+ * --thunder-lock does, or every other worker busy): there is nobody to
+ * go behind.
  */
-bool th_policy_rotates(bool slept)
+bool th_policy_rotates(bool slept, int others_waiting)
 {
-    return slept && th_cfg.lock.balance == TH_BALANCE_FIFO &&
+    return slept && others_waiting > 0 && th_cfg.lock.balance == TH_BALANCE_FIFO &&
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 
