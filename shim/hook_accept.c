@@ -104,7 +104,8 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
         if (woke)
             TH_COUNT(l, spurious, 1);
     }
-    if (result >= 0 && !(th_self.rotated & bit) && th_policy_rotates(th_self.slept)) {
+    if (result >= 0 && !(th_self.rotated & bit) &&
+        th_policy_rotates(th_self.slept, th_waiting_others(l))) {
         th_self.rotated |= bit;
         th_mirror_rotate(fd, l);
         th_epreg_rotate(l, held);       /* before the release: see epreg.c */

@@ -105,22 +105,35 @@ static bool stopped_too_long(struct th_seg *seg, const struct th_lock_params *p)
 }
 
 /*
- * The holder died or stalled outside its wait: hand the lock on.  The
- * periodic check also looks for a holder that exited but is not reaped yet
- * (a zombie answers kill(pid, 0)); that reads /proc, so not on every enqueue.
+ * Is the holder gone?  The periodic check also looks for a holder that
+ * exited but is not reaped yet (a zombie answers kill(pid, 0)); that reads
+ * /proc, so not on every enqueue.  An enqueue does not ask about a holder
+ * that took the lock or came back from its wait less than check_ms ago
+ * (a system call each time, and on a busy server the holder changes
+ * every few microseconds): the periodic check finds it within check_ms.
  */
+static bool holder_gone(const struct th_seg *seg, const struct th_lock_params *p, bool periodic,
+                        uint64_t now)
+{
+    if (!periodic && now - seg->holder_since_ns < p->check_ms * TH_NS_PER_MS)
+        return false;
+    return !th_thread_alive(seg->holder_pid, seg->holder_tid) ||
+           (periodic && th_pid_exited(seg->holder_pid));
+}
+
+/* The holder died or stalled outside its wait: hand the lock on. */
 static struct th_grant recover_locked(struct th_seg *seg, const struct th_lock_params *p,
                                       bool periodic)
 {
     const char *why = NULL;
+    uint64_t now;
 
     if (seg->holder_pid == 0)
         return seg->nqueued ? grant_next_locked(seg, p) : no_grant;
-    if (!th_thread_alive(seg->holder_pid, seg->holder_tid) ||
-        (periodic && th_pid_exited(seg->holder_pid)))
+    now = (uint64_t)th_now_ns();
+    if (holder_gone(seg, p, periodic, now))
         why = "died";
-    else if (!seg->holder_in_wait &&
-             (uint64_t)th_now_ns() - seg->holder_since_ns > p->hold_ms * TH_NS_PER_MS)
+    else if (!seg->holder_in_wait && now - seg->holder_since_ns > p->hold_ms * TH_NS_PER_MS)
         why = "held it too long without accepting";
     else if (periodic && stopped_too_long(seg, p))
         why = "is stopped (SIGSTOP or a debugger)";

@@ -15,14 +15,22 @@
 
 #include <pthread.h>
 
+/* This thread's last lock wait returned its listener without sleeping. */
+static __thread bool found_backlog;
+
 static void release_on_cancel(void *unused TH_UNUSED)
 {
     th_held_release_all();
 }
 
-/* The real wait, as the holder: marked in the segment, released if cancelled. */
+/*
+ * The real wait, as the holder: marked in the segment, released if
+ * cancelled.  Whether it slept is noted (th_self.slept): a holder whose
+ * wait found its listener ready at once passes the lock on (policy.c).
+ */
 int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
 {
+    int64_t start = th_now_ns();
     int r, saved_errno;
 
     th_held_mark_waiting(true);
@@ -30,9 +38,25 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     r = lw->wait(lw->ctx, until, lw->sigmask);
     pthread_cleanup_pop(0);
     saved_errno = errno;
+    th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
+    found_backlog = r > 0 && !th_self.slept;
     th_held_mark_waiting(false);
     errno = saved_errno;
     return r;
+}
+
+/*
+ * After the holder's wait: a lock is kept for the accept that follows
+ * only when the wait reported its listener and slept for it; one that
+ * found a backlog passes the lock on now (policy.c).
+ */
+static void keep_reported(const struct th_lockwait *lw, const bool *held, int r)
+{
+    bool hand_on = th_policy_hands_lock_on(th_self.slept);
+
+    for (int j = 0; j < lw->k; j++)
+        if (held[j] && (hand_on || !lw->reported(lw->ctx, j, r)))
+            th_held_release(lw->ls[j]);
 }
 
 static bool any(const bool *flags, int k)
@@ -53,15 +77,28 @@ static bool all_free(const struct th_lockwait *lw)
     return true;
 }
 
-/* A look without the lock: the real wait with timeout 0. */
+/*
+ * A look without the lock: the real wait with timeout 0.  When it finds
+ * nothing just after a wait that found a backlog, the real wait sleeps
+ * unlocked for a moment first (policy.c); when that moment passes empty,
+ * the caller queues.
+ */
 static bool served_without_lock(const struct th_lockwait *lw, int *ret)
 {
-    int64_t now = th_now_ns();
+    int64_t now = th_now_ns(), until;
+    bool busy = found_backlog;
 
     if (!lw->look_first && lw->deadline > now)
         return false;
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
-    return *ret != 0 || lw->deadline <= now;
+    found_backlog = *ret > 0;
+    if (*ret != 0 || lw->deadline <= now)
+        return true;
+    if (!th_policy_sleeps_unlocked(busy))
+        return false;
+    until = th_min_deadline(lw->deadline, TH_BUSY_SLEEP_MS);
+    *ret = lw->wait(lw->ctx, until, lw->sigmask);
+    return *ret != 0 || until == lw->deadline;
 }
 
 /*
@@ -93,9 +130,7 @@ int th_lockwait_fast(const struct th_lockwait *lw, int *ret)
     *ret = th_lockwait_hold(lw, lw->deadline);
     saved_errno = errno;
     lw->exclude(lw->ctx, held, busy, false);
-    for (int j = 0; j < lw->k; j++)
-        if (held[j] && !lw->reported(lw->ctx, j, *ret))
-            th_held_release(lw->ls[j]);
+    keep_reported(lw, held, *ret);
     errno = saved_errno;
     return 1;
 }
@@ -120,9 +155,7 @@ int th_lockwait_run(const struct th_lockwait *lw)
         r = th_lockwait_hold(lw, until);
         saved_errno = errno;
         lw->exclude(lw->ctx, held, busy, false);
-        for (int j = 0; j < lw->k; j++)
-            if (held[j] && !lw->reported(lw->ctx, j, r))
-                th_held_release(lw->ls[j]);
+        keep_reported(lw, held, r);
         if (r != 0 || !capped || th_remaining_ns(lw->deadline) == 0) {
             errno = saved_errno;
             return r;

@@ -121,10 +121,14 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
  * sleep found a connection already queued (a saturated server: nobody
  * idle to spread to, and nobody was woken for it): its place in the queue
  * is unchanged, and the rotation's two system calls would buy nothing.
+ * Nor when no other thread is in a wait on the listener at this accept
+ * (a program that lets one worker wait at a time, as uWSGI's
+ * --thunder-lock does, or every other worker busy): there is nobody to
+ * go behind.
  */
-bool th_policy_rotates(bool slept)
+bool th_policy_rotates(bool slept, int others_waiting)
 {
-    return slept && th_cfg.lock.balance == TH_BALANCE_FIFO &&
+    return slept && others_waiting > 0 && th_cfg.lock.balance == TH_BALANCE_FIFO &&
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
 }
 
@@ -208,12 +212,46 @@ bool th_policy_yields(unsigned streak, int others_waiting, int queued)
  * the holder takes the connection (bound: as in lock mode, the holder
  * the lock was handed to serves it first).
  */
+static bool lock_waits_look(void)
+{
+    return th_cfg.mode == TH_MODE_LOCK || th_cfg.mode == TH_MODE_AUTO;
+}
+
 bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued)
 {
-    if (th_cfg.mode != TH_MODE_LOCK && th_cfg.mode != TH_MODE_AUTO)
+    if (!lock_waits_look())
         return false;
     return !(th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
              streak >= YIELD_STREAK && idle_queued && queued >= YIELD_QUEUED);
+}
+
+/*
+ * The same principle for the holder: a holder whose wait did not sleep
+ * found the backlog, so it serves it unlocked and hands the lock to the
+ * head of the queue at once rather than at its accept.  Each holder that
+ * finds a backlog wakes the next, so a saturated server's queue empties
+ * into workers serving the backlog, while an idle one's holder sleeps in
+ * its wait and keeps the lock (one wake-up per connection).
+ */
+bool th_policy_hands_lock_on(bool slept)
+{
+    return !slept && lock_waits_look();
+}
+
+/*
+ * A waiter whose last wait found a backlog and whose look now finds
+ * nothing is part of a saturated server whose queue emptied for an
+ * instant: it sleeps in the real wait, unlocked, for up to
+ * TH_BUSY_SLEEP_MS before it queues.  The next connection is then taken
+ * by whoever runs first, as without the library, instead of going
+ * through the queue's hand-off (measured: queued waits cost the shared
+ * epoll instance about 10% of its saturated throughput).  Bounded: only
+ * right after a backlog, so an idle server's waiters queue as before
+ * (one wake-up per connection), and for a moment only.
+ */
+bool th_policy_sleeps_unlocked(bool found_backlog)
+{
+    return found_backlog && lock_waits_look();
 }
 
 bool th_policy_jitters(void)

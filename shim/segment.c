@@ -73,14 +73,18 @@ void th_seg_drop_waiting(struct th_seg *seg, struct th_proc_stats *slot)
         atomic_fetch_sub(&seg->waiting, part);
 }
 
-/* Dead processes' parts of seg->waiting (killed inside a wait). */
+/*
+ * Dead processes' parts of seg->waiting (killed inside a wait).  Asked
+ * on a busy path (burst.c), so a signal check only, no /proc read: a
+ * zombie's part goes once it is reaped.
+ */
 void th_seg_drop_dead_waiting(struct th_seg *seg)
 {
     for (int i = 0; i < TH_MAX_PROCS; i++) {
         struct th_proc_stats *s = &seg->procs[i];
         int32_t owner = atomic_load_explicit(&s->pid, memory_order_relaxed);
         if (owner != 0 && atomic_load_explicit(&s->waiting, memory_order_relaxed) != 0 &&
-            !th_proc_alive(owner))
+            !th_thread_alive(owner, owner))
             th_seg_drop_waiting(seg, s);
     }
 }

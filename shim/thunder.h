@@ -400,7 +400,7 @@ struct th_plan th_policy_wait(const struct th_wait_facts *f);
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
-bool th_policy_rotates(bool slept);
+bool th_policy_rotates(bool slept, int others_waiting);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
 bool th_policy_refuses_more(bool reported_again, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
@@ -408,6 +408,9 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait);
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
 bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued);
+bool th_policy_hands_lock_on(bool slept);
+#define TH_BUSY_SLEEP_MS 1
+bool th_policy_sleeps_unlocked(bool found_backlog);
 bool th_policy_jitters(void);
 
 /* ---- burst.c: spreading a burst (both exclusive wait paths) ----------- */

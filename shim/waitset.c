@@ -256,8 +256,8 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
     }
     for (nfds_t i = 0; i < n; i++)
         fds[i].revents = copy[i].revents;
-    for (int j = 0; j < k; j++)
-        if (set[j].held && !ready(&fds[set[j].index]))
+    for (int j = 0; j < k; j++)       /* kept for the accept as in lockwait.c */
+        if (set[j].held && (!ready(&fds[set[j].index]) || th_policy_hands_lock_on(th_self.slept)))
             th_held_release(set[j].l);
     return r;
 }

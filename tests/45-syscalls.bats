@@ -9,7 +9,8 @@
 #   - the exclusive path, per connection: its one sleep, the rotation's
 #     EPOLL_CTL_DEL + ADD, the mirror's look at the program's own array,
 #     and no rt_sigprocmask, gettid, getsockopt or fstat;
-#   - a program that sets EPOLLEXCLUSIVE itself keeps epoll_wait.
+#   - a program that sets EPOLLEXCLUSIVE itself keeps epoll_wait;
+#   - no rotation when no other thread waits on the listener.
 
 load helpers
 
@@ -51,13 +52,14 @@ waitloop_calls() {
                             fail "$extra extra system calls for 1200 waits that hold no listener"; }
 }
 
-# serve NAME MODE: CONNS sequential connections to examples/NAME (2
-# workers) with strace -c -f on the workers; per-name counts in $SC.
+# serve NAME MODE [WORKERS]: CONNS sequential connections to
+# examples/NAME (2 workers) with strace -c -f on the workers; per-name
+# counts in $SC.
 serve() {
     local name=$1 mode=$2 pid n attached=0 tracer
     local -a attach=()
     SC=$BATS_TEST_TMPDIR/$name.$mode
-    start_example "$name" 2 "THUNDER_MODE=$mode"
+    start_example "$name" "${3:-2}" "THUNDER_MODE=$mode"
     for pid in ${WORKERS//,/ }; do attach+=(-p "$pid"); n=$((n + 1)); done
     strace -f -c -o "$SC.raw" "${attach[@]}" 2>"$SC.err" &
     tracer=$!
@@ -108,6 +110,14 @@ total_at_most() {
     at_most epoll_ctl 2.02
     at_most accept4 1.1
     total_at_most 6.3
+}
+
+@test "a worker alone in a wait on its listener (ex_epoll_excl, auto, 1 worker): no rotation, no epoll_ctl" {
+    serve ex_epoll_excl auto 1
+    none_of_the_removed
+    at_most epoll_ctl 0.02
+    at_most epoll_wait 1.1
+    total_at_most 4.3
 }
 
 @test "exclusive mirror (ex_poll, auto): one sleep, one look, + the rotation's 2 epoll_ctl, no mask changes" {
