@@ -242,12 +242,14 @@ grep -h 'skipped' "$work/log" | grep -v '^peers: client' >>"$work/notes"
 } >"$work/meta.new"
 : >"$work/rows.old" && : >"$work/meta.old"
 if [ "$merge" = 1 ] && [ -s "$results_dir/peers.csv" ]; then
-    # what this run measured replaces what an earlier part had
+    # what this run measured replaces what an earlier part had (a part's
+    # P line goes once none of its configurations is left)
     awk -F, -v run="$CONFIGS" 'BEGIN { n = split(run, c, /[ \n]+/); for (i = 1; i <= n; i++) mine[c[i]] = 1 }
         FNR > 1 && !($1 in mine)' "$results_dir/peers.csv" >"$work/rows.old"
     [ -s "$results_dir/peers.meta.tsv" ] &&
         awk -F'\t' -v run="$CONFIGS" 'BEGIN { n = split(run, c, /[ \n]+/); for (i = 1; i <= n; i++) mine[c[i]] = 1 }
-            $1 == "P" || !($2 in mine)' "$results_dir/peers.meta.tsv" >"$work/meta.old"
+            $1 == "P" { k = split($2, p, " "); for (i = 1; i <= k; i++) if (!(p[i] in mine)) { print; break }; next }
+            !($2 in mine)' "$results_dir/peers.meta.tsv" >"$work/meta.old"
 fi
 { echo "$RAW_HEADER"; cat "$work/rows.old" "$rows"; } >"$results_dir/peers.csv"
 cat "$work/meta.old" "$work/meta.new" >"$results_dir/peers.meta.tsv"
