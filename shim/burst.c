@@ -115,30 +115,23 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
 /*
  * The lock waits (lockwait.c) have no exclusive entry to yield; there a
  * thread drains a burst through its unlocked looks at a busy lock, and
- * policy.c may tell it to queue for the lock instead.  The streak is
- * the same but counted per process and listener (l->lock_streak): lock
- * waits in a row, by any thread of this process, that returned at once
- * a listener the thread had just taken a connection from.  Balance is
- * per process, and a per-thread streak let each of a process's T threads
- * drain its own streak first (measured: ex_threads -t 4, one process
- * took 0.26 of every round of 32 at 16 workers).  A wait of a thread that
- * had taken from the listener and did not return it at once (it slept,
- * was handed the lock, or found the queue empty) ends the streak.
+ * policy.c may tell it to queue for the lock instead.  The streak is the
+ * same: lock waits in a row that returned at once a listener this thread
+ * had just taken a connection from.
  */
 bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
                              uint64_t took_last)
 {
     for (int j = 0; j < k; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
-        unsigned streak = atomic_load_explicit(&ls[j]->lock_streak, memory_order_relaxed);
         bool idle;
 
         if (seg == NULL || !(took_last & th_listener_bit(ls[j]->index)))
             continue;
         /* queued on the lock, or in an exclusive wait (a mixed group) */
         idle = !th_lock_queue_short(seg) || th_waiting_others(ls[j]) > 0;
-        if (!th_policy_serves_backlog_unlocked(streak, idle, INT32_MAX) &&
-            !th_policy_serves_backlog_unlocked(streak, idle, queued(fds[j])))
+        if (!th_policy_serves_backlog_unlocked(th_self.streak, idle, INT32_MAX) &&
+            !th_policy_serves_backlog_unlocked(th_self.streak, idle, queued(fds[j])))
             return false;
     }
     return th_policy_serves_backlog_unlocked(0, false, 0);
@@ -147,16 +140,11 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start)
 {
-    bool at_once = th_now_ns() - start < AT_ONCE_NS;
+    bool again = false;
 
-    for (int j = 0; j < k; j++) {
-        if (!(took_last & th_listener_bit(ls[j]->index)))
-            continue;                   /* not this thread's streak to judge */
-        if (at_once && (reported & (1ull << j)))
-            atomic_fetch_add_explicit(&ls[j]->lock_streak, 1, memory_order_relaxed);
-        else
-            atomic_store_explicit(&ls[j]->lock_streak, 0, memory_order_relaxed);
-    }
+    for (int j = 0; j < k; j++)
+        again = again || ((reported & (1ull << j)) && (took_last & th_listener_bit(ls[j]->index)));
+    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
 }
 
 /*

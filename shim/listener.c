@@ -72,7 +72,6 @@ struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port)
         atomic_store(&l->others_checked_ns, 0);
         atomic_store(&l->others_waits, 0);
         atomic_store(&l->others_active, false);
-        atomic_store(&l->lock_streak, 0);
         l->inode = inode;                /* publish after filling */
         if (l->index == atomic_load(&count))
             atomic_store(&count, l->index + 1);

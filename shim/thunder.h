@@ -78,8 +78,7 @@ struct th_thread {
     uint64_t refusable;    /* bit i: that wait was exclusive or locked, level-
                               triggered: the next one reports a connection left queued */
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
-    unsigned streak;       /* exclusive waits or blocking accepts in a row that returned
-                              at once after an accept (lock waits: l->lock_streak) */
+    unsigned streak;       /* waits in a row that returned at once after an accept */
     bool slept;            /* the last wait slept (false: it found work waiting) */
 };
 extern __thread struct th_thread th_self;
@@ -254,7 +253,6 @@ struct th_listener {
     _Atomic int64_t others_checked_ns;  /* th_listener_others_wait's cache */
     _Atomic uint64_t others_waits;
     _Atomic bool others_active;
-    _Atomic unsigned lock_streak; /* burst.c: this process's unlocked re-takes in a row */
 };
 
 /* The listener object for a socket inode, created on first sight. */
