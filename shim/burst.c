@@ -122,6 +122,8 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
 bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
                              uint64_t took_last)
 {
+    if (!th_policy_serves_backlog_unlocked(0, false, 0))
+        return false;                   /* lock waits never look in this mode */
     for (int j = 0; j < k; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
         bool idle;
@@ -134,7 +136,7 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
             !th_policy_serves_backlog_unlocked(th_self.streak, idle, queued(fds[j])))
             return false;
     }
-    return th_policy_serves_backlog_unlocked(0, false, 0);
+    return true;
 }
 
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,

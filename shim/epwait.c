@@ -126,14 +126,14 @@ static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *si
         .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
     };
     struct th_sigscope scope;
-    int64_t start = th_now_ns();
-    int r, saved_errno;
+    int64_t start;
+    int r;
 
     for (int j = 0; j < ctx->k; j++) {
         ls[j] = ctx->wl[j].l;
         fds[j] = ctx->wl[j].fd;
     }
-    lw.look_first = th_burst_looks_unlocked(ls, fds, ctx->k, took_last);
+    start = th_lockwait_burst_begin(&lw, fds, took_last);
     if (!th_lockwait_fast(&lw, &r)) {
         th_sig_enter(&scope, sigmask);
         lw.sigmask = scope.wait_mask;
@@ -141,9 +141,7 @@ static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *si
         r = th_lockwait_run(&lw);
         th_sig_leave(&scope);
     }
-    saved_errno = errno;
-    th_burst_lock_after(ls, ctx->k, took_last, reported_mask(ctx->evs, r, ctx->wl, ctx->k), start);
-    errno = saved_errno;
+    th_lockwait_burst_end(&lw, took_last, r, start);
     return r;
 }
 

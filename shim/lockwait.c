@@ -45,18 +45,38 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     return r;
 }
 
-/*
- * After the holder's wait: a lock is kept for the accept that follows
- * only when the wait reported its listener and slept for it; one that
- * found a backlog passes the lock on now (policy.c).
- */
+/* After the holder's wait: release what policy.c does not keep for the accept. */
 static void keep_reported(const struct th_lockwait *lw, const bool *held, int r)
 {
-    bool hand_on = th_policy_hands_lock_on(th_self.slept);
-
     for (int j = 0; j < lw->k; j++)
-        if (held[j] && (hand_on || !lw->reported(lw->ctx, j, r)))
+        if (held[j] && !th_policy_keeps_lock(lw->reported(lw->ctx, j, r), th_self.slept))
             th_held_release(lw->ls[j]);
+}
+
+/*
+ * Bursts (burst.c decides with policy.c): may this lock wait look past a
+ * busy lock, after what this thread took since its last wait?  fds: the
+ * listeners' fds, in lw->ls order.  Returns the wait's start.
+ */
+int64_t th_lockwait_burst_begin(struct th_lockwait *lw, const int *fds, uint64_t took_last)
+{
+    int64_t start = th_now_ns();
+
+    lw->look_first = th_burst_looks_unlocked(lw->ls, fds, lw->k, took_last);
+    return start;
+}
+
+/* ...and after it: the streak of waits that reported at once what was just taken. */
+void th_lockwait_burst_end(const struct th_lockwait *lw, uint64_t took_last, int r, int64_t start)
+{
+    uint64_t reported = 0;
+    int saved_errno = errno;
+
+    for (int j = 0; r > 0 && j < lw->k; j++)
+        if (lw->reported(lw->ctx, j, r))
+            reported |= 1ull << j;
+    th_burst_lock_after(lw->ls, lw->k, took_last, reported, start);
+    errno = saved_errno;
 }
 
 static bool any(const bool *flags, int k)

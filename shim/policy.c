@@ -232,16 +232,19 @@ bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int qu
 }
 
 /*
- * The same principle for the holder: a holder whose wait did not sleep
- * found the backlog, so it serves it unlocked and hands the lock to the
- * head of the queue at once rather than at its accept.  Each holder that
- * finds a backlog wakes the next, so a saturated server's queue empties
- * into workers serving the backlog, while an idle one's holder sleeps in
- * its wait and keeps the lock (one wake-up per connection).
+ * After the holder's wait, is a lock kept for the accept that follows?
+ * Only when the wait reported its listener, and, where lock waits look
+ * past a busy lock, only when the wait slept for it.  The same principle
+ * as the look: a holder whose wait did not sleep found the backlog, so
+ * it serves it unlocked and hands the lock to the head of the queue at
+ * once rather than at its accept.  Each holder that finds a backlog
+ * wakes the next, so a saturated server's queue empties into workers
+ * serving the backlog, while an idle one's holder sleeps in its wait and
+ * keeps the lock (one wake-up per connection).
  */
-bool th_policy_hands_lock_on(bool slept)
+bool th_policy_keeps_lock(bool reported, bool slept)
 {
-    return !slept && lock_waits_look();
+    return reported && (slept || !lock_waits_look());
 }
 
 /*

@@ -408,7 +408,8 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait);
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
 bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued);
-bool th_policy_hands_lock_on(bool slept);
+/* After the holder's wait: keep the lock for the accept that follows? */
+bool th_policy_keeps_lock(bool reported, bool slept);
 #define TH_BUSY_SLEEP_MS 1
 bool th_policy_sleeps_unlocked(bool found_backlog);
 bool th_policy_jitters(void);
@@ -460,6 +461,9 @@ int th_lockwait_run(const struct th_lockwait *lw);
 int th_lockwait_fast(const struct th_lockwait *lw, int *ret);
 /* Only the real wait (lw->wait until), as the holder of what this thread holds. */
 int th_lockwait_hold(const struct th_lockwait *lw, int64_t until);
+/* Around a lock wait, for bursts: sets lw->look_first, returns the start. */
+int64_t th_lockwait_burst_begin(struct th_lockwait *lw, const int *fds, uint64_t took_last);
+void th_lockwait_burst_end(const struct th_lockwait *lw, uint64_t took_last, int r, int64_t start);
 
 /* ---- mirror.c -------------------------------------------------------- */
 /* 1 handled (result in *ret), 0 not applicable (caller falls back). */

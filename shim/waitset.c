@@ -257,7 +257,7 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
     for (nfds_t i = 0; i < n; i++)
         fds[i].revents = copy[i].revents;
     for (int j = 0; j < k; j++)       /* kept for the accept as in lockwait.c */
-        if (set[j].held && (!ready(&fds[set[j].index]) || th_policy_hands_lock_on(th_self.slept)))
+        if (set[j].held && !th_policy_keeps_lock(ready(&fds[set[j].index]), th_self.slept))
             th_held_release(set[j].l);
     return r;
 }
@@ -308,19 +308,17 @@ static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int
         .sigmask = sigmask, .bell = -1, .ctx = &ctx,
         .exclude = poll_exclude, .wait = poll_wait, .reported = poll_reported,
     };
-    int64_t start = th_now_ns();
-    int r, saved_errno;
+    int64_t start;
+    int r;
 
     for (int j = 0; j < k; j++) {
         ls[j] = set[j].l;
         lfds[j] = fds[set[j].index].fd;
     }
-    lw.look_first = th_burst_looks_unlocked(ls, lfds, k, took_last);
+    start = th_lockwait_burst_begin(&lw, lfds, took_last);
     if (!th_lockwait_fast(&lw, &r))
         r = queued_lock_wait(fds, n, set, k, deadline, sigmask, &lw);
-    saved_errno = errno;
-    th_burst_lock_after(ls, k, took_last, reported_mask(fds, r, set, k), start);
-    errno = saved_errno;
+    th_lockwait_burst_end(&lw, took_last, r, start);
     return r;
 }
 
