@@ -44,7 +44,8 @@ prom() {
     f=$BATS_TEST_TMPDIR/before.prom
     for family in thunder_accepts_total thunder_wakeups_total thunder_spurious_wakeups_total \
                   thunder_eagain_accepts_total thunder_waits_total thunder_lock_waits_total \
-                  thunder_lock_wait_seconds_total thunder_rotations_total thunder_recoveries_total; do
+                  thunder_lock_wait_seconds_total thunder_rotations_total thunder_recoveries_total \
+                  thunder_refused_accepts_total thunder_yields_total; do
         [ "$(grep -c "^# TYPE $family counter\$" "$f")" = 1 ] || fail "TYPE of $family: $(cat "$f")"
         [ "$(grep -c "^# HELP $family " "$f")" = 1 ] || fail "HELP of $family"
     done

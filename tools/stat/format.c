@@ -6,6 +6,7 @@
  *   --kv    one line per process, then one line per listener:
  *     port=P inode=I pid=N alive=1 strategy=S accepts=N wakeups=N spurious=N
  *       eagain=N lock_waits=N lock_wait_ms=N rotations=N waits=N share=F
+ *       refused=N yields=N
  *     listener port=P inode=I processes=N accepts=N jain=F holder=PID
  *       queued=N recoveries=N wakeups_per_accept=F address=A
  *   --json  one object per snapshot, on one line:
@@ -14,7 +15,7 @@
  *      "holder":PID,"queued":N,"recoveries":N,"processes":[{"pid":N,
  *      "alive":true,"strategy":"S","accepts":N,"share":F,"waits":N,
  *      "wakeups":N,"spurious":N,"eagain":N,"lock_waits":N,
- *      "lock_wait_ns":N,"lock_wait_ms":F,"rotations":N}]}]}
+ *      "lock_wait_ns":N,"lock_wait_ms":F,"rotations":N,"refused":N,"yields":N}]}]}
  *
  * --prometheus is in prom.c.
  */
@@ -31,16 +32,16 @@ static void print_table(const struct snapshot *s)
            "  lock holder %d  queued %u  recoveries %" PRIu64 "\n",
            s->nprocs, f.accepts, f.jain, f.wakeups_per_accept, (int)s->holder_pid,
            s->nqueued, s->recoveries);
-    printf("  %8s %-5s %-9s %9s %6s %9s %8s %8s %10s %10s %9s\n", "PID", "ALIVE",
+    printf("  %8s %-5s %-9s %9s %6s %9s %8s %8s %10s %10s %9s %8s %8s\n", "PID", "ALIVE",
            "STRATEGY", "ACCEPTS", "SHARE", "WAKEUPS", "SPURIOUS", "EAGAIN",
-           "LOCK_WAITS", "LOCK_MS", "ROTATIONS");
+           "LOCK_WAITS", "LOCK_MS", "ROTATIONS", "REFUSED", "YIELDS");
     for (int i = 0; i < s->nprocs; i++) {
         const struct proc_row *r = &s->procs[i];
         printf("  %8d %-5s %-9s %9" PRIu64 " %5.1f%% %9" PRIu64 " %8" PRIu64 " %8" PRIu64
-               " %10" PRIu64 " %10.1f %9" PRIu64 "\n",
+               " %10" PRIu64 " %10.1f %9" PRIu64 " %8" PRIu64 " %8" PRIu64 "\n",
                (int)r->pid, r->alive ? "yes" : "no", th_strategy_name(r->strategy), r->accepts,
                100.0 * stat_share(r, &f), r->wakeups, r->spurious, r->eagain, r->lock_waits,
-               (double)r->lock_wait_ns / 1e6, r->rotations);
+               (double)r->lock_wait_ns / 1e6, r->rotations, r->refused, r->yields);
     }
 }
 
@@ -53,10 +54,11 @@ static void print_kv(const struct snapshot *s)
         printf("port=%u inode=%" PRIu64 " pid=%d alive=%d strategy=%s accepts=%" PRIu64
                " wakeups=%" PRIu64 " spurious=%" PRIu64 " eagain=%" PRIu64
                " lock_waits=%" PRIu64 " lock_wait_ms=%" PRIu64 " rotations=%" PRIu64
-               " waits=%" PRIu64 " share=%.4f\n",
+               " waits=%" PRIu64 " share=%.4f refused=%" PRIu64 " yields=%" PRIu64 "\n",
                s->port, s->inode, (int)r->pid, r->alive, th_strategy_name(r->strategy),
                r->accepts, r->wakeups, r->spurious, r->eagain, r->lock_waits,
-               r->lock_wait_ns / 1000000, r->rotations, r->waits, stat_share(r, &f));
+               r->lock_wait_ns / 1000000, r->rotations, r->waits, stat_share(r, &f), r->refused,
+               r->yields);
     }
     printf("listener port=%u inode=%" PRIu64 " processes=%d accepts=%" PRIu64
            " jain=%.4f holder=%d queued=%u recoveries=%" PRIu64
@@ -85,10 +87,11 @@ static void print_json_proc(const struct proc_row *r, const struct figures *f)
     printf("{\"pid\":%d,\"alive\":%s,\"strategy\":\"%s\",\"accepts\":%" PRIu64
            ",\"share\":%.4f,\"waits\":%" PRIu64 ",\"wakeups\":%" PRIu64
            ",\"spurious\":%" PRIu64 ",\"eagain\":%" PRIu64 ",\"lock_waits\":%" PRIu64
-           ",\"lock_wait_ns\":%" PRIu64 ",\"lock_wait_ms\":%.3f,\"rotations\":%" PRIu64 "}",
+           ",\"lock_wait_ns\":%" PRIu64 ",\"lock_wait_ms\":%.3f,\"rotations\":%" PRIu64
+           ",\"refused\":%" PRIu64 ",\"yields\":%" PRIu64 "}",
            (int)r->pid, r->alive ? "true" : "false", th_strategy_name(r->strategy), r->accepts,
            stat_share(r, f), r->waits, r->wakeups, r->spurious, r->eagain, r->lock_waits,
-           r->lock_wait_ns, (double)r->lock_wait_ns / 1e6, r->rotations);
+           r->lock_wait_ns, (double)r->lock_wait_ns / 1e6, r->rotations, r->refused, r->yields);
 }
 
 static void print_json_listener(const struct snapshot *s)

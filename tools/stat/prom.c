@@ -37,6 +37,8 @@ static double waits(const struct proc_row *r) { return (double)r->waits; }
 static double lock_waits(const struct proc_row *r) { return (double)r->lock_waits; }
 static double lock_wait_s(const struct proc_row *r) { return (double)r->lock_wait_ns / 1e9; }
 static double rotations(const struct proc_row *r) { return (double)r->rotations; }
+static double refused(const struct proc_row *r) { return (double)r->refused; }
+static double yields(const struct proc_row *r) { return (double)r->yields; }
 
 static const struct proc_metric proc_metrics[] = {
     { "thunder_accepts_total", "Connections accepted by the process on the listener.", accepts },
@@ -50,6 +52,12 @@ static const struct proc_metric proc_metrics[] = {
     { "thunder_lock_wait_seconds_total", "Time spent waiting for the accept lock.", lock_wait_s },
     { "thunder_rotations_total", "Exclusive epoll entries moved to the tail of the wait queue.",
       rotations },
+    { "thunder_refused_accepts_total",
+      "Further accepts of one wake-up answered EAGAIN to leave a burst to idle workers.",
+      refused },
+    { "thunder_yields_total",
+      "Waits that left the listener to other idle workers after taking connections at once.",
+      yields },
 };
 
 /* ---- per listener ------------------------------------------------------------ */

@@ -57,6 +57,8 @@ static void copy_proc(const struct th_proc_stats *s, int32_t pid, struct proc_ro
     r->lock_waits = LOAD(s->lock_waits);
     r->lock_wait_ns = LOAD(s->lock_wait_ns);
     r->rotations = LOAD(s->rotations);
+    r->refused = LOAD(s->refused);
+    r->yields = LOAD(s->yields);
 }
 
 static void copy_segment(const struct th_seg *seg, struct snapshot *snap)

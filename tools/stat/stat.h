@@ -40,7 +40,7 @@ struct proc_row {
     bool alive;
     uint32_t strategy;
     uint64_t waits, wakeups, spurious, accepts, eagain;
-    uint64_t lock_waits, lock_wait_ns, rotations;
+    uint64_t lock_waits, lock_wait_ns, rotations, refused, yields;
 };
 
 /* One listener, copied out of its segment. */
