@@ -41,8 +41,27 @@ static bool yields(const struct th_burst *b, int j)
 {
     int others = th_waiting_others(b->ls[j]);
 
-    return th_policy_yields(th_self.streak, others, INT32_MAX) &&
-           th_policy_yields(th_self.streak, others, queued(b->fds[j]));
+    return th_policy_yields(th_self.streak, th_self.since_rest, others, INT32_MAX) &&
+           th_policy_yields(th_self.streak, th_self.since_rest, others, queued(b->fds[j]));
+}
+
+/* The streak and the rest after an exclusive wait (or blocking accept)
+   that began at `start`; `again`: it re-reported what was just taken. */
+static int64_t note_rest(int64_t start)
+{
+    int64_t now = th_now_ns();
+
+    if (now - start >= TH_REST_MS * TH_NS_PER_MS)
+        th_self.rested_at = now;
+    th_self.since_rest = th_self.rested_at ? now - th_self.rested_at : INT64_MAX;
+    return now;
+}
+
+static void after_wait(bool again, int64_t start)
+{
+    int64_t now = note_rest(start);
+
+    th_self.streak = again && now - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
 }
 
 void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int *fds, int k,
@@ -70,7 +89,7 @@ uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield)
     for (int j = 0; may_yield && j < b->k; j++)
         if ((reported & (1ull << j)) && took_from(b, j))
             again |= 1ull << j;
-    th_self.streak = again && th_now_ns() - b->start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    after_wait(again, b->start);
     for (int j = 0; j < b->k; j++) {
         uint64_t bit = 1ull << j;
         if ((reported & bit) && !(again & bit))
@@ -99,7 +118,7 @@ void th_burst_resume(struct th_burst *b)
 
 void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
 {
-    bool at_once = th_now_ns() - b->start < AT_ONCE_NS;
+    bool at_once = note_rest(b->start) - b->start < AT_ONCE_NS;
 
     for (int j = 0; j < b->k; j++) {
         uint64_t bit = 1ull << j;
@@ -163,8 +182,8 @@ int64_t th_burst_accept_begin(struct th_listener *l, int fd)
 {
     int others = th_waiting_others(l);
 
-    if (th_policy_yields(th_self.streak, others, INT32_MAX) &&
-        th_policy_yields(th_self.streak, others, queued(fd))) {
+    if (th_policy_yields(th_self.streak, th_self.since_rest, others, INT32_MAX) &&
+        th_policy_yields(th_self.streak, th_self.since_rest, others, queued(fd))) {
         th_self.streak = 0;
         th_count_yield(l);
         sched_yield();
@@ -176,5 +195,5 @@ int64_t th_burst_accept_begin(struct th_listener *l, int fd)
 void th_burst_accept_end(struct th_listener *l, int64_t start, bool took)
 {
     th_waiting_done(l);
-    th_self.streak = took && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    after_wait(took, start);
 }

@@ -94,10 +94,12 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
 {
     uint64_t bit = th_listener_bit(l->index);
     bool woke = th_self.woke & bit, held = th_held_has(l);
+    uint32_t gap = UINT32_MAX;
 
     th_self.woke &= ~bit;
     if (result >= 0) {
         th_self.took |= bit;
+        gap = th_accept_gap(l);
         TH_COUNT(l, accepts, 1);
     } else if (err == EAGAIN || err == EWOULDBLOCK) {
         TH_COUNT(l, eagain, 1);
@@ -105,7 +107,7 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
             TH_COUNT(l, spurious, 1);
     }
     if (result >= 0 && !(th_self.rotated & bit) &&
-        th_policy_rotates(th_self.slept, th_waiting_others(l))) {
+        th_policy_rotates(th_self.slept, th_waiting_others(l), gap)) {
         th_self.rotated |= bit;
         th_mirror_rotate(fd, l);
         th_epreg_rotate(l, held);       /* before the release: see epreg.c */

@@ -255,6 +255,25 @@ void th_count_yield(struct th_listener *l)
         atomic_fetch_add_explicit(&stats->yields, 1, memory_order_relaxed);
 }
 
+/* seg->accept_seq after this thread's last accept on listener i, valid
+   where th_self.accepted has bit i (a listener entry reused for another
+   socket inherits it: one rotation more or less, nothing else) */
+static __thread uint32_t my_accept_seq[TH_MAX_LISTENERS];
+
+uint32_t th_accept_gap(struct th_listener *l)
+{
+    uint64_t bit = th_listener_bit(l->index);
+    uint32_t now, before = my_accept_seq[l->index];
+    bool seen = th_self.accepted & bit;
+
+    if (th_listener_seg(l) == NULL)
+        return UINT32_MAX;
+    now = atomic_fetch_add_explicit(&l->seg->accept_seq, 1, memory_order_relaxed) + 1;
+    my_accept_seq[l->index] = now;
+    th_self.accepted |= bit;
+    return seen ? now - before - 1 : UINT32_MAX;
+}
+
 int th_waiting_others(struct th_listener *l)
 {
     struct th_seg *seg = th_listener_seg(l);

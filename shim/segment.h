@@ -89,7 +89,10 @@ struct th_seg {
        reported it and not yet at their accept: asleep, or woken and about
        to accept (a hint for spreading bursts, policy.c) */
     _Atomic int32_t waiting;
-    uint32_t spare;
+    /* successful accepts on the listener by every process, wrapping (was
+       spare: older writers leave it alone, which only makes a rotation
+       likelier, policy.c th_policy_rotates) */
+    _Atomic uint32_t accept_seq;
     uint64_t holder_stopped_ns;   /* when a waiter first saw the holder stopped; 0 = not */
 
     struct th_waiter waiters[TH_MAX_WAITERS];

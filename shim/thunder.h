@@ -78,7 +78,11 @@ struct th_thread {
     uint64_t refusable;    /* bit i: that wait was exclusive or locked, level-
                               triggered: the next one reports a connection left queued */
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
+    uint64_t accepted;     /* bit i: ever accepted from listener i (th_accept_gap) */
     unsigned streak;       /* waits in a row that returned at once after an accept */
+    int64_t rested_at;     /* when an exclusive wait or blocking accept that slept
+                              TH_REST_MS or more last returned (bursts, policy.c) */
+    int64_t since_rest;    /* ns from then to the end of the last such wait */
     bool slept;            /* the last wait slept (false: it found work waiting) */
 };
 extern __thread struct th_thread th_self;
@@ -278,6 +282,10 @@ void th_waiting_done(struct th_listener *l);
 void th_waiting_clear(void);
 int th_waiting_others(struct th_listener *l);
 void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COUNT */
+/* Count this thread's successful accept; returns how many accepts other
+   threads made on the listener since this thread's previous one
+   (UINT32_MAX: none before, or no segment). */
+uint32_t th_accept_gap(struct th_listener *l);
 struct th_listener *th_listener_at(int index);
 /* Its last fd in this process was closed: detach and recycle the entry. */
 void th_listener_closed(struct th_listener *l);
@@ -400,12 +408,14 @@ struct th_plan th_policy_wait(const struct th_wait_facts *f);
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
-bool th_policy_rotates(bool slept, int others_waiting);
+bool th_policy_rotates(bool slept, int others_waiting, uint32_t accept_gap);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
 bool th_policy_refuses_more(bool reported_again, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
-bool th_policy_yields(unsigned streak, int others_waiting, int queued);
+/* A wait that slept this long found an idle server: what wakes it may be a burst. */
+#define TH_REST_MS 2
+bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting, int queued);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
 bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued);
 /* After the holder's wait: keep the lock for the accept that follows? */

@@ -1,0 +1,72 @@
+/*
+ * policy.c's spreading rules as pure decisions: when an accept rotates its
+ * exclusive entry, and when a wait yields a re-reported listener.  The
+ * numbers that make them right are in bench/RESULTS.md; these cases pin
+ * the rules, so a change to them is a deliberate one.
+ */
+#include "thunder.h"
+#include "tap.h"
+
+#define MS TH_NS_PER_MS
+
+static void mode(enum th_mode m, enum th_balance b)
+{
+    th_cfg.mode = m;
+    th_cfg.lock.balance = b;
+}
+
+static void test_rotates_only_ahead_of_idle_waiters(void)
+{
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    EXPECT(th_policy_rotates(true, 3, 0));          /* took two in a row */
+    EXPECT(th_policy_rotates(true, 3, 2));          /* one idle waiter had none since */
+    EXPECT(!th_policy_rotates(true, 3, 3));         /* every idle one may have had its turn */
+    EXPECT(!th_policy_rotates(true, 3, UINT32_MAX)); /* first accept of this thread */
+    EXPECT(!th_policy_rotates(false, 3, 0));        /* did not sleep: saturated */
+    EXPECT(!th_policy_rotates(true, 0, 0));         /* nobody to go behind */
+}
+
+static void test_rotation_belongs_to_fifo_exclusive_modes(void)
+{
+    mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
+    EXPECT(th_policy_rotates(true, 3, 0));
+    mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
+    EXPECT(!th_policy_rotates(true, 3, 0));
+    mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_rotates(true, 3, 0));
+    mode(TH_MODE_OBSERVE, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_rotates(true, 3, 0));
+}
+
+static void test_yields_only_in_a_burst(void)
+{
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    EXPECT(th_policy_yields(2, 1 * MS, 3, 10));
+    EXPECT(th_policy_yields(5, 19 * MS, 1, 2));
+    EXPECT(!th_policy_yields(1, 1 * MS, 3, 10));     /* one re-take is no streak */
+    EXPECT(!th_policy_yields(2, 21 * MS, 3, 10));    /* long after a rest: saturated */
+    EXPECT(!th_policy_yields(2, INT64_MAX, 3, 10));  /* never rested */
+    EXPECT(!th_policy_yields(2, 1 * MS, 0, 10));     /* nobody idle to take it */
+    EXPECT(!th_policy_yields(2, 1 * MS, 3, 1));      /* one queued: the one a sleeper was woken for */
+    EXPECT(!th_policy_yields(2, 1 * MS, 3, -1));     /* queue unknown */
+}
+
+static void test_yields_only_in_auto_fifo(void)
+{
+    mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_yields(2, 1 * MS, 3, 10));
+    mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
+    EXPECT(!th_policy_yields(2, 1 * MS, 3, 10));
+}
+
+static const struct tap_case cases[] = {
+    { "rotation: only while ahead of idle waiters", test_rotates_only_ahead_of_idle_waiters },
+    { "rotation: exclusive and auto modes, fifo balance", test_rotation_belongs_to_fifo_exclusive_modes },
+    { "yield: a streak soon after a rest, others idle, a queue", test_yields_only_in_a_burst },
+    { "yield: auto mode, fifo balance only", test_yields_only_in_auto_fifo },
+};
+
+int main(void)
+{
+    return tap_run(cases, TH_ARRAY_LEN(cases), NULL);
+}
