@@ -165,7 +165,7 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
 
     for (int j = 0; j < k; j++)
         again = again || ((reported & (1ull << j)) && (took_last & th_listener_bit(ls[j]->index)));
-    th_self.streak = again && th_now_ns() - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    th_self.streak = again && note_rest(start) - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
 }
 
 /*

@@ -141,6 +141,24 @@ bool th_policy_rotates(bool slept, int others_waiting, uint32_t accept_gap)
 }
 
 /*
+ * A burst meets an idle server: the rules below that spread one (a
+ * refused accept, a yield) apply only within BURST_MS of a wait that
+ * slept TH_REST_MS or more (burst.c notes it for exclusive waits, lock
+ * waits and blocking accepts).  The workers of a saturated server never
+ * rest that long, and there every connection left to another worker only
+ * costs a round trip through a wait (measured, 4 workers, 8 clients in a
+ * closed loop: a refusal after every accept of ex_evloop and ex_greedy,
+ * about 425 yields a second per worker of ex_epoll_excl, for 0.75-0.93x
+ * the throughput of the server without the library).
+ */
+#define BURST_MS 20
+
+static bool in_burst(int64_t since_rest_ns)
+{
+    return since_rest_ns < BURST_MS * TH_NS_PER_MS;
+}
+
+/*
  * Bursts.  An event loop that accepts until EAGAIN (asyncio, tornado,
  * libuv, nginx multi_accept) lets the first worker that runs drain a
  * burst while the workers the kernel woke for the other connections find
@@ -154,17 +172,18 @@ bool th_policy_rotates(bool slept, int others_waiting, uint32_t accept_gap)
  *     stranded (edge-triggered and one-shot entries and pass-through
  *     waits are never refused), and
  *   - when other processes wait on the listener: alone, there is nobody
- *     to leave it to.
+ *     to leave it to, and
+ *   - in a burst (in_burst, above).
  * The worker serves what it took and comes back for the next one: a
  * refused connection is accepted no later than the refusing worker would
  * have served it had it taken it (plus one wait call), or earlier by
  * another worker; under the lock, no later than the lock's own order
  * serves it.  With fifo balance only (lifo keeps the hot worker busy).
  */
-bool th_policy_refuses_more(bool reported_again, bool others_wait)
+bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_rest_ns)
 {
     return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           reported_again && others_wait;
+           reported_again && others_wait && in_burst(since_rest_ns);
 }
 
 /*
@@ -186,26 +205,20 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait)
  * sleeper was woken for, and handing it to that sleeper (still waiting
  * for a CPU) instead costs latency and throughput.  So a yield needs the
  * streak and at least YIELD_QUEUED connections in the listen queue
- * (TCP_INFO; a listener where it is unknown never yields), and it needs
- * a burst: within BURST_MS of a wait that slept TH_REST_MS or more (the
- * worker was idle when the clump came).  The workers of a saturated
- * server never rest that long; measured (Dec 1, 4 workers, 8 clients in
- * a closed loop) without that rule they yielded about 425 times a second
- * each, for 0.75-0.83x the throughput of the server without the library;
- * with it, a few times a second, for 0.94-1.05x, and bursts spread as
- * before (largest share of a round of 32 at 16 workers 0.13).
+ * (TCP_INFO; a listener where it is unknown never yields), and a burst
+ * (in_burst: with it, ex_epoll_excl's saturated workers yield a few
+ * times a second, and bursts spread as before).
  * A blocking accept (no wait before it) yields by the same rule, but only
  * its CPU (sched_yield, burst.c): it cannot leave the listener out, and
  * a sleep would hide a signal from a program that expects accept's EINTR.
  */
 #define YIELD_STREAK 2
 #define YIELD_QUEUED 2
-#define BURST_MS 20
 
 bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting, int queued)
 {
     return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           streak >= YIELD_STREAK && since_rest_ns < BURST_MS * TH_NS_PER_MS &&
+           streak >= YIELD_STREAK && in_burst(since_rest_ns) &&
            others_waiting > 0 && queued >= YIELD_QUEUED;
 }
 

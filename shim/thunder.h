@@ -80,8 +80,8 @@ struct th_thread {
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
     uint64_t accepted;     /* bit i: ever accepted from listener i (th_accept_gap) */
     unsigned streak;       /* waits in a row that returned at once after an accept */
-    int64_t rested_at;     /* when an exclusive wait or blocking accept that slept
-                              TH_REST_MS or more last returned (bursts, policy.c) */
+    int64_t rested_at;     /* when an exclusive or lock wait or a blocking accept
+                              that slept TH_REST_MS or more last returned (bursts) */
     int64_t since_rest;    /* ns from then to the end of the last such wait */
     bool slept;            /* the last wait slept (false: it found work waiting) */
 };
@@ -410,7 +410,7 @@ bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
 bool th_policy_rotates(bool slept, int others_waiting, uint32_t accept_gap);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
-bool th_policy_refuses_more(bool reported_again, bool others_wait);
+bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_rest_ns);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
 /* A wait that slept this long found an idle server: what wakes it may be a burst. */

@@ -1,6 +1,7 @@
 /*
  * policy.c's spreading rules as pure decisions: when an accept rotates its
- * exclusive entry, and when a wait yields a re-reported listener.  The
+ * exclusive entry, when a wait yields a re-reported listener, and when a
+ * further accept of one wake-up is refused.  The
  * numbers that make them right are in bench/RESULTS.md; these cases pin
  * the rules, so a change to them is a deliberate one.
  */
@@ -59,11 +60,26 @@ static void test_yields_only_in_auto_fifo(void)
     EXPECT(!th_policy_yields(2, 1 * MS, 3, 10));
 }
 
+static void test_refuses_only_in_a_burst(void)
+{
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    EXPECT(th_policy_refuses_more(true, true, 1 * MS));
+    EXPECT(!th_policy_refuses_more(true, true, 21 * MS));    /* saturated: no rest */
+    EXPECT(!th_policy_refuses_more(true, true, INT64_MAX));  /* never rested */
+    EXPECT(!th_policy_refuses_more(false, true, 1 * MS));    /* the next wait would not report it */
+    EXPECT(!th_policy_refuses_more(true, false, 1 * MS));    /* nobody else to take it */
+    mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_refuses_more(true, true, 1 * MS));
+    mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
+    EXPECT(!th_policy_refuses_more(true, true, 1 * MS));
+}
+
 static const struct tap_case cases[] = {
     { "rotation: only while ahead of idle waiters", test_rotates_only_ahead_of_idle_waiters },
     { "rotation: exclusive and auto modes, fifo balance", test_rotation_belongs_to_fifo_exclusive_modes },
     { "yield: a streak soon after a rest, others idle, a queue", test_yields_only_in_a_burst },
     { "yield: auto mode, fifo balance only", test_yields_only_in_auto_fifo },
+    { "refusal: a further accept in a burst, others waiting, auto fifo", test_refuses_only_in_a_burst },
 };
 
 int main(void)
