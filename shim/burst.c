@@ -120,9 +120,9 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
  * had just taken a connection from.
  */
 bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
-                             uint64_t took_last)
+                             uint64_t took_last, bool threaded)
 {
-    if (!th_policy_serves_backlog_unlocked(0, false, 0))
+    if (!th_policy_serves_backlog_unlocked(0, threaded, false, 0))
         return false;                   /* lock waits never look in this mode */
     for (int j = 0; j < k; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
@@ -132,8 +132,8 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
             continue;
         /* queued on the lock, or in an exclusive wait (a mixed group) */
         idle = !th_lock_queue_short(seg) || th_waiting_others(ls[j]) > 0;
-        if (!th_policy_serves_backlog_unlocked(th_self.streak, idle, INT32_MAX) &&
-            !th_policy_serves_backlog_unlocked(th_self.streak, idle, queued(fds[j])))
+        if (!th_policy_serves_backlog_unlocked(th_self.streak, threaded, idle, INT32_MAX) &&
+            !th_policy_serves_backlog_unlocked(th_self.streak, threaded, idle, queued(fds[j])))
             return false;
     }
     return true;

@@ -211,24 +211,31 @@ bool th_policy_yields(unsigned streak, int others_waiting, int queued)
  * thread does not look: it queues for the lock like any lock wait, and
  * the holder takes the connection (bound: as in lock mode, the holder
  * the lock was handed to serves it first).
- * Threads of one process (ex_threads -t 4) still drain rounds through
- * these looks: one process takes 0.25 of a round of 32 at 16 workers.
- * Measured (Dec 1): a streak per process instead of per thread, or
- * YIELD_QUEUED 1 for the looks, changes nothing (0.24-0.27); never
- * looking while idle workers queue gives 0.12 but costs saturated
- * throughput (ex_epoll_shared 16: 1.14x -> 0.84x without the shim).
+ * An instance several threads of one process wait on (the wait facts'
+ * threaded) needs no streak: each of its threads starts its own, so a
+ * process of 4 threads still took 0.25-0.28 of a round of 32 at 16
+ * workers through their looks (a streak per process instead changed
+ * nothing: 0.27).  There, a thread that just took a connection queues at
+ * once while idle workers queue and YIELD_QUEUED connections wait: 0.12-
+ * 0.13, saturated ex_threads 4 workers unchanged (1.1x without the shim,
+ * Dec 1).  Not for every lock wait: never looking while idle workers
+ * queue costs the shared instance of single-threaded processes its
+ * saturated throughput (ex_epoll_shared 16: 1.14x -> 0.84x).
  */
 static bool lock_waits_look(void)
 {
     return th_cfg.mode == TH_MODE_LOCK || th_cfg.mode == TH_MODE_AUTO;
 }
 
-bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued)
+bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, bool idle_queued,
+                                       int queued)
 {
+    unsigned needed = threaded ? 0 : YIELD_STREAK;
+
     if (!lock_waits_look())
         return false;
     return !(th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-             streak >= YIELD_STREAK && idle_queued && queued >= YIELD_QUEUED);
+             streak >= needed && idle_queued && queued >= YIELD_QUEUED);
 }
 
 /*

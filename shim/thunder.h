@@ -407,7 +407,8 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait);
 #define TH_YIELD_MS 1
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
-bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued);
+bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, bool idle_queued,
+                                       int queued);
 /* After the holder's wait: keep the lock for the accept that follows? */
 bool th_policy_keeps_lock(bool reported, bool slept);
 #define TH_BUSY_SLEEP_MS 1
@@ -433,7 +434,7 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded);
 /* The lock waits' part: may a busy lock be looked past (lw->look_first)?
    And after the lock wait that began at `start`: the streak goes on? */
 bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
-                             uint64_t took_last);
+                             uint64_t took_last, bool threaded);
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
 /* Around a blocking accept (no wait before it); begin returns its start. */
@@ -449,6 +450,7 @@ struct th_lockwait {
     const sigset_t *sigmask;       /* what the sleeps apply */
     int bell;                      /* doorbell to queue with, or -1 (futex) */
     bool look_first;               /* a lock busy: serve what is ready unlocked */
+    bool threaded;                 /* the wait facts': an instance several threads wait on */
     /* the wait path's part */
     void *ctx;
     /* on: leave out of the real wait the listeners that are busy[]; off: undo */
