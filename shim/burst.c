@@ -18,7 +18,6 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sched.h>
 
 #define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
 
@@ -154,23 +153,29 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
  * wait: counted in seg->waiting while it blocks.  The kernel wakes one
  * blocked accept per connection, in order, but a worker that comes back
  * from its last connection takes the next at once while the workers
- * woken for it wait for a CPU.  After policy.c's streak of accepts that
- * returned at once, with others in accept and connections queued, it
- * gives its CPU up first (sched_yield: no sleep, no signal is missed;
- * then it accepts as before, queued connection or not).
+ * woken for it wait for a CPU.  When policy.c says so (it came back at
+ * once, others are in accept, a connection is queued, it did not pause
+ * just before) it pauses first,
+ * TH_YIELD_MS with the program's signals held (signals.c): a handler
+ * without SA_RESTART that ran meanwhile makes the accept fail with EINTR
+ * (returns false), as the kernel's blocking accept would; otherwise it
+ * accepts as before, queued connection or not.
  */
-int64_t th_burst_accept_begin(struct th_listener *l, int fd)
+bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
 {
     int others = th_waiting_others(l);
+    int64_t since = th_now_ns() - th_self.paused_ns;
 
-    if (th_policy_yields(th_self.streak, others, INT32_MAX) &&
-        th_policy_yields(th_self.streak, others, queued(fd))) {
-        th_self.streak = 0;
+    if (th_policy_pauses_accept(th_self.streak, others, INT32_MAX, since) &&
+        th_policy_pauses_accept(th_self.streak, others, queued(fd), since)) {
         th_count_yield(l);
-        sched_yield();
+        th_self.paused_ns = th_now_ns();
+        if (th_sig_pause(TH_YIELD_MS))
+            return false;
     }
     th_waiting_count(l);
-    return th_now_ns();
+    *start = th_now_ns();
+    return true;
 }
 
 void th_burst_accept_end(struct th_listener *l, int64_t start, bool took)

@@ -79,6 +79,7 @@ struct th_thread {
                               triggered: the next one reports a connection left queued */
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
     unsigned streak;       /* waits in a row that returned at once after an accept */
+    int64_t paused_ns;     /* when a blocking accept last paused for a burst */
     bool slept;            /* the last wait slept (false: it found work waiting) */
 };
 extern __thread struct th_thread th_self;
@@ -213,6 +214,8 @@ void th_sig_init(void);                 /* read every disposition (at load) */
 void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
 /* A handler of the program could run during a sleep with wait_mask. */
 bool th_sig_handler_deliverable(const sigset_t *wait_mask);
+/* Sleep ms with signals held; true when one delivered after it interrupts a call. */
+bool th_sig_pause(unsigned ms);
 
 /* ---- doorbell.c ----------------------------------------------------- */
 /* A doorbell's address (the random part of its name) and its secret token. */
@@ -406,6 +409,9 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
 bool th_policy_yields(unsigned streak, int others_waiting, int queued);
+/* A blocking accept back at once: pause TH_YIELD_MS before it? */
+bool th_policy_pauses_accept(unsigned streak, int others_waiting, int queued,
+                             int64_t since_pause_ns);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
 bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, bool idle_queued,
                                        int queued);
@@ -438,7 +444,8 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
 /* Around a blocking accept (no wait before it); begin returns its start. */
-int64_t th_burst_accept_begin(struct th_listener *l, int fd);
+/* false: a signal handler without SA_RESTART ran in its pause (EINTR) */
+bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
 void th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
