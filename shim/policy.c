@@ -248,10 +248,13 @@ bool th_policy_pauses_accept(unsigned streak, int others_waiting, int queued,
  * workers through their looks (a streak per process instead changed
  * nothing: 0.27).  There, a thread that just took a connection queues at
  * once while idle workers queue and YIELD_QUEUED connections wait: 0.12-
- * 0.13, saturated ex_threads 4 workers unchanged (1.1x without the shim,
- * Dec 1).  Not for every lock wait: never looking while idle workers
- * queue costs the shared instance of single-threaded processes its
- * saturated throughput (ex_epoll_shared 16: 1.14x -> 0.84x).
+ * 0.13.  The cost, saturated (its idle threads queue more often instead
+ * of looking): ex_threads 1.2-1.5x -> 1.0-1.2x the throughput without the
+ * shim at 4 processes, 2.8x -> 1.9x at 16 (Dec 1); a streak of 1 keeps
+ * that throughput but leaves 0.20 of a round, YIELD_QUEUED 4 0.165.  Not
+ * for every lock wait: never looking while idle workers queue costs the
+ * shared instance of single-threaded processes more (ex_epoll_shared 16:
+ * 1.14x -> 0.84x).
  */
 static bool lock_waits_look(void)
 {
