@@ -18,7 +18,6 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sched.h>
 
 #define AT_ONCE_NS (50 * TH_NS_PER_US)    /* returned without sleeping */
 
@@ -139,9 +138,9 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
  * had just taken a connection from.
  */
 bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
-                             uint64_t took_last)
+                             uint64_t took_last, bool threaded)
 {
-    if (!th_policy_serves_backlog_unlocked(0, false, 0))
+    if (!th_policy_serves_backlog_unlocked(0, threaded, INT64_MAX, false, 0))
         return false;                   /* lock waits never look in this mode */
     for (int j = 0; j < k; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
@@ -151,8 +150,10 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
             continue;
         /* queued on the lock, or in an exclusive wait (a mixed group) */
         idle = !th_lock_queue_short(seg) || th_waiting_others(ls[j]) > 0;
-        if (!th_policy_serves_backlog_unlocked(th_self.streak, idle, INT32_MAX) &&
-            !th_policy_serves_backlog_unlocked(th_self.streak, idle, queued(fds[j])))
+        if (!th_policy_serves_backlog_unlocked(th_self.streak, threaded, th_self.since_rest, idle,
+                                               INT32_MAX) &&
+            !th_policy_serves_backlog_unlocked(th_self.streak, threaded, th_self.since_rest, idle,
+                                               queued(fds[j])))
             return false;
     }
     return true;
@@ -162,10 +163,11 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
                          uint64_t reported, int64_t start)
 {
     bool again = false;
+    int64_t took_ns = note_rest(start) - start;
 
     for (int j = 0; j < k; j++)
         again = again || ((reported & (1ull << j)) && (took_last & th_listener_bit(ls[j]->index)));
-    th_self.streak = again && note_rest(start) - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    th_self.streak = again && took_ns < AT_ONCE_NS ? th_self.streak + 1 : 0;
 }
 
 /*
@@ -173,23 +175,29 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
  * wait: counted in seg->waiting while it blocks.  The kernel wakes one
  * blocked accept per connection, in order, but a worker that comes back
  * from its last connection takes the next at once while the workers
- * woken for it wait for a CPU.  After policy.c's streak of accepts that
- * returned at once, with others in accept and connections queued, it
- * gives its CPU up first (sched_yield: no sleep, no signal is missed;
- * then it accepts as before, queued connection or not).
+ * woken for it wait for a CPU.  When policy.c says so (it came back at
+ * once, others are in accept, a connection is queued, it did not pause
+ * just before) it pauses first,
+ * TH_YIELD_MS with the program's signals held (signals.c): a handler
+ * without SA_RESTART that ran meanwhile makes the accept fail with EINTR
+ * (returns false), as the kernel's blocking accept would; otherwise it
+ * accepts as before, queued connection or not.
  */
-int64_t th_burst_accept_begin(struct th_listener *l, int fd)
+bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
 {
     int others = th_waiting_others(l);
+    int64_t since = th_now_ns() - th_self.paused_ns;
 
-    if (th_policy_yields(th_self.streak, th_self.since_rest, others, INT32_MAX) &&
-        th_policy_yields(th_self.streak, th_self.since_rest, others, queued(fd))) {
-        th_self.streak = 0;
+    if (th_policy_pauses_accept(th_self.streak, others, INT32_MAX, since) &&
+        th_policy_pauses_accept(th_self.streak, others, queued(fd), since)) {
         th_count_yield(l);
-        sched_yield();
+        th_self.paused_ns = th_now_ns();
+        if (th_sig_pause(TH_YIELD_MS))
+            return false;
     }
     th_waiting_count(l);
-    return th_now_ns();
+    *start = th_now_ns();
+    return true;
 }
 
 void th_burst_accept_end(struct th_listener *l, int64_t start, bool took)

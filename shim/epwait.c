@@ -87,6 +87,7 @@ struct epoll_ctx {
     int maxevents;
     bool ns_timeout;
     bool shared;
+    bool threaded;
     struct th_ep_listener *wl;
     int k;
 };
@@ -122,7 +123,7 @@ static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *si
     int fds[TH_MAX_WAIT_LISTENERS];
     struct th_lockwait lw = {
         .ls = ls, .k = ctx->k, .may_block = others == 0, .deadline = deadline,
-        .sigmask = sigmask, .bell = -1, .ctx = ctx,
+        .sigmask = sigmask, .bell = -1, .threaded = ctx->threaded, .ctx = ctx,
         .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
     };
     struct th_sigscope scope;
@@ -228,7 +229,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     if (plan.strategy == TH_STRAT_LOCK) {
         struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
                                  .ns_timeout = ns_timeout, .shared = facts.shared,
-                                 .wl = wl, .k = k };
+                                 .threaded = facts.threaded, .wl = wl, .k = k };
         r = lock_wait(&ctx, deadline, sigmask, others, took_last);
     } else {
         int64_t start = th_now_ns();

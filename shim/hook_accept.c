@@ -11,8 +11,7 @@
  * empty queue answers, so that a burst is spread over the workers the
  * kernel woke for it (policy.c says when; counted as "refused").
  * A blocking accept on a blocking listener is already fair and herd-free
- * in the kernel: it is counted, and in a burst may give its CPU up first
- * (burst.c).  errno is kept on every path.
+ * in the kernel: it is counted, and in a burst may pause first (burst.c).  errno is kept on every path.
  * At the fd limit the library gives its own fds back (gave_fds_back).
  */
 #include "thunder.h"
@@ -65,9 +64,13 @@ static int real_accept_any(int fd, struct th_listener *l, struct sockaddr *addr,
                            socklen_t *addrlen, int flags, bool is_accept4)
 {
     bool blocking = atomic_load_explicit(&l->logged, memory_order_relaxed) & BLOCKING_SEEN;
-    int64_t start = blocking ? th_burst_accept_begin(l, fd) : 0;
+    int64_t start = 0;
     int r, saved_errno;
 
+    if (blocking && !th_burst_accept_begin(l, fd, &start)) {
+        errno = EINTR;              /* a handler ran in its pause (burst.c) */
+        return -1;
+    }
     r = is_accept4 ? real_accept4(fd, addr, addrlen, flags) : real_accept(fd, addr, addrlen);
     saved_errno = errno;
     if (blocking)

@@ -62,7 +62,7 @@ int64_t th_lockwait_burst_begin(struct th_lockwait *lw, const int *fds, uint64_t
 {
     int64_t start = th_now_ns();
 
-    lw->look_first = th_burst_looks_unlocked(lw->ls, fds, lw->k, took_last);
+    lw->look_first = th_burst_looks_unlocked(lw->ls, fds, lw->k, took_last, lw->threaded);
     return start;
 }
 

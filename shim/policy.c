@@ -16,7 +16,7 @@
  * (with fifo balance) the entry moved to the tail after each accept so the
  * next connection goes to the next idle waiter.  A blocking accept without
  * a wait is already fair in the kernel and is left alone (hook_accept.c),
- * but for a yield of its CPU in a burst (th_policy_yields, burst.c).
+ * but for a pause in a burst (th_policy_pauses_accept, burst.c).
  *
  * Under the lock, a wait that finds a lock busy first looks at its set
  * without it (lockwait.c): what is ready is served at once.
@@ -158,6 +158,12 @@ static bool in_burst(int64_t since_rest_ns)
     return since_rest_ns < BURST_MS * TH_NS_PER_MS;
 }
 
+/* Spreading is auto mode's, with fifo balance (lifo keeps the hot worker busy). */
+static bool spreads_bursts(void)
+{
+    return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO;
+}
+
 /*
  * Bursts.  An event loop that accepts until EAGAIN (asyncio, tornado,
  * libuv, nginx multi_accept) lets the first worker that runs drain a
@@ -182,8 +188,7 @@ static bool in_burst(int64_t since_rest_ns)
  */
 bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_rest_ns)
 {
-    return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           reported_again && others_wait && in_burst(since_rest_ns);
+    return spreads_bursts() && reported_again && others_wait && in_burst(since_rest_ns);
 }
 
 /*
@@ -208,18 +213,43 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since
  * (TCP_INFO; a listener where it is unknown never yields), and a burst
  * (in_burst: with it, ex_epoll_excl's saturated workers yield a few
  * times a second, and bursts spread as before).
- * A blocking accept (no wait before it) yields by the same rule, but only
- * its CPU (sched_yield, burst.c): it cannot leave the listener out, and
- * a sleep would hide a signal from a program that expects accept's EINTR.
  */
 #define YIELD_STREAK 2
 #define YIELD_QUEUED 2
 
 bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting, int queued)
 {
-    return th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           streak >= YIELD_STREAK && in_burst(since_rest_ns) &&
+    return spreads_bursts() && streak >= YIELD_STREAK && in_burst(since_rest_ns) &&
            others_waiting > 0 && queued >= YIELD_QUEUED;
+}
+
+/*
+ * A blocking accept (no wait before it: the classic prefork loop) cannot
+ * leave the listener out; it pauses before it accepts, for TH_YIELD_MS
+ * (burst.c), with the program's signals held and delivered at the end: a
+ * handler without SA_RESTART makes the accept fail with EINTR, as it
+ * would have in the kernel, so no signal is hidden.  The kernel wakes one
+ * blocked accept per connection, but a burst larger than the sleepers
+ * leaves connections nobody is woken for, and a worker back from its
+ * last one takes them at once while those woken wait for a CPU.  So it
+ * pauses at its first accept back at once since one that slept (streak
+ * 1), while others are in accept and a connection is queued, and at most
+ * once in PAUSE_GAP_MS: a loaded server's workers come back at once all
+ * the time, and pausing each time cost it (ex_accept 4 workers, closed
+ * loop of 8 clients: 0.94x -> 0.81-0.84x without the shim; with the gap
+ * 1.07x).  Bound: a connection waits at most TH_YIELD_MS more, and the
+ * pausing worker loses at most TH_YIELD_MS in PAUSE_GAP_MS.
+ * Measured (Dec 1, 16 workers, 200 rounds of 32): sched_yield after
+ * YIELD_STREAK, as before, 0.155-0.172 largest share per round; the pause
+ * 0.12; with the gap 0.14.
+ */
+#define PAUSE_GAP_MS 10
+
+bool th_policy_pauses_accept(unsigned streak, int others_waiting, int queued,
+                             int64_t since_pause_ns)
+{
+    return spreads_bursts() && streak == 1 && others_waiting > 0 && queued >= 1 &&
+           since_pause_ns >= PAUSE_GAP_MS * TH_NS_PER_MS;
 }
 
 /*
@@ -241,24 +271,35 @@ bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting
  * thread does not look: it queues for the lock like any lock wait, and
  * the holder takes the connection (bound: as in lock mode, the holder
  * the lock was handed to serves it first).
- * Threads of one process (ex_threads -t 4) still drain rounds through
- * these looks: one process takes 0.25 of a round of 32 at 16 workers.
- * Measured (Dec 1): a streak per process instead of per thread, or
- * YIELD_QUEUED 1 for the looks, changes nothing (0.24-0.27); never
- * looking while idle workers queue gives 0.12 but costs saturated
- * throughput (ex_epoll_shared 16: 1.14x -> 0.84x without the shim).
+ * An instance several threads of one process wait on (the wait facts'
+ * threaded) needs no streak: each of its threads starts its own, so a
+ * process of 4 threads still took 0.25-0.28 of a round of 32 at 16
+ * workers through their looks (a streak per process instead changed
+ * nothing: 0.27).  There, a thread that just took a connection queues at
+ * once while idle workers queue and YIELD_QUEUED connections wait: 0.12-
+ * 0.13.  Saturated, that cost throughput (its idle threads queued
+ * instead of looking: ex_threads 1.2-1.5x -> 1.0-1.2x the throughput
+ * without the shim at 4 processes) until the rule was kept to bursts
+ * (in_burst, as the others): 1.58x (Dec 1).  A streak of 1 leaves 0.20
+ * of a round, YIELD_QUEUED 4 0.165.  Not
+ * for every lock wait: never looking while idle workers queue costs the
+ * shared instance of single-threaded processes more (ex_epoll_shared 16:
+ * 1.14x -> 0.84x).
  */
 static bool lock_waits_look(void)
 {
     return th_cfg.mode == TH_MODE_LOCK || th_cfg.mode == TH_MODE_AUTO;
 }
 
-bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued)
+bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t since_rest_ns,
+                                       bool idle_queued, int queued)
 {
+    unsigned needed = threaded ? 0 : YIELD_STREAK;
+
     if (!lock_waits_look())
         return false;
-    return !(th_cfg.mode == TH_MODE_AUTO && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-             streak >= YIELD_STREAK && idle_queued && queued >= YIELD_QUEUED);
+    return !(spreads_bursts() && in_burst(since_rest_ns) && streak >= needed && idle_queued &&
+             queued >= YIELD_QUEUED);
 }
 
 /*

@@ -144,3 +144,43 @@ bool th_sig_handler_deliverable(const sigset_t *wait_mask)
     errno = saved_errno;
     return found;
 }
+
+/* Would a handler of sig make a blocking call fail with EINTR?  (No SA_RESTART.) */
+static bool interrupts_calls(int sig)
+{
+    struct sigaction sa;
+
+    if (real_sigaction == NULL || real_sigaction(sig, NULL, &sa) != 0)
+        return false;
+    return sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL && !(sa.sa_flags & SA_RESTART);
+}
+
+/*
+ * A pause inside a blocking call of the program (burst.c: a blocking
+ * accept), with the call's own signal semantics: signals are held while
+ * it sleeps and delivered at its end.  Returns true when one of them has
+ * a handler without SA_RESTART: the blocking call would have failed with
+ * EINTR for it, so the caller does.  With SA_RESTART the kernel restarts
+ * the call after the handler, and the caller goes on the same way; a
+ * terminating default action ends the process at the end of the pause.
+ * A signal delivered to another thread meanwhile is not this call's.
+ */
+bool th_sig_pause(unsigned ms)
+{
+    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * TH_NS_PER_MS };
+    struct th_sigscope scope;
+    sigset_t pending;
+    bool interrupted = false;
+    int saved_errno = errno;
+
+    th_sig_enter(&scope, NULL);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;                           /* a stop and continue: sleep the rest */
+    if (sigpending(&pending) == 0)
+        for (int sig = 1; sig <= MAX_TRACKED && !interrupted; sig++)
+            interrupted = sigismember(&pending, sig) == 1 &&
+                          sigismember(&scope.orig, sig) == 0 && interrupts_calls(sig);
+    th_sig_leave(&scope);           /* the handlers run here */
+    errno = saved_errno;
+    return interrupted;
+}

@@ -83,6 +83,7 @@ struct th_thread {
     int64_t rested_at;     /* when an exclusive or lock wait or a blocking accept
                               that slept TH_REST_MS or more last returned (bursts) */
     int64_t since_rest;    /* ns from then to the end of the last such wait */
+    int64_t paused_ns;     /* when a blocking accept last paused for a burst */
     bool slept;            /* the last wait slept (false: it found work waiting) */
 };
 extern __thread struct th_thread th_self;
@@ -217,6 +218,8 @@ void th_sig_init(void);                 /* read every disposition (at load) */
 void th_sig_changed(int sig);           /* the program changed one (hook_signal.c) */
 /* A handler of the program could run during a sleep with wait_mask. */
 bool th_sig_handler_deliverable(const sigset_t *wait_mask);
+/* Sleep ms with signals held; true when one delivered after it interrupts a call. */
+bool th_sig_pause(unsigned ms);
 
 /* ---- doorbell.c ----------------------------------------------------- */
 /* A doorbell's address (the random part of its name) and its secret token. */
@@ -416,8 +419,12 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since
 /* A wait that slept this long found an idle server: what wakes it may be a burst. */
 #define TH_REST_MS 2
 bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting, int queued);
+/* A blocking accept back at once: pause TH_YIELD_MS before it? */
+bool th_policy_pauses_accept(unsigned streak, int others_waiting, int queued,
+                             int64_t since_pause_ns);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
-bool th_policy_serves_backlog_unlocked(unsigned streak, bool idle_queued, int queued);
+bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t since_rest_ns,
+                                       bool idle_queued, int queued);
 /* After the holder's wait: keep the lock for the accept that follows? */
 bool th_policy_keeps_lock(bool reported, bool slept);
 #define TH_BUSY_SLEEP_MS 1
@@ -443,11 +450,12 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded);
 /* The lock waits' part: may a busy lock be looked past (lw->look_first)?
    And after the lock wait that began at `start`: the streak goes on? */
 bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
-                             uint64_t took_last);
+                             uint64_t took_last, bool threaded);
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
 /* Around a blocking accept (no wait before it); begin returns its start. */
-int64_t th_burst_accept_begin(struct th_listener *l, int fd);
+/* false: a signal handler without SA_RESTART ran in its pause (EINTR) */
+bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
 void th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
@@ -459,6 +467,7 @@ struct th_lockwait {
     const sigset_t *sigmask;       /* what the sleeps apply */
     int bell;                      /* doorbell to queue with, or -1 (futex) */
     bool look_first;               /* a lock busy: serve what is ready unlocked */
+    bool threaded;                 /* the wait facts': an instance several threads wait on */
     /* the wait path's part */
     void *ctx;
     /* on: leave out of the real wait the listeners that are busy[]; off: undo */

@@ -74,12 +74,30 @@ static void test_refuses_only_in_a_burst(void)
     EXPECT(!th_policy_refuses_more(true, true, 1 * MS));
 }
 
+static void test_lock_waits_queue_only_in_a_burst(void)
+{
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    /* serves_backlog_unlocked(streak, threaded, since_rest, idle_queued, queued) */
+    EXPECT(!th_policy_serves_backlog_unlocked(2, false, 1 * MS, true, 5));  /* queue: the lock spreads it */
+    EXPECT(th_policy_serves_backlog_unlocked(1, false, 1 * MS, true, 5));   /* no streak yet */
+    EXPECT(!th_policy_serves_backlog_unlocked(0, true, 1 * MS, true, 5));   /* threads: no streak needed */
+    EXPECT(th_policy_serves_backlog_unlocked(2, false, 21 * MS, true, 5));  /* saturated: look */
+    EXPECT(th_policy_serves_backlog_unlocked(0, true, 21 * MS, true, 5));
+    EXPECT(th_policy_serves_backlog_unlocked(2, false, 1 * MS, false, 5));  /* nobody idle */
+    EXPECT(th_policy_serves_backlog_unlocked(2, false, 1 * MS, true, 1));   /* one queued */
+    mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
+    EXPECT(th_policy_serves_backlog_unlocked(2, true, 1 * MS, true, 5));    /* lock mode always looks */
+    mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_serves_backlog_unlocked(0, false, INT64_MAX, false, 0)); /* no lock waits */
+}
+
 static const struct tap_case cases[] = {
     { "rotation: only while ahead of idle waiters", test_rotates_only_ahead_of_idle_waiters },
     { "rotation: exclusive and auto modes, fifo balance", test_rotation_belongs_to_fifo_exclusive_modes },
     { "yield: a streak soon after a rest, others idle, a queue", test_yields_only_in_a_burst },
     { "yield: auto mode, fifo balance only", test_yields_only_in_auto_fifo },
     { "refusal: a further accept in a burst, others waiting, auto fifo", test_refuses_only_in_a_burst },
+    { "lock waits: queue instead of looking only in a burst", test_lock_waits_queue_only_in_a_burst },
 };
 
 int main(void)
