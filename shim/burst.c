@@ -44,8 +44,8 @@ static bool yields(const struct th_burst *b, int j)
            th_policy_yields(th_self.streak, th_self.since_rest, others, queued(b->fds[j]));
 }
 
-/* The streak and the rest after an exclusive wait (or blocking accept)
-   that began at `start`; `again`: it re-reported what was just taken. */
+/* After a wait (exclusive, lock, or a blocking accept) that began at
+   `start`: did it rest (policy.c's bursts)?  Returns the time now. */
 static int64_t note_rest(int64_t start)
 {
     int64_t now = th_now_ns();
@@ -56,6 +56,7 @@ static int64_t note_rest(int64_t start)
     return now;
 }
 
+/* ...and the streak: `again`, it re-reported what was just taken, at once. */
 static void after_wait(bool again, int64_t start)
 {
     int64_t now = note_rest(start);
