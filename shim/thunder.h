@@ -80,9 +80,9 @@ struct th_thread {
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
     uint64_t accepted;     /* bit i: ever accepted from listener i (th_accept_gap) */
     unsigned streak;       /* waits in a row that returned at once after an accept */
-    int64_t rested_at;     /* when an exclusive or lock wait or a blocking accept
-                              that slept TH_REST_MS or more last returned (bursts) */
-    int64_t since_rest;    /* ns from then to the end of the last such wait */
+    int64_t since_rest;    /* ns from this process's last rest (a wait that slept
+                              TH_REST_MS or more) to the end of this thread's last
+                              wait (bursts, burst.c) */
     int64_t paused_ns;     /* when a blocking accept last paused for a burst */
     bool slept;            /* the last wait slept (false: it found work waiting) */
 };
