@@ -11,7 +11,8 @@
  * empty queue answers, so that a burst is spread over the workers the
  * kernel woke for it (policy.c says when; counted as "refused").
  * A blocking accept on a blocking listener is already fair and herd-free
- * in the kernel: it is counted, and in a burst may pause first (burst.c).  errno is kept on every path.
+ * in the kernel: it is counted, and in a burst may pause first
+ * (burst.c).  errno is kept on every path.
  * At the fd limit the library gives its own fds back (gave_fds_back).
  */
 #include "thunder.h"
@@ -86,7 +87,8 @@ static bool refused(int fd, struct th_listener *l)
 
     th_waiting_done(l);                   /* at its accept */
     if (!(th_self.took & th_self.refusable & bit) ||
-        !th_policy_refuses_more(true, th_listener_others_wait(l), th_self.since_rest) || th_fd_is_blocking(fd))
+        !th_policy_refuses_more(true, th_listener_others_wait(l), th_self.since_rest) ||
+        th_fd_is_blocking(fd))
         return false;
     TH_COUNT(l, refused, 1);
     errno = EAGAIN;
