@@ -95,6 +95,23 @@ static bool refused(int fd, struct th_listener *l)
     return true;
 }
 
+/* After a successful accept: move this thread's entry behind the idle
+   waiters now, later, or not at all (policy.c). */
+static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap)
+{
+    uint64_t bit = th_listener_bit(l->index);
+    int others = th_waiting_others(l);
+
+    if (th_policy_rotates(th_self.slept, th_self.owed & bit, others, gap)) {
+        th_self.rotated |= bit;
+        th_self.owed &= ~bit;
+        th_mirror_rotate(fd, l);
+        th_epreg_rotate(l, held);       /* before the release: see epreg.c */
+    } else if (th_policy_owes_rotation(th_self.slept, others, gap)) {
+        th_self.owed |= bit;
+    }
+}
+
 static void after_accept(int fd, struct th_listener *l, int result, int err)
 {
     uint64_t bit = th_listener_bit(l->index);
@@ -111,12 +128,8 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
         if (woke)
             TH_COUNT(l, spurious, 1);
     }
-    if (result >= 0 && !(th_self.rotated & bit) &&
-        th_policy_rotates(th_self.slept, th_waiting_others(l), gap)) {
-        th_self.rotated |= bit;
-        th_mirror_rotate(fd, l);
-        th_epreg_rotate(l, held);       /* before the release: see epreg.c */
-    }
+    if (result >= 0 && !(th_self.rotated & bit))
+        rotate_if_due(fd, l, held, gap);
     if (held)
         th_held_release(l);
     errno = err;

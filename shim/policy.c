@@ -121,7 +121,8 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
  * its two system calls are skipped:
  *   - after a wait that did not sleep: it found a connection already
  *     queued (a saturated server: nobody idle to spread to, and nobody
- *     was woken for it), and its place in the queue is unchanged;
+ *     was woken for it), and its place in the queue is unchanged (but
+ *     for a rotation owed by the turn's first take, below);
  *   - when no other thread is in a wait on the listener at this accept
  *     (a program that lets one worker wait at a time, as uWSGI's
  *     --thunder-lock does, or every other worker busy): there is nobody
@@ -131,13 +132,35 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
  *     had its turn, so this one is not ahead of them.  On a light load the
  *     waiters then take two connections each in turn (one rotation per
  *     two accepts); under a heavy one the busy workers fall out of the
- *     kernel's choice by themselves and the rotations stop.
+ *     kernel's choice by themselves and the rotations mostly stop
+ *     (4 workers, 8 clients in a closed loop: 26% of accepts rotated
+ *     before this rule, about 20% with it and the owed rotation below).
  */
-bool th_policy_rotates(bool slept, int others_waiting, uint32_t accept_gap)
+static bool rotation_applies(int others_waiting)
 {
-    return slept && others_waiting > 0 && accept_gap < (uint32_t)others_waiting &&
-           th_cfg.lock.balance == TH_BALANCE_FIFO &&
+    return others_waiting > 0 && th_cfg.lock.balance == TH_BALANCE_FIFO &&
            (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
+}
+
+bool th_policy_rotates(bool slept, bool owed, int others_waiting, uint32_t accept_gap)
+{
+    return (slept || owed) && accept_gap < (uint32_t)others_waiting &&
+           rotation_applies(others_waiting);
+}
+
+/*
+ * The first accept of a worker's turn (it slept, every idle worker may
+ * have had a turn since its last one) does not rotate: the worker stays
+ * first and takes the next connection too.  That second take must rotate
+ * even if its wait did not sleep: with many idle workers the first one
+ * keeps finding the next connection already on its ready list (the
+ * kernel puts it there while passing over the busy first entry to wake
+ * the next), and without the rotation it kept its place (256 workers,
+ * 10 connections each: Jain 0.97; with it 0.999).
+ */
+bool th_policy_owes_rotation(bool slept, int others_waiting, uint32_t accept_gap)
+{
+    return slept && accept_gap >= (uint32_t)others_waiting && rotation_applies(others_waiting);
 }
 
 /*

@@ -79,6 +79,7 @@ struct th_thread {
                               triggered: the next one reports a connection left queued */
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
     uint64_t accepted;     /* bit i: ever accepted from listener i (th_accept_gap) */
+    uint64_t owed;         /* bit i: the next accept of listener i rotates (policy.c) */
     unsigned streak;       /* waits in a row that returned at once after an accept */
     int64_t since_rest;    /* ns from this process's last rest (a wait that slept
                               TH_REST_MS or more) to the end of this thread's last
@@ -411,7 +412,9 @@ struct th_plan th_policy_wait(const struct th_wait_facts *f);
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
-bool th_policy_rotates(bool slept, int others_waiting, uint32_t accept_gap);
+bool th_policy_rotates(bool slept, bool owed, int others_waiting, uint32_t accept_gap);
+/* ...or leaves it to this thread's next accept of the listener? */
+bool th_policy_owes_rotation(bool slept, int others_waiting, uint32_t accept_gap);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
 bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_rest_ns);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
