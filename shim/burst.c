@@ -178,11 +178,10 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
                          uint64_t reported, int64_t start)
 {
     bool again = false;
-    int64_t took_ns = note_rest(start) - start;
 
     for (int j = 0; j < k; j++)
         again = again || ((reported & (1ull << j)) && (took_last & th_listener_bit(ls[j]->index)));
-    th_self.streak = again && took_ns < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    after_wait(again, start);
 }
 
 /*
@@ -201,17 +200,18 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
 {
     int others = th_waiting_others(l);
-    int64_t since = th_now_ns() - th_self.paused_ns;
+    int64_t now = th_now_ns(), since = now - th_self.paused_ns;
 
     if (th_policy_pauses_accept(th_self.streak, others, INT32_MAX, since) &&
         th_policy_pauses_accept(th_self.streak, others, queued(fd), since)) {
         th_count_yield(l);
-        th_self.paused_ns = th_now_ns();
+        th_self.paused_ns = now;
         if (th_sig_pause(TH_YIELD_MS))
             return false;
+        now = th_now_ns();
     }
     th_waiting_count(l);
-    *start = th_now_ns();
+    *start = now;
     return true;
 }
 

@@ -109,10 +109,15 @@ bool th_exclusive_allows(uint32_t epoll_events)
     return (epoll_events & ~(uint32_t)EXCLUSIVE_OK) == 0;
 }
 
+/* The modes that use the exclusive mechanism (injection and rotation). */
+static bool exclusive_modes(void)
+{
+    return th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO;
+}
+
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
 {
-    return instance_is_ours && th_exclusive_allows(epoll_events) &&
-           (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
+    return instance_is_ours && th_exclusive_allows(epoll_events) && exclusive_modes();
 }
 
 /*
@@ -138,8 +143,7 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events)
  */
 static bool rotation_applies(int others_waiting)
 {
-    return others_waiting > 0 && th_cfg.lock.balance == TH_BALANCE_FIFO &&
-           (th_cfg.mode == TH_MODE_EXCLUSIVE || th_cfg.mode == TH_MODE_AUTO);
+    return others_waiting > 0 && th_cfg.lock.balance == TH_BALANCE_FIFO && exclusive_modes();
 }
 
 bool th_policy_rotates(bool slept, bool owed, int others_waiting, uint32_t accept_gap)

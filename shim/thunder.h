@@ -456,8 +456,8 @@ bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int 
                              uint64_t took_last, bool threaded);
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
-/* Around a blocking accept (no wait before it); begin returns its start. */
-/* false: a signal handler without SA_RESTART ran in its pause (EINTR) */
+/* Around a blocking accept (no wait before it); begin sets its *start, and
+   returns false when a handler without SA_RESTART ran in its pause (EINTR). */
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
 void th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
 
