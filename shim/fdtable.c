@@ -30,6 +30,7 @@ static _Atomic uint8_t listener_index[CACHED_FDS];
 _Static_assert(TH_MAX_LISTENERS <= 256, "listener_index holds a table index in a byte");
 static _Atomic int highest_listener_fd = -1;   /* bounds the scan below */
 static _Atomic uint32_t doorbells_forgotten;    /* see th_fd_doorbells_forgotten */
+static _Atomic uint16_t generation_of[CACHED_FDS]; /* see th_fd_generation */
 
 static uint16_t port_of(int fd)
 {
@@ -114,6 +115,7 @@ static void set_kind(int fd, enum fd_kind kind)
 {
     if (fd < 0 || fd >= CACHED_FDS)
         return;
+    atomic_fetch_add_explicit(&generation_of[fd], 1, memory_order_relaxed);
     if (atomic_exchange_explicit(&kind_of[fd], kind, memory_order_relaxed) == KIND_DOORBELL)
         atomic_fetch_add(&doorbells_forgotten, 1);
 }
@@ -141,6 +143,20 @@ void th_fd_mark_doorbell(int fd)
 uint32_t th_fd_doorbells_forgotten(void)
 {
     return atomic_load_explicit(&doorbells_forgotten, memory_order_acquire);
+}
+
+/*
+ * A number's generation changes each time any thread closes, dups onto or
+ * marks it, so a thread that registered the number earlier can tell, with
+ * one load, whether it still means the same file.  False for numbers
+ * beyond the cache: those cannot be told apart.
+ */
+bool th_fd_generation(int fd, uint16_t *generation)
+{
+    if (fd < 0 || fd >= CACHED_FDS)
+        return false;
+    *generation = atomic_load_explicit(&generation_of[fd], memory_order_relaxed);
+    return true;
 }
 
 bool th_fd_is_doorbell(int fd)

@@ -6,13 +6,17 @@
  * mirroring the set it polls: the listeners registered with EPOLLEXCLUSIVE,
  * every other fd plain (level-triggered).  The thread sleeps in that
  * instance, so one connection wakes one thread; the answer handed back to
- * the program always comes from a real poll(…, 0) on the program's own
- * array, so the mirror only decides *when* to wake, never *what* is ready.
- * That keeps poll's semantics exact for regular files (always ready),
- * closed fds (POLLNVAL) and fds the mirror has not caught up with: those
- * are checked with a real poll(…, 0) before sleeping.
+ * the program comes from a real poll(…, 0) on the program's own array,
+ * unless only listeners woke the thread (answer_from_events).  A set epoll
+ * cannot hold exactly (a regular file, a closed fd, the same listener
+ * twice) is not mirrored at all: it falls back (policy.c).
  *
- * The mirror is updated only by the difference from the previous call.  A
+ * The mirror is updated only by the difference from the previous call.  An
+ * entry is trusted while its number's generation (fdtable.c) is unchanged,
+ * that is while no thread has closed or reused the number through the
+ * hooks.  A set with an fd beyond that table is checked with a real
+ * poll(…, 0) before each sleep instead, which catches what is ready now
+ * but not a registration lost to a reuse the hooks did not see.  A
  * private instance must be created in the process that waits: an instance
  * inherited over fork is shared, so after fork the child starts afresh.
  * After each accept the listener entry is re-added (rotation, see
@@ -30,6 +34,7 @@
 
 struct entry {
     int fd;
+    uint16_t generation;           /* the number's, when registered (fdtable.c) */
     uint32_t events;               /* as registered in the epoll instance */
     bool exclusive;
     bool seen;                     /* present in the current call's set */
@@ -40,6 +45,7 @@ struct mirror {
     pid_t pid;
     int n;
     int spurious_run;
+    bool untracked;                /* the set has an fd whose reuse we cannot see */
     struct entry ent[MIRROR_MAX];
 };
 
@@ -100,9 +106,16 @@ static struct entry *find(struct mirror *m, int fd)
     return NULL;
 }
 
+/* An event carries the fd and its generation: one from a stale registration
+   (a file still open elsewhere) is not taken for the number's new file. */
+static uint64_t tag(const struct entry *e)
+{
+    return (uint32_t)e->fd | (uint64_t)e->generation << 32;
+}
+
 static int ctl(struct mirror *m, int op, struct entry *e)
 {
-    struct epoll_event ev = { .events = e->events, .data.fd = e->fd };
+    struct epoll_event ev = { .events = e->events, .data.u64 = tag(e) };
 
     if (e->exclusive)
         ev.events |= EPOLLEXCLUSIVE;
@@ -113,6 +126,8 @@ static int ctl(struct mirror *m, int op, struct entry *e)
 static bool sync_one(struct mirror *m, int fd, uint32_t events, bool exclusive)
 {
     struct entry *e = find(m, fd);
+    uint16_t generation = 0;
+    bool tracked = th_fd_generation(fd, &generation);
 
     if (e && e->seen) {                       /* the same fd twice in one set */
         if (e->exclusive || exclusive)
@@ -120,7 +135,8 @@ static bool sync_one(struct mirror *m, int fd, uint32_t events, bool exclusive)
         e->events |= events;
         return ctl(m, EPOLL_CTL_MOD, e) == 0;
     }
-    if (e && e->events == events && e->exclusive == exclusive) {
+    m->untracked |= !tracked;
+    if (e && e->events == events && e->exclusive == exclusive && e->generation == generation) {
         e->seen = true;
         return true;
     }
@@ -131,7 +147,8 @@ static bool sync_one(struct mirror *m, int fd, uint32_t events, bool exclusive)
     if (m->n == MIRROR_MAX)
         return false;
     e = &m->ent[m->n];
-    *e = (struct entry){ .fd = fd, .events = events, .exclusive = exclusive, .seen = true };
+    *e = (struct entry){ .fd = fd, .generation = generation, .events = events,
+                         .exclusive = exclusive, .seen = true };
     if (ctl(m, EPOLL_CTL_ADD, e) < 0) {
         if (errno != EEXIST)
             return false;
@@ -148,6 +165,7 @@ static bool sync_set(struct mirror *m, const struct pollfd *fds, nfds_t n)
 {
     for (int i = 0; i < m->n; i++)
         m->ent[i].seen = false;
+    m->untracked = false;
     for (nfds_t i = 0; i < n; i++) {
         uint32_t events = (uint32_t)(fds[i].events & POLL_BITS);
         bool listener;
@@ -181,8 +199,7 @@ static int poll_now(struct pollfd *fds, nfds_t n)
 }
 
 /*
- * Is anything but a listener ready already (a regular file, POLLNVAL, data
- * that arrived while the program was busy)?  The listeners are left out:
+ * Is anything but a listener ready already?  The listeners are left out:
  * the kernel has already picked the next idle waiter for a pending
  * connection, and a worker coming back must not jump that queue.
  */
@@ -208,6 +225,37 @@ static int others_ready_now(struct mirror *m, struct pollfd *fds, nfds_t n)
         fds[i].fd = saved[i];
     }
     return r;
+}
+
+/*
+ * The events themselves are the answer when only listeners woke this
+ * thread with a connection each, and fewer events came than the buffer
+ * holds: epoll_wait then went through the whole ready list, re-asking
+ * each entry as poll would, and a ready non-listener would be among them.
+ * That saves the poll(…, 0) after most wake-ups.  Anything else (another
+ * fd, an error or hang-up, a full buffer) is answered from the program's
+ * array.  -1: not answered.
+ */
+static int answer_from_events(struct mirror *m, const struct epoll_event *evs, int r,
+                              int max, struct pollfd *fds, nfds_t n)
+{
+    int ready = 0;
+
+    if (r >= max)
+        return -1;
+    for (int j = 0; j < r; j++) {
+        struct entry *e = find(m, (int)(uint32_t)evs[j].data.u64);
+        if (e == NULL || !e->exclusive || evs[j].events != EPOLLIN || evs[j].data.u64 != tag(e))
+            return -1;
+    }
+    for (nfds_t i = 0; i < n; i++) {
+        fds[i].revents = 0;
+        for (int j = 0; j < r && fds[i].fd >= 0; j++)
+            if ((int)(uint32_t)evs[j].data.u64 == fds[i].fd)
+                fds[i].revents = fds[i].events & (POLLIN | POLLRDNORM);
+        ready += fds[i].revents != 0;
+    }
+    return ready;
 }
 
 /*
@@ -253,7 +301,7 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
         return 0;
     if (!synced(&m, fds, n))
         return 0;
-    if ((*ret = others_ready_now(m, fds, n)) != 0)
+    if (m->untracked && (*ret = others_ready_now(m, fds, n)) != 0)
         return 1;
     for (;;) {
         int64_t start;
@@ -272,8 +320,10 @@ int th_mirror_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
             *ret = r;                           /* timeout, or -1 with errno */
             return 1;
         }
-        /* the mirror says when; the program's own array says what */
-        if ((*ret = poll_now(fds, n)) != 0) {
+        /* the mirror says when; the events or the program's array say what */
+        if ((*ret = answer_from_events(m, evs, r, TH_ARRAY_LEN(evs), fds, n)) < 0)
+            *ret = poll_now(fds, n);
+        if (*ret != 0) {
             m->spurious_run = 0;
             return 1;
         }

@@ -305,6 +305,7 @@ void th_fd_forget(int fd);
 void th_fd_mark_connected(int fd);     /* accept's result: never a listener */
 void th_fd_mark_epoll(int fd);
 void th_fd_mark_doorbell(int fd);
+bool th_fd_generation(int fd, uint16_t *generation);  /* false: untracked */
 bool th_fd_is_doorbell(int fd);
 uint32_t th_fd_doorbells_forgotten(void);
 bool th_fd_is_epoll(int fd);
