@@ -7,6 +7,10 @@
  * instances, and in practice always the first idle one in the wait
  * queue: the herd is gone, but the first registered worker takes nearly
  * every connection.
+ *
+ * -R N: like nginx (ngx_reorder_accept_events), delete and re-add the
+ * listener every N accepts of a worker, which moves the worker's entry to
+ * the tail of the wait queue: the program's own rotation.
  */
 #include "common.h"
 
@@ -14,18 +18,51 @@
 
 #define MAX_EVENTS 64
 
-static void wait_with_exclusive_epoll(int listener, void *unused)
+static int readd_every;            /* -R: accepts between re-adds; 0: never */
+
+static bool take_option(int letter, const char *arg)
 {
-    (void)unused;
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0)
-        die("epoll_create1");
+    char *end;
+    long n = strtol(arg, &end, 10);
+
+    if (letter != 'R' || *end != '\0' || n < 1 || n > 1000000)
+        return false;
+    readd_every = (int)n;
+    return true;
+}
+
+static const struct extra_options excl_options = {
+    .letters = "R:", .usage = "[-R ACCEPTS_BETWEEN_READDS]", .take = take_option,
+};
+
+static void add_listener(int ep, int listener)
+{
     struct epoll_event watch = {
         .events = EPOLLIN | EPOLLEXCLUSIVE,
         .data.fd = listener,
     };
     if (epoll_ctl(ep, EPOLL_CTL_ADD, listener, &watch) < 0)
         die("epoll_ctl(ADD listener, EPOLLEXCLUSIVE)");
+}
+
+/* nginx's way to move this worker behind the others */
+static void readd_if_due(int ep, int listener, unsigned long accepted)
+{
+    if (readd_every == 0 || accepted % (unsigned long)readd_every != 0)
+        return;
+    if (epoll_ctl(ep, EPOLL_CTL_DEL, listener, NULL) < 0)
+        die("epoll_ctl(DEL listener)");
+    add_listener(ep, listener);
+}
+
+static void wait_with_exclusive_epoll(int listener, void *unused)
+{
+    (void)unused;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    unsigned long accepted = 0;
+    if (ep < 0)
+        die("epoll_create1");
+    add_listener(ep, listener);
 
     struct epoll_event events[MAX_EVENTS];
     while (!stop_requested) {
@@ -44,13 +81,14 @@ static void wait_with_exclusive_epoll(int listener, void *unused)
                 continue;
             }
             answer_with_pid_and_close(client);
+            readd_if_due(ep, listener, ++accepted);
         }
     }
 }
 
 int main(int argc, char **argv)
 {
-    struct server_options opt = parse_options(argc, argv, 1);
+    struct server_options opt = parse_options_with(argc, argv, 1, &excl_options);
     int listener = open_listener(&opt, LISTENER_NONBLOCKING);
     return run_master(&opt, listener, wait_with_exclusive_epoll, NULL);
 }

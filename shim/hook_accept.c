@@ -101,13 +101,14 @@ static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap
 {
     uint64_t bit = th_listener_bit(l->index);
     int others = th_waiting_others(l);
+    bool program_rotates = th_epreg_rotated_by_program(l);
 
-    if (th_policy_rotates(th_self.slept, th_self.owed & bit, others, gap)) {
+    if (th_policy_rotates(th_self.slept, th_self.owed & bit, others, gap, program_rotates)) {
         th_self.rotated |= bit;
         th_self.owed &= ~bit;
         th_mirror_rotate(fd, l);
         th_epreg_rotate(l, held);       /* before the release: see epreg.c */
-    } else if (th_policy_owes_rotation(th_self.slept, others, gap)) {
+    } else if (th_policy_owes_rotation(th_self.slept, others, gap, program_rotates)) {
         th_self.owed |= bit;
     }
 }

@@ -160,6 +160,16 @@ void th_count(struct th_listener *l, size_t field_offset, uint64_t n)
                               memory_order_relaxed);
 }
 
+/* This process's successful accepts on l so far (0 without a segment). */
+uint64_t th_listener_accepts(struct th_listener *l)
+{
+    struct th_proc_stats *stats;
+
+    if (th_listener_seg(l) == NULL || (stats = my_stats(l)) == NULL)
+        return 0;
+    return atomic_load_explicit(&stats->accepts, memory_order_relaxed);
+}
+
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const char *why)
 {
     struct th_proc_stats *stats;

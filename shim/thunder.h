@@ -269,6 +269,7 @@ struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port);
 struct th_seg *th_listener_seg(struct th_listener *l);
 /* Count an event for this process (no-op when there is no segment). */
 void th_count(struct th_listener *l, size_t field_offset, uint64_t n);
+uint64_t th_listener_accepts(struct th_listener *l);   /* this process's */
 #define TH_COUNT(l, field, n) th_count((l), offsetof(struct th_proc_stats, field), (n))
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s,
                               const char *why);
@@ -413,9 +414,11 @@ struct th_plan th_policy_wait(const struct th_wait_facts *f);
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
 bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
-bool th_policy_rotates(bool slept, bool owed, int others_waiting, uint32_t accept_gap);
+bool th_policy_rotates(bool slept, bool owed, int others_waiting, uint32_t accept_gap,
+                       bool program_rotates);
 /* ...or leaves it to this thread's next accept of the listener? */
-bool th_policy_owes_rotation(bool slept, int others_waiting, uint32_t accept_gap);
+bool th_policy_owes_rotation(bool slept, int others_waiting, uint32_t accept_gap,
+                             bool program_rotates);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
 bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_rest_ns);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
@@ -517,6 +520,8 @@ void th_epreg_created(int epfd);
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 bool th_epreg_has_listener(int epfd);
 void th_epreg_rotate(struct th_listener *l, bool holder);
+/* Has the program re-added its own exclusive entry for l lately (nginx)? */
+bool th_epreg_rotated_by_program(struct th_listener *l);
 void th_epreg_forget_fd(int fd);
 void th_epreg_prepare_fork(void);
 void th_epreg_parent_fork(void);

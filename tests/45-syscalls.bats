@@ -11,7 +11,8 @@
 #     in turn), no look at the program's own array when a listener woke
 #     the mirror (poll or select, with another fd in the set or not),
 #     and no rt_sigprocmask, gettid, getsockopt or fstat;
-#   - a program that sets EPOLLEXCLUSIVE itself keeps epoll_wait;
+#   - a program that sets EPOLLEXCLUSIVE itself keeps epoll_wait, and one
+#     that also rotates its own entry (nginx) keeps that job;
 #   - no rotation when no other thread waits on the listener.
 
 load helpers
@@ -54,14 +55,14 @@ waitloop_calls() {
                             fail "$extra extra system calls for 1200 waits that hold no listener"; }
 }
 
-# serve NAME MODE [WORKERS]: CONNS sequential connections to
+# serve NAME MODE [WORKERS [ARG...]]: CONNS sequential connections to
 # examples/NAME (2 workers) with strace -c -f on the workers; per-name
 # counts in $SC.
 serve() {
     local name=$1 mode=$2 pid n attached=0 tracer
     local -a attach=()
     SC=$BATS_TEST_TMPDIR/$name.$mode
-    start_example "$name" "${3:-2}" "THUNDER_MODE=$mode"
+    start_example "$name" "${3:-2}" "THUNDER_MODE=$mode" "${@:4}"
     for pid in ${WORKERS//,/ }; do attach+=(-p "$pid"); n=$((n + 1)); done
     strace -f -c -o "$SC.raw" "${attach[@]}" 2>"$SC.err" &
     tracer=$!
@@ -112,6 +113,15 @@ total_at_most() {
     at_most epoll_ctl 1.1
     at_most accept4 1.1
     total_at_most 5.3
+}
+
+@test "a program that rotates its own exclusive entry (ex_epoll_excl -R 16, as nginx): the rotation is left to it" {
+    serve ex_epoll_excl auto 2 -R 16
+    none_of_the_removed
+    # the program's DEL + ADD every 16 accepts of a worker (0.12), and ours
+    # only until its first re-add; with ours after every turn: 1.1
+    at_most epoll_ctl 0.6
+    at_most epoll_wait 1.1
 }
 
 @test "a worker alone in a wait on its listener (ex_epoll_excl, auto, 1 worker): no rotation, no epoll_ctl" {

@@ -19,29 +19,32 @@ static void mode(enum th_mode m, enum th_balance b)
 static void test_rotates_only_ahead_of_idle_waiters(void)
 {
     mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
-    EXPECT(th_policy_rotates(true, false, 3, 0));          /* took two in a row */
-    EXPECT(th_policy_rotates(true, false, 3, 2));          /* one idle waiter had none since */
-    EXPECT(!th_policy_rotates(true, false, 3, 3));         /* every idle one may have had its turn */
-    EXPECT(!th_policy_rotates(true, false, 3, UINT32_MAX)); /* first accept of this thread */
-    EXPECT(!th_policy_rotates(false, false, 3, 0));        /* did not sleep: saturated */
-    EXPECT(!th_policy_rotates(true, false, 0, 0));         /* nobody to go behind */
-    EXPECT(th_policy_rotates(false, true, 3, 0));          /* owed by the turn's first take */
-    EXPECT(!th_policy_rotates(false, true, 3, 3));
-    EXPECT(th_policy_owes_rotation(true, 3, 3));           /* a turn's first take */
-    EXPECT(!th_policy_owes_rotation(false, 3, 3));
-    EXPECT(!th_policy_owes_rotation(true, 3, 2));          /* it rotates at once instead */
+    EXPECT(th_policy_rotates(true, false, 3, 0, false));          /* took two in a row */
+    EXPECT(th_policy_rotates(true, false, 3, 2, false));          /* one idle waiter had none since */
+    EXPECT(!th_policy_rotates(true, false, 3, 3, false));         /* every idle one may have had its turn */
+    EXPECT(!th_policy_rotates(true, false, 3, UINT32_MAX, false)); /* first accept of this thread */
+    EXPECT(!th_policy_rotates(false, false, 3, 0, false));        /* did not sleep: saturated */
+    EXPECT(!th_policy_rotates(true, false, 0, 0, false));         /* nobody to go behind */
+    EXPECT(th_policy_rotates(false, true, 3, 0, false));          /* owed by the turn's first take */
+    EXPECT(!th_policy_rotates(false, true, 3, 3, false));
+    EXPECT(th_policy_owes_rotation(true, 3, 3, false));           /* a turn's first take */
+    EXPECT(!th_policy_owes_rotation(false, 3, 3, false));
+    EXPECT(!th_policy_owes_rotation(true, 3, 2, false));          /* it rotates at once instead */
+    EXPECT(!th_policy_rotates(true, false, 3, 0, true));          /* the program rotates (nginx) */
+    EXPECT(!th_policy_rotates(false, true, 3, 0, true));
+    EXPECT(!th_policy_owes_rotation(true, 3, 3, true));
 }
 
 static void test_rotation_belongs_to_fifo_exclusive_modes(void)
 {
     mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
-    EXPECT(th_policy_rotates(true, false, 3, 0));
+    EXPECT(th_policy_rotates(true, false, 3, 0, false));
     mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
-    EXPECT(!th_policy_rotates(true, false, 3, 0));
+    EXPECT(!th_policy_rotates(true, false, 3, 0, false));
     mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
-    EXPECT(!th_policy_rotates(true, false, 3, 0));
+    EXPECT(!th_policy_rotates(true, false, 3, 0, false));
     mode(TH_MODE_OBSERVE, TH_BALANCE_FIFO);
-    EXPECT(!th_policy_rotates(true, false, 3, 0));
+    EXPECT(!th_policy_rotates(true, false, 3, 0, false));
 }
 
 static void test_yields_only_in_a_burst(void)
