@@ -182,11 +182,11 @@ bool th_fd_is_listener(int fd)
            atomic_load_explicit(&kind_of[fd], memory_order_relaxed) == KIND_LISTENER;
 }
 
-bool th_fd_is_blocking(int fd)
+int th_fd_blocking(int fd)
 {
     int saved_errno = errno;
-    int flags = fcntl(fd, F_GETFL);
+    int flags = real_fcntl(fd, F_GETFL);
 
     errno = saved_errno;
-    return flags >= 0 && !(flags & O_NONBLOCK);
+    return flags < 0 ? -1 : !(flags & O_NONBLOCK);
 }

@@ -53,7 +53,7 @@ static void before_accept(int fd, struct th_listener *l)
         jitter();
     /* once, and only for a program that accepts without a wait first
        (l->logged holds the strategies already reported for this listener) */
-    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && th_fd_is_blocking(fd)) {
+    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && th_listener_blocks(l, fd)) {
         atomic_fetch_or(&l->logged, BLOCKING_SEEN);
         th_listener_set_strategy(l, TH_STRAT_PASS,
                                  "blocking accept: the kernel already wakes one, in order");
@@ -88,7 +88,7 @@ static bool refused(int fd, struct th_listener *l)
     th_waiting_done(l);                   /* at its accept */
     if (!(th_self.took & th_self.refusable & bit) ||
         !th_policy_refuses_more(true, th_listener_others_wait(l), th_self.since_rest) ||
-        th_fd_is_blocking(fd))
+        th_listener_blocks(l, fd))
         return false;
     TH_COUNT(l, refused, 1);
     errno = EAGAIN;

@@ -17,6 +17,8 @@
 
 #define TH_MAX_MAPPED 256
 
+enum { BLOCKING_UNKNOWN, BLOCKING_YES, BLOCKING_NO };   /* th_listener.blocking */
+
 static struct th_listener table[TH_MAX_LISTENERS];
 static _Atomic int count;          /* entries ever used; inode 0 = recycled */
 static int mapped;                 /* segments mapped by this process, ever */
@@ -68,6 +70,7 @@ struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port)
         l->stats = NULL;
         atomic_store(&l->stats_pid, 0);
         atomic_store(&l->logged, 0);
+        atomic_store(&l->blocking, BLOCKING_UNKNOWN);
         atomic_store(&l->attach_state, 0);
         atomic_store(&l->others_checked_ns, 0);
         atomic_store(&l->others_waits, 0);
@@ -158,6 +161,33 @@ void th_count(struct th_listener *l, size_t field_offset, uint64_t n)
         return;
     atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)stats + field_offset), n,
                               memory_order_relaxed);
+}
+
+/*
+ * O_NONBLOCK belongs to the open file, which every fd of the listener
+ * (dups, and the same socket in other processes) shares; it is asked once
+ * and kept until the program sets it again through an fd known as this
+ * listener (hook_flags.c).  A change made by another process sharing the
+ * socket, or through a number the shim never saw as the listener, is not
+ * seen: the program itself would then see the same stale state.
+ */
+bool th_listener_blocks(struct th_listener *l, int fd)
+{
+    uint8_t known = atomic_load_explicit(&l->blocking, memory_order_relaxed);
+    int now;
+
+    if (known != BLOCKING_UNKNOWN)
+        return known == BLOCKING_YES;
+    now = th_fd_blocking(fd);
+    if (now >= 0)
+        atomic_store_explicit(&l->blocking, now ? BLOCKING_YES : BLOCKING_NO,
+                              memory_order_relaxed);
+    return now == 1;
+}
+
+void th_listener_forget_blocking(struct th_listener *l)
+{
+    atomic_store_explicit(&l->blocking, BLOCKING_UNKNOWN, memory_order_relaxed);
 }
 
 /* This process's successful accepts on l so far (0 without a segment). */

@@ -253,7 +253,7 @@ static int lock_socket(uint64_t inode)
     int fd = socket_fd(inode);
 
     for (int ms = 0; fd >= 0 && ms < TH_SEG_GUARD_TIMEOUT_S * 1000; ms++) {
-        if (fcntl(fd, F_SETLK, &fl) == 0)
+        if (real_fcntl(fd, F_SETLK, &fl) == 0)
             return fd;
         if (errno != EAGAIN && errno != EACCES)
             break;
@@ -267,7 +267,7 @@ static void unlock_socket(int fd)
     struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_len = 1 };
 
     if (fd >= 0)
-        fcntl(fd, F_SETLK, &fl);
+        real_fcntl(fd, F_SETLK, &fl);
 }
 
 /*

@@ -120,3 +120,15 @@ spread() {
     all_burst_answered
     le "$(lg max_us)" "$SLOWEST_US" || fail "a connection waited $(lg max_us) us"
 }
+
+@test "a listener set back to blocking (F_SETFL, FIONBIO) is never refused with EAGAIN" {
+    local how
+    for how in fcntl ioctl; do
+        run env LD_PRELOAD="$THUNDER_LIB" THUNDER_MODE=auto "$(prog flipblock)" "$how" 20
+        echo "$how: $output"
+        [ "$status" -eq 0 ]
+        # the rounds do reach the refusal while the listener does not block
+        [[ $output =~ refused-while-nonblocking\ ([0-9]+) ]]
+        [ "${BASH_REMATCH[1]}" -ge 5 ]
+    done
+}

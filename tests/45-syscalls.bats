@@ -154,7 +154,9 @@ total_at_most() {
     total_at_most 5.3
 }
 
-@test "accepted sockets in an event loop (ex_evloop, auto): never classified with getsockopt" {
+@test "accepted sockets in an event loop (ex_evloop, auto): never classified with getsockopt; a refused accept asks no fcntl" {
     serve ex_evloop auto
     none_of_the_removed
+    # whether the listener blocks is asked once per process, not per refusal
+    at_most fcntl 0.05
 }

@@ -1,0 +1,74 @@
+/*
+ * fcntl, fcntl64 and ioctl: passed through untouched, and only watched for
+ * a change of a listener's O_NONBLOCK (F_SETFL, FIONBIO).  A further
+ * accept of a wake-up may be refused only on a listener that does not
+ * block (hook_accept.c); listener.c asks that once and keeps the answer
+ * until the program changes it here, so a refusal costs no fcntl of its
+ * own.  Only fds already known as listeners are looked at: no system call
+ * is added, and a program that sets O_NONBLOCK on every new socket pays an
+ * array lookup.  The optional argument is read and passed on as the
+ * pointer-sized value libc's own wrappers read.
+ */
+#undef _FILE_OFFSET_BITS   /* define fcntl itself, not a redirect to fcntl64 */
+#include "thunder.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/ioctl.h>
+
+static void nonblocking_may_change(int fd)
+{
+    struct th_listener *l;
+
+    if (th_cfg.mode != TH_MODE_OFF && th_fd_is_listener(fd) && (l = th_fd_listener(fd)) != NULL)
+        th_listener_forget_blocking(l);
+}
+
+TH_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    void *arg;
+    int r;
+
+    va_start(ap, cmd);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    th_resolve();
+    r = real_fcntl(fd, cmd, arg);
+    if (r == 0 && cmd == F_SETFL)
+        nonblocking_may_change(fd);
+    return r;
+}
+
+/* glibc >= 2.28 routes fcntl here for programs built with 64-bit offsets. */
+TH_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    void *arg;
+    int r;
+
+    va_start(ap, cmd);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    th_resolve();
+    r = real_fcntl64 ? real_fcntl64(fd, cmd, arg) : real_fcntl(fd, cmd, arg);
+    if (r == 0 && cmd == F_SETFL)
+        nonblocking_may_change(fd);
+    return r;
+}
+
+TH_EXPORT int ioctl(int fd, unsigned long request, ...)
+{
+    va_list ap;
+    void *arg;
+    int r;
+
+    va_start(ap, request);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    th_resolve();
+    r = real_ioctl(fd, request, arg);
+    if (r == 0 && request == FIONBIO)
+        nonblocking_may_change(fd);
+    return r;
+}
