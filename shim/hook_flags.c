@@ -1,6 +1,7 @@
 /*
  * fcntl, fcntl64 and ioctl: passed through untouched, and only watched for
- * a change of a listener's O_NONBLOCK (F_SETFL, FIONBIO).  A further
+ * a change of a listener's O_NONBLOCK (F_SETFL, FIONBIO), and, as dup()
+ * is (hook_fd.c), for the new number F_DUPFD returns.  A further
  * accept of a wake-up may be refused only on a listener that does not
  * block (hook_accept.c); listener.c asks that once and keeps the answer
  * until the program changes it here, so a refusal costs no fcntl of its
@@ -24,6 +25,17 @@ static void nonblocking_may_change(int fd)
         th_listener_forget_blocking(l);
 }
 
+/* After a successful fcntl: what it changed that the shim keeps. */
+static void fcntl_done(int fd, int cmd, int r)
+{
+    if (r < 0 || th_cfg.mode == TH_MODE_OFF)
+        return;
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+        th_fd_forget(r);
+    else if (cmd == F_SETFL)
+        nonblocking_may_change(fd);
+}
+
 TH_EXPORT int fcntl(int fd, int cmd, ...)
 {
     va_list ap;
@@ -35,8 +47,7 @@ TH_EXPORT int fcntl(int fd, int cmd, ...)
     va_end(ap);
     th_resolve();
     r = real_fcntl(fd, cmd, arg);
-    if (r == 0 && cmd == F_SETFL)
-        nonblocking_may_change(fd);
+    fcntl_done(fd, cmd, r);
     return r;
 }
 
@@ -52,8 +63,7 @@ TH_EXPORT int fcntl64(int fd, int cmd, ...)
     va_end(ap);
     th_resolve();
     r = real_fcntl64 ? real_fcntl64(fd, cmd, arg) : real_fcntl(fd, cmd, arg);
-    if (r == 0 && cmd == F_SETFL)
-        nonblocking_may_change(fd);
+    fcntl_done(fd, cmd, r);
     return r;
 }
 
