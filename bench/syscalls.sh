@@ -26,6 +26,8 @@
 # bench/results/syscalls.csv, and the summary table into bench/RESULTS.md
 # between the "syscalls" markers (unless --no-write).  --quick: 200
 # connections, ex_poll, ex_epoll, ex_epoll_excl and nginx only.
+# SYSCALLS_STYLES narrows the examples (with --no-peers --no-write and
+# BENCH_LIB: an A/B of two builds).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -46,7 +48,7 @@ done
 CONNS=${SYSCALLS_CONNS:-500}
 GAP_US=${SYSCALLS_GAP_US:-200}
 WORKERS=${SYSCALLS_WORKERS:-4}
-STYLES="ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept"
+STYLES=${SYSCALLS_STYLES:-ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept}
 PEERS="nginx nginx-accept-mutex apache-prefork uwsgi uwsgi-thunder-lock"
 if [ "$quick" = 1 ]; then
     CONNS=200 STYLES="ex_poll ex_epoll ex_epoll_excl" PEERS=nginx write=0

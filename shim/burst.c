@@ -152,26 +152,45 @@ void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded)
  * same: lock waits in a row that returned at once a listener this thread
  * had just taken a connection from.
  */
-bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
-                             uint64_t took_last, bool threaded)
+/* Would policy.c have listener j looked past with `waiting` in its queue? */
+static bool serves_unlocked(struct th_listener *l, uint64_t took_last, bool threaded,
+                            int waiting)
 {
+    struct th_seg *seg = th_listener_seg(l);
+    bool idle;
+
+    if (seg == NULL || !(took_last & th_listener_bit(l->index)))
+        return true;
+    /* queued on the lock, or in an exclusive wait (a mixed group) */
+    idle = !th_lock_queue_short(seg) || th_waiting_others(l) > 0;
+    return th_policy_serves_backlog_unlocked(th_self.streak, threaded, th_self.since_rest, idle,
+                                             waiting);
+}
+
+/*
+ * The listen queue's length decides last and costs a system call, so it
+ * is asked only after the look found the listener ready: a steady load's
+ * look finds nothing and asks nothing.
+ */
+bool th_burst_looks_unlocked(struct th_listener *const *ls, int k, uint64_t took_last,
+                             bool threaded, bool *then_check)
+{
+    *then_check = false;
     if (!th_policy_serves_backlog_unlocked(0, threaded, INT64_MAX, false, 0))
         return false;                   /* lock waits never look in this mode */
-    for (int j = 0; j < k; j++) {
-        struct th_seg *seg = th_listener_seg(ls[j]);
-        bool idle;
-
-        if (seg == NULL || !(took_last & th_listener_bit(ls[j]->index)))
-            continue;
-        /* queued on the lock, or in an exclusive wait (a mixed group) */
-        idle = !th_lock_queue_short(seg) || th_waiting_others(ls[j]) > 0;
-        if (!th_policy_serves_backlog_unlocked(th_self.streak, threaded, th_self.since_rest, idle,
-                                               INT32_MAX) &&
-            !th_policy_serves_backlog_unlocked(th_self.streak, threaded, th_self.since_rest, idle,
-                                               queued(fds[j])))
-            return false;
-    }
+    for (int j = 0; j < k; j++)
+        *then_check = *then_check || !serves_unlocked(ls[j], took_last, threaded, INT32_MAX);
     return true;
+}
+
+bool th_burst_queues_after_look(struct th_listener *const *ls, const int *fds, int k,
+                                uint64_t took_last, bool threaded)
+{
+    for (int j = 0; j < k; j++)
+        if (!serves_unlocked(ls[j], took_last, threaded, INT32_MAX) &&
+            !serves_unlocked(ls[j], took_last, threaded, queued(fds[j])))
+            return true;
+    return false;
 }
 
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,

@@ -114,6 +114,22 @@ static bool epoll_reported(void *ctx, int j, int result)
     return reported(c->evs, result, c->wl[j].data);
 }
 
+/* A reported edge-triggered or one-shot entry would not be reported again. */
+static bool epoll_only_listeners(void *ctx, int result)
+{
+    struct epoll_ctx *c = ctx;
+    int listeners = 0;
+
+    for (int j = 0; j < c->k; j++) {
+        if (!reported(c->evs, result, c->wl[j].data))
+            continue;
+        if (c->wl[j].events & (EPOLLET | EPOLLONESHOT))
+            return false;
+        listeners++;
+    }
+    return listeners == result;
+}
+
 /* sigmask: the caller's; signals are blocked only if the wait must queue.
    took_last: what this thread accepted since its last wait (bursts). */
 static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *sigmask,
@@ -125,6 +141,7 @@ static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *si
         .ls = ls, .k = ctx->k, .may_block = others == 0, .deadline = deadline,
         .sigmask = sigmask, .bell = -1, .threaded = ctx->threaded, .ctx = ctx,
         .exclude = epoll_exclude, .wait = epoll_real_wait, .reported = epoll_reported,
+        .only_listeners = epoll_only_listeners,
     };
     struct th_sigscope scope;
     int64_t start;

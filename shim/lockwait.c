@@ -62,7 +62,10 @@ int64_t th_lockwait_burst_begin(struct th_lockwait *lw, const int *fds, uint64_t
 {
     int64_t start = th_now_ns();
 
-    lw->look_first = th_burst_looks_unlocked(lw->ls, fds, lw->k, took_last, lw->threaded);
+    lw->fds = fds;
+    lw->took_last = took_last;
+    lw->look_first = th_burst_looks_unlocked(lw->ls, lw->k, took_last, lw->threaded,
+                                             &lw->check_after_look);
     return start;
 }
 
@@ -101,6 +104,9 @@ static bool all_free(const struct th_lockwait *lw)
  * A look without the lock: the real wait with timeout 0.  When it finds
  * nothing just after a wait that found a backlog, the real wait sleeps
  * unlocked for a moment first (policy.c); when that moment passes empty,
+ * the caller queues.  In a burst it may find a long listen queue that
+ * the holder is to serve (burst.c): if it found nothing but
+ * level-triggered listeners, its answer is dropped (they stay ready) and
  * the caller queues.
  */
 static bool served_without_lock(const struct th_lockwait *lw, int *ret)
@@ -112,6 +118,10 @@ static bool served_without_lock(const struct th_lockwait *lw, int *ret)
         return false;
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
     found_backlog = *ret > 0;
+    if (*ret > 0 && lw->check_after_look && lw->deadline > now &&
+        lw->only_listeners(lw->ctx, *ret) &&
+        th_burst_queues_after_look(lw->ls, lw->fds, lw->k, lw->took_last, lw->threaded))
+        return false;
     if (*ret != 0 || lw->deadline <= now)
         return true;
     if (!th_policy_sleeps_unlocked(busy))

@@ -460,9 +460,13 @@ uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield);
 void th_burst_resume(struct th_burst *b);      /* the wait goes on after a yield */
 void th_burst_end(struct th_burst *b, uint64_t reported, uint64_t yielded);
 /* The lock waits' part: may a busy lock be looked past (lw->look_first)?
-   And after the lock wait that began at `start`: the streak goes on? */
-bool th_burst_looks_unlocked(struct th_listener *const *ls, const int *fds, int k,
-                             uint64_t took_last, bool threaded);
+   *then_check: only if the look finds a short listen queue; after the
+   look, th_burst_queues_after_look says.  And after the lock wait that
+   began at `start`: the streak goes on? */
+bool th_burst_looks_unlocked(struct th_listener *const *ls, int k, uint64_t took_last,
+                             bool threaded, bool *then_check);
+bool th_burst_queues_after_look(struct th_listener *const *ls, const int *fds, int k,
+                                uint64_t took_last, bool threaded);
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
 /* Around a blocking accept (no wait before it); begin sets its *start, and
@@ -479,13 +483,18 @@ struct th_lockwait {
     const sigset_t *sigmask;       /* what the sleeps apply */
     int bell;                      /* doorbell to queue with, or -1 (futex) */
     bool look_first;               /* a lock busy: serve what is ready unlocked */
+    bool check_after_look;         /* ...unless, in a burst, the listen queue is long */
     bool threaded;                 /* the wait facts': an instance several threads wait on */
+    const int *fds;                /* the listeners' fds, in ls order (bursts) */
+    uint64_t took_last;            /* what this thread accepted since its last wait */
     /* the wait path's part */
     void *ctx;
     /* on: leave out of the real wait the listeners that are busy[]; off: undo */
     void (*exclude)(void *ctx, const bool *held, const bool *busy, bool on);
     int (*wait)(void *ctx, int64_t until, const sigset_t *sigmask);
     bool (*reported)(void *ctx, int j, int result);   /* listener j ready? */
+    /* nothing but level-triggered listeners in the result: it may be dropped */
+    bool (*only_listeners)(void *ctx, int result);
 };
 int th_lockwait_run(const struct th_lockwait *lw);
 /* Without blocking signals: hold free locks, or serve a backlog unlocked (1, *ret); else 0. */

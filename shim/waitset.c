@@ -168,6 +168,17 @@ static bool poll_reported(void *ctx, int j, int result)
     return result > 0 && ready(&c->fds[c->set[j].index]);
 }
 
+/* poll is level-triggered: only the count of ready listeners matters. */
+static bool poll_only_listeners(void *ctx, int result)
+{
+    struct poll_ctx *c = ctx;
+    int listeners = 0;
+
+    for (int j = 0; j < c->k; j++)
+        listeners += poll_reported(ctx, j, result);
+    return listeners == result;
+}
+
 /* Negate the busy listeners' fds (poll ignores them), and back. */
 static void poll_exclude(void *ctx, const bool *held TH_UNUSED, const bool *busy, bool on)
 {
@@ -307,6 +318,7 @@ static int lock_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, int
         .ls = ls, .k = k, .may_block = others == 0, .deadline = deadline,
         .sigmask = sigmask, .bell = -1, .ctx = &ctx,
         .exclude = poll_exclude, .wait = poll_wait, .reported = poll_reported,
+        .only_listeners = poll_only_listeners,
     };
     int64_t start;
     int r;

@@ -124,6 +124,14 @@ total_at_most() {
     at_most epoll_wait 1.1
 }
 
+@test "threads of one process on one instance (ex_threads -t 4, auto, the lock): no getsockopt per connection" {
+    serve ex_threads auto 2 -t 4
+    # the burst rule's look at the listen queue comes only after a look
+    # that found the listener ready: a steady load's finds nothing (the
+    # threads' first calls, doorbells and the like, stay under 0.1)
+    at_most getsockopt 0.1
+}
+
 @test "a worker alone in a wait on its listener (ex_epoll_excl, auto, 1 worker): no rotation, no epoll_ctl" {
     serve ex_epoll_excl auto 1
     none_of_the_removed
