@@ -21,9 +21,11 @@
  * nginx deletes and re-adds its listener every 16 accepts of a worker, for
  * the balance the kernel's order does not give.  Rotating it again after
  * each accept would only add two calls per connection and hand every
- * connection to a cold worker (nginx, 4 workers, sequential: 1.2x the CPU
- * per connection), so while the program has re-added a listener within its
- * last PROGRAM_ROTATION_WINDOW accepts, the rotation is left to it.
+ * connection to a cold worker (nginx, 4 workers, sequential: 1.06-1.2x the
+ * CPU per connection), so while the program has re-added a listener within
+ * its last PROGRAM_ROTATION_WINDOW accepts, the rotation is left to it (a
+ * program that re-adds once, say after a reload, gets ours back after
+ * that many accepts).
  */
 #include "thunder.h"
 

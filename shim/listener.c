@@ -169,7 +169,8 @@ void th_count(struct th_listener *l, size_t field_offset, uint64_t n)
  * and kept until the program sets it again through an fd known as this
  * listener (hook_flags.c).  A change made by another process sharing the
  * socket, or through a number the shim never saw as the listener, is not
- * seen: the program itself would then see the same stale state.
+ * seen; a program whose workers change their shared listener's flag under
+ * each other cannot know it either.
  */
 bool th_listener_blocks(struct th_listener *l, int fd)
 {
