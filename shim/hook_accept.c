@@ -47,13 +47,26 @@ static void jitter(void)
     errno = saved_errno;
 }
 
+/* Does an accept on l block?  Asked once, then kept (listener.c) until
+   the program changes O_NONBLOCK (hook_flags.c). */
+static bool blocks(int fd, struct th_listener *l)
+{
+    int known = th_listener_blocking(l);
+
+    if (known < 0) {
+        known = th_fd_blocking(fd);
+        th_listener_note_blocking(l, known);
+    }
+    return known == 1;
+}
+
 static void before_accept(int fd, struct th_listener *l)
 {
     if (th_policy_jitters())
         jitter();
     /* once, and only for a program that accepts without a wait first
        (l->logged holds the strategies already reported for this listener) */
-    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && th_listener_blocks(l, fd)) {
+    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && blocks(fd, l)) {
         atomic_fetch_or(&l->logged, BLOCKING_SEEN);
         th_listener_set_strategy(l, TH_STRAT_PASS,
                                  "blocking accept: the kernel already wakes one, in order");
@@ -88,7 +101,7 @@ static bool refused(int fd, struct th_listener *l)
     th_waiting_done(l);                   /* at its accept */
     if (!(th_self.took & th_self.refusable & bit) ||
         !th_policy_refuses_more(true, th_listener_others_wait(l), th_self.since_rest) ||
-        th_listener_blocks(l, fd))
+        blocks(fd, l))
         return false;
     TH_COUNT(l, refused, 1);
     errno = EAGAIN;

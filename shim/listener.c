@@ -165,30 +165,25 @@ void th_count(struct th_listener *l, size_t field_offset, uint64_t n)
 
 /*
  * O_NONBLOCK belongs to the open file, which every fd of the listener
- * (dups, and the same socket in other processes) shares; it is asked once
- * and kept until the program sets it again through an fd known as this
- * listener (hook_flags.c).  A change made by another process sharing the
- * socket, or through a number the shim never saw as the listener, is not
- * seen; a program whose workers change their shared listener's flag under
- * each other cannot know it either.
+ * (dups, and the same socket in other processes) shares: what an accept
+ * hook found out is kept here until the program sets the flag again
+ * through an fd known as this listener (hook_flags.c).  A change made by
+ * another process sharing the socket, or through a number the shim never
+ * saw as the listener, is not seen; a program whose workers change their
+ * shared listener's flag under each other cannot know it either.
  */
-bool th_listener_blocks(struct th_listener *l, int fd)
+int th_listener_blocking(struct th_listener *l)
 {
     uint8_t known = atomic_load_explicit(&l->blocking, memory_order_relaxed);
-    int now;
 
-    if (known != BLOCKING_UNKNOWN)
-        return known == BLOCKING_YES;
-    now = th_fd_blocking(fd);
-    if (now >= 0)
-        atomic_store_explicit(&l->blocking, now ? BLOCKING_YES : BLOCKING_NO,
-                              memory_order_relaxed);
-    return now == 1;
+    return known == BLOCKING_UNKNOWN ? -1 : known == BLOCKING_YES;
 }
 
-void th_listener_forget_blocking(struct th_listener *l)
+void th_listener_note_blocking(struct th_listener *l, int blocks)
 {
-    atomic_store_explicit(&l->blocking, BLOCKING_UNKNOWN, memory_order_relaxed);
+    uint8_t known = blocks < 0 ? BLOCKING_UNKNOWN : blocks ? BLOCKING_YES : BLOCKING_NO;
+
+    atomic_store_explicit(&l->blocking, known, memory_order_relaxed);
 }
 
 /* This process's successful accepts on l so far (0 without a segment). */

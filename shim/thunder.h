@@ -258,7 +258,7 @@ struct th_listener {
     _Atomic int32_t stats_pid;    /* pid that owns *stats */
     struct th_proc_stats *stats;  /* this process's slot in seg */
     _Atomic uint32_t logged;      /* one-time log lines already printed */
-    _Atomic uint8_t blocking;     /* O_NONBLOCK clear? th_listener_blocks' cache */
+    _Atomic uint8_t blocking;     /* O_NONBLOCK clear? (th_listener_blocking) */
     _Atomic int64_t others_checked_ns;  /* th_listener_others_wait's cache */
     _Atomic uint64_t others_waits;
     _Atomic bool others_active;
@@ -271,10 +271,10 @@ struct th_seg *th_listener_seg(struct th_listener *l);
 /* Count an event for this process (no-op when there is no segment). */
 void th_count(struct th_listener *l, size_t field_offset, uint64_t n);
 uint64_t th_listener_accepts(struct th_listener *l);   /* this process's */
-/* Does an accept on it block?  Cached until the program changes O_NONBLOCK
-   (hook_flags.c: th_listener_forget_blocking). */
-bool th_listener_blocks(struct th_listener *l, int fd);
-void th_listener_forget_blocking(struct th_listener *l);
+/* Its O_NONBLOCK as last found out: 1 blocks, 0 does not, -1 not known;
+   note -1 to forget it (hook_flags.c: the program changed it). */
+int th_listener_blocking(struct th_listener *l);
+void th_listener_note_blocking(struct th_listener *l, int blocks);
 #define TH_COUNT(l, field, n) th_count((l), offsetof(struct th_proc_stats, field), (n))
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s,
                               const char *why);
