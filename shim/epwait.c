@@ -163,11 +163,62 @@ static int lock_wait(struct epoll_ctx *ctx, int64_t deadline, const sigset_t *si
     return r;
 }
 
+/* Leave the listeners `yield` (by position) out of evs[0..n); the new n. */
+static int strip_listeners(struct epoll_event *evs, int n, const struct th_ep_listener *wl,
+                           int k, uint64_t yield)
+{
+    int kept = 0;
+
+    for (int i = 0; i < n; i++) {
+        bool drop = false;
+        for (int j = 0; j < k && !drop; j++)
+            drop = (yield & (1ull << j)) && evs[i].data.u64 == wl[j].data;
+        if (!drop)
+            evs[kept++] = evs[i];
+    }
+    return kept;
+}
+
+/* Which of the reported listeners still sit out a yield begun by an
+   earlier wait of this thread (by position); the window ends on time. */
+static uint64_t still_yielding(const struct th_ep_listener *wl, int k, uint64_t got)
+{
+    uint64_t mask = 0;
+
+    if (th_self.yielding && th_now_ns() >= th_self.yield_until)
+        th_self.yielding = 0;
+    for (int j = 0; th_self.yielding && j < k; j++)
+        if ((got & (1ull << j)) && (th_self.yielding & th_listener_bit(wl[j].l->index)))
+            mask |= 1ull << j;
+    return mask;
+}
+
+/* What is left of the yield, in whole milliseconds (at least the part begun). */
+static unsigned yield_left_ms(void)
+{
+    int64_t left = th_self.yield_until - th_now_ns();
+
+    return left > 0 ? (unsigned)((left + TH_NS_PER_MS - 1) / TH_NS_PER_MS) : 0;
+}
+
+static void begin_yield(const struct th_ep_listener *wl, int k, uint64_t yield)
+{
+    th_self.yield_until = th_now_ns() + TH_YIELD_MS * TH_NS_PER_MS;
+    for (int j = 0; j < k; j++)
+        if (yield & (1ull << j))
+            th_self.yielding |= th_listener_bit(wl[j].l->index);
+}
+
 /*
  * An exclusive wait.  A listener this thread re-takes at once while
- * others wait on it sits out up to TH_YIELD_MS (policy.c, burst.c); only
- * when the wait reported nothing else, as a second wait must not lose
- * edge-triggered events of other fds.
+ * others wait on it sits out up to TH_YIELD_MS (policy.c, burst.c).  When
+ * the wait reported nothing else, it is left out of a second wait (a
+ * second wait must not lose edge-triggered events of other fds, so only
+ * then); when other fds came with it (asyncio: the client just accepted
+ * has sent its request), their events are returned without it, and the
+ * thread's next waits leave it out of their answer too until TH_YIELD_MS
+ * have passed.  It is level-triggered: nothing is lost, and the workers
+ * woken for its connections take them meanwhile.
  */
 static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                           const sigset_t *sigmask, bool ns_timeout,
@@ -176,7 +227,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
     int fds[TH_MAX_WAIT_LISTENERS];
     struct th_burst b;
-    uint64_t got, yield;
+    uint64_t got, yield, going_on;
     bool lt_only = true;
     int r, saved_errno;
 
@@ -189,13 +240,25 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     saved_errno = errno;
     got = reported_mask(evs, r, wl, k);
     for (int j = 0; j < k; j++)
-        lt_only = lt_only && (!(got & (1ull << j)) || !(wl[j].events & EPOLLET));
+        lt_only = lt_only && (!(got & (1ull << j)) || !(wl[j].events & (EPOLLET | EPOLLONESHOT)));
+    going_on = lt_only ? still_yielding(wl, k, got) : 0;
+    yield = th_burst_after(&b, got, r > 0 && lt_only);
+    if (yield)
+        begin_yield(wl, k, yield);
+    for (int j = 0; j < k; j++)
+        if ((going_on & ~yield) & (1ull << j))
+            th_waiting_done(wl[j].l);       /* not returned: no accept will follow */
+    yield |= going_on;
+    if (yield && r != __builtin_popcountll(got)) {
+        errno = saved_errno;
+        return strip_listeners(evs, r, wl, k, yield);
+    }
     /* nothing but those listeners, level-triggered: a second wait loses nothing */
-    yield = th_burst_after(&b, got, r > 0 && lt_only && r == __builtin_popcountll(got));
     if (yield) {
         th_epreg_park_yielded(epfd, wl, k, yield, true);
-        r = real_wait(epfd, evs, maxevents, th_min_deadline(deadline, TH_YIELD_MS), sigmask,
-                      ns_timeout);
+        r = real_wait(epfd, evs, maxevents,
+                      th_min_deadline(deadline, yield_left_ms()),
+                      sigmask, ns_timeout);
         saved_errno = errno;
         th_epreg_park_yielded(epfd, wl, k, yield, false);
         if (r == 0 && th_remaining_ns(deadline) > 0) {

@@ -85,6 +85,8 @@ struct th_thread {
                               TH_REST_MS or more) to the end of this thread's last
                               wait (bursts, burst.c) */
     int64_t paused_ns;     /* when a blocking accept last paused for a burst */
+    uint64_t yielding;     /* bit i: listener i sits out a yield of an epoll wait ... */
+    int64_t yield_until;   /* ... until then (epwait.c) */
     bool slept;            /* the last wait slept (false: it found work waiting) */
 };
 extern __thread struct th_thread th_self;
