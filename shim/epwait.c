@@ -68,6 +68,16 @@ static bool reported(const struct epoll_event *evs, int n, uint64_t data)
     return false;
 }
 
+/* Are the listeners reported in `got` (by position) reported again by the
+   next wait?  Not an edge-triggered or one-shot entry. */
+static bool level_triggered(const struct th_ep_listener *wl, int k, uint64_t got)
+{
+    for (int j = 0; j < k; j++)
+        if ((got & (1ull << j)) && (wl[j].events & (EPOLLET | EPOLLONESHOT)))
+            return false;
+    return true;
+}
+
 /* Which of wl[0..k) evs[0..n) reports, as a mask by position. */
 static uint64_t reported_mask(const struct epoll_event *evs, int n,
                               const struct th_ep_listener *wl, int k)
@@ -114,20 +124,12 @@ static bool epoll_reported(void *ctx, int j, int result)
     return reported(c->evs, result, c->wl[j].data);
 }
 
-/* A reported edge-triggered or one-shot entry would not be reported again. */
 static bool epoll_only_listeners(void *ctx, int result)
 {
     struct epoll_ctx *c = ctx;
-    int listeners = 0;
+    uint64_t got = reported_mask(c->evs, result, c->wl, c->k);
 
-    for (int j = 0; j < c->k; j++) {
-        if (!reported(c->evs, result, c->wl[j].data))
-            continue;
-        if (c->wl[j].events & (EPOLLET | EPOLLONESHOT))
-            return false;
-        listeners++;
-    }
-    return listeners == result;
+    return __builtin_popcountll(got) == result && level_triggered(c->wl, c->k, got);
 }
 
 /* sigmask: the caller's; signals are blocked only if the wait must queue.
@@ -228,7 +230,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     int fds[TH_MAX_WAIT_LISTENERS];
     struct th_burst b;
     uint64_t got, yield, going_on;
-    bool lt_only = true;
+    bool lt_only;
     int r, saved_errno;
 
     for (int j = 0; j < k; j++) {
@@ -239,8 +241,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
     saved_errno = errno;
     got = reported_mask(evs, r, wl, k);
-    for (int j = 0; j < k; j++)
-        lt_only = lt_only && (!(got & (1ull << j)) || !(wl[j].events & (EPOLLET | EPOLLONESHOT)));
+    lt_only = level_triggered(wl, k, got);
     going_on = lt_only ? still_yielding(wl, k, got) : 0;
     yield = th_burst_after(&b, got, r > 0 && lt_only);
     if (yield)

@@ -146,6 +146,18 @@ static bool ready(const struct pollfd *p)
     return p->revents & (POLLIN | POLLERR | POLLHUP);
 }
 
+/* Which of the set's listeners the answer in fds reports, by position. */
+static uint64_t reported_mask(const struct pollfd *fds, int r, const struct set_listener *set,
+                              int k)
+{
+    uint64_t mask = 0;
+
+    for (int j = 0; r > 0 && j < k; j++)
+        if (ready(&fds[set[j].index]))
+            mask |= 1ull << j;
+    return mask;
+}
+
 /* The lock wait's view of a pollfd set (struct th_lockwait callbacks). */
 struct poll_ctx {
     struct pollfd *fds;
@@ -172,11 +184,8 @@ static bool poll_reported(void *ctx, int j, int result)
 static bool poll_only_listeners(void *ctx, int result)
 {
     struct poll_ctx *c = ctx;
-    int listeners = 0;
 
-    for (int j = 0; j < c->k; j++)
-        listeners += poll_reported(ctx, j, result);
-    return listeners == result;
+    return __builtin_popcountll(reported_mask(c->fds, result, c->set, c->k)) == result;
 }
 
 /* Negate the busy listeners' fds (poll ignores them), and back. */
@@ -271,18 +280,6 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
         if (set[j].held && !th_policy_keeps_lock(ready(&fds[set[j].index]), th_self.slept))
             th_held_release(set[j].l);
     return r;
-}
-
-/* Which of the set's listeners the answer in fds reports, by position. */
-static uint64_t reported_mask(const struct pollfd *fds, int r, const struct set_listener *set,
-                              int k)
-{
-    uint64_t mask = 0;
-
-    for (int j = 0; r > 0 && j < k; j++)
-        if (ready(&fds[set[j].index]))
-            mask |= 1ull << j;
-    return mask;
 }
 
 /* The queued part of a lock wait, with signals blocked meanwhile. */
