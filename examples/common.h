@@ -101,16 +101,26 @@ static inline void usage_and_exit(const char *program)
     exit(2);
 }
 
+/* A whole decimal integer in [min, max] into *value; false if text is not. */
+static inline bool int_in_range(const char *text, int min, int max, int *value)
+{
+    char *end;
+    errno = 0;
+    long parsed = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || parsed < min || parsed > max)
+        return false;
+    *value = (int)parsed;
+    return true;
+}
+
 /* Parses a decimal integer in [min, max] or exits with the usage line. */
 static inline int parse_int_option(const char *program, const char *text,
                                    int min, int max)
 {
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || value < min || value > max)
+    int value;
+    if (!int_in_range(text, min, max, &value))
         usage_and_exit(program);
-    return (int)value;
+    return value;
 }
 
 /*

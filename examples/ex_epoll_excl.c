@@ -22,13 +22,7 @@ static int readd_every;            /* -R: accepts between re-adds; 0: never */
 
 static bool take_option(int letter, const char *arg)
 {
-    char *end;
-    long n = strtol(arg, &end, 10);
-
-    if (letter != 'R' || *end != '\0' || n < 1 || n > 1000000)
-        return false;
-    readd_every = (int)n;
-    return true;
+    return letter == 'R' && int_in_range(arg, 1, 1000000, &readd_every);
 }
 
 static const struct extra_options excl_options = {

@@ -27,13 +27,7 @@ static bool take_option(int letter, const char *arg)
 {
     if (letter != 'k')
         return greedy_take_option(letter, arg);
-    char *end;
-    errno = 0;
-    long keep = strtol(arg, &end, 10);
-    if (errno || end == arg || *end || keep < 0 || keep > MAX_WORKERS)
-        return false;
-    keep_option = (int)keep;
-    return true;
+    return int_in_range(arg, 0, MAX_WORKERS, &keep_option);
 }
 
 static const struct extra_options inherit_options = {

@@ -27,17 +27,9 @@ static bool edge_triggered;
 /* Takes -c and -e; false on a bad value or a bad combination. */
 static inline bool greedy_take_option(int letter, const char *arg)
 {
-    char *end;
-    long cap;
-
     switch (letter) {
     case 'c':
-        errno = 0;
-        cap = strtol(arg, &end, 10);
-        if (errno || end == arg || *end || cap < 0 || cap > MAX_BATCH || edge_triggered)
-            return false;
-        accept_cap = (int)cap;
-        return true;
+        return !edge_triggered && int_in_range(arg, 0, MAX_BATCH, &accept_cap);
     case 'e':
         edge_triggered = true;
         return accept_cap == 0;
