@@ -221,8 +221,8 @@ bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
     int others = th_waiting_others(l);
     int64_t now = th_now_ns(), since = now - th_self.paused_ns;
 
-    if (th_policy_pauses_accept(th_self.streak, others, INT32_MAX, since) &&
-        th_policy_pauses_accept(th_self.streak, others, queued(fd), since)) {
+    if (th_policy_pauses_accept(th_self.streak, th_self.since_rest, others, INT32_MAX, since) &&
+        th_policy_pauses_accept(th_self.streak, th_self.since_rest, others, queued(fd), since)) {
         th_count_yield(l);
         th_self.paused_ns = now;
         if (th_sig_pause(TH_YIELD_MS))

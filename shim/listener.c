@@ -228,7 +228,7 @@ bool th_listener_others_wait(struct th_listener *l)
     if (now - atomic_load_explicit(&l->others_checked_ns, memory_order_relaxed) <
         OTHERS_CHECK_MS * TH_NS_PER_MS)
         return atomic_load_explicit(&l->others_active, memory_order_relaxed);
-    for (int i = 0; i < TH_MAX_PROCS; i++) {
+    for (int i = 0, used = th_seg_procs_used(seg); i < used; i++) {
         int32_t pid = atomic_load_explicit(&seg->procs[i].pid, memory_order_relaxed);
         if (pid != 0 && pid != th_pid)
             sum += atomic_load_explicit(&seg->procs[i].waits, memory_order_relaxed);

@@ -284,11 +284,11 @@ bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting
  */
 #define PAUSE_GAP_MS 10
 
-bool th_policy_pauses_accept(unsigned streak, int others_waiting, int queued,
-                             int64_t since_pause_ns)
+bool th_policy_pauses_accept(unsigned streak, int64_t since_rest_ns, int others_waiting,
+                             int queued, int64_t since_pause_ns)
 {
-    return spreads_bursts() && streak == 1 && others_waiting > 0 && queued >= 1 &&
-           since_pause_ns >= PAUSE_GAP_MS * TH_NS_PER_MS;
+    return spreads_bursts() && streak == 1 && in_burst(since_rest_ns) && others_waiting > 0 &&
+           queued >= 1 && since_pause_ns >= PAUSE_GAP_MS * TH_NS_PER_MS;
 }
 
 /*

@@ -316,6 +316,13 @@ bool th_proc_alive(int32_t pid)
 
 /* ---- the stale check ---------------------------------------------------- */
 
+int th_seg_procs_used(const struct th_seg *seg)
+{
+    uint32_t used = atomic_load_explicit(&seg->procs_used, memory_order_relaxed);
+
+    return used < TH_MAX_PROCS ? (int)used : TH_MAX_PROCS;
+}
+
 /*
  * Every attached process is gone: whatever is in the segment is history.
  * gone_pid (or 0) is a process that is leaving: its threads still queued
@@ -508,6 +515,7 @@ static void init_segment(struct th_seg *seg, uid_t uid, uint64_t inode, uint64_t
     init_guard(&seg->guard);
     /* registered before it is ready, so a concurrent sweep never sees it empty */
     atomic_store(&seg->procs[0].pid, creator_pid);
+    atomic_store(&seg->procs_used, 1);
     atomic_store_explicit(&seg->ready, 1, memory_order_release);
 }
 

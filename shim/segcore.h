@@ -80,6 +80,10 @@ bool th_pid_exited(int32_t pid);    /* a zombie: exited, not reaped (reads /proc
 bool th_thread_stopped(int32_t pid, int32_t tid);   /* SIGSTOP or a debugger (reads /proc) */
 bool th_proc_alive(int32_t pid);    /* alive and not a zombie (reads /proc) */
 
+/* procs[] slots ever claimed (0..TH_MAX_PROCS, whatever the file holds):
+   the busy paths' scans stop there. */
+int th_seg_procs_used(const struct th_seg *seg);
+
 /* ---- the stale check (call it under the guard) ------------------------- */
 /* Every recorded process is gone; gone_pid (or 0) is one that is leaving. */
 bool th_seg_stale(const struct th_seg *seg, int32_t gone_pid);

@@ -80,7 +80,9 @@ void th_seg_drop_waiting(struct th_seg *seg, struct th_proc_stats *slot)
  */
 void th_seg_drop_dead_waiting(struct th_seg *seg)
 {
-    for (int i = 0; i < TH_MAX_PROCS; i++) {
+    int used = th_seg_procs_used(seg);
+
+    for (int i = 0; i < used; i++) {
         struct th_proc_stats *s = &seg->procs[i];
         int32_t owner = atomic_load_explicit(&s->pid, memory_order_relaxed);
         if (owner != 0 && atomic_load_explicit(&s->waiting, memory_order_relaxed) != 0 &&
@@ -91,6 +93,8 @@ void th_seg_drop_dead_waiting(struct th_seg *seg)
 
 /*
  * This process's statistics slot: its own, a free one, or a dead one's.
+ * Slots never used are taken in order, so procs_used bounds every claimed
+ * one and the scans on busy paths stop there.
  * Liveness (a /proc read each) is looked at only when no slot is free:
  * a thousand workers starting at once must not each read a thousand /proc
  * files under the guard, or the guard's timeout turns the storm into
@@ -99,8 +103,9 @@ void th_seg_drop_dead_waiting(struct th_seg *seg)
 static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
 {
     struct th_proc_stats *free_slot = NULL;
+    int used = th_seg_procs_used(seg);
 
-    for (int i = 0; i < TH_MAX_PROCS; i++) {
+    for (int i = 0; i < used; i++) {
         struct th_proc_stats *s = &seg->procs[i];
         int32_t owner = atomic_load(&s->pid);
         if (owner == pid)
@@ -108,7 +113,11 @@ static struct th_proc_stats *claim_slot_locked(struct th_seg *seg, pid_t pid)
         if (!free_slot && owner == 0)
             free_slot = s;
     }
-    for (int i = 0; i < TH_MAX_PROCS && !free_slot; i++)
+    if (!free_slot && used < TH_MAX_PROCS) {
+        free_slot = &seg->procs[used];
+        atomic_store(&seg->procs_used, (uint32_t)used + 1);
+    }
+    for (int i = 0; i < used && !free_slot; i++)
         if (!th_proc_alive(atomic_load(&seg->procs[i].pid)))
             free_slot = &seg->procs[i];
     if (free_slot) {
@@ -147,6 +156,8 @@ static void reset_locked(struct th_seg *seg)
     seg->nqueued = 0;
     memset(seg->waiters, 0, sizeof(seg->waiters));
     memset(seg->procs, 0, sizeof(seg->procs));
+    atomic_store(&seg->procs_used, 0);
+    atomic_store(&seg->waiting, 0);      /* the dead processes' parts */
 }
 
 /*

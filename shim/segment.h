@@ -16,12 +16,16 @@
 #include <stdint.h>
 
 #define TH_SEG_MAGIC   0x7468756e64657231ULL   /* "thunder1" */
-#define TH_SEG_VERSION 2u   /* 2: name_suffix, doorbell address and token per waiter,
+#define TH_SEG_VERSION 3u   /* 2: name_suffix, doorbell address and token per waiter,
                                 waiting counts, refused/yields, holder_stopped_ns,
-                                1024 slots each */
+                                1024 slots each; 3: a cache line per slot and for
+                                waiting/accept_seq, procs_used */
 #define TH_MAX_WAITERS 1024  /* threads queued on one listener's lock */
 #define TH_MAX_PROCS   1024  /* processes with statistics for one listener */
 #define TH_SEG_PREFIX  "libthunder."
+/* Slots written on every accept by different processes sit on cache lines
+   of their own: sharing one made every counter a cross-CPU transfer. */
+#define TH_CACHE_LINE  64
 
 /* A waiter slot's futex word. */
 enum th_waiter_state {
@@ -33,7 +37,7 @@ enum th_waiter_state {
 #define TH_WF_DOORBELL 1u
 
 struct th_waiter {
-    _Atomic uint32_t state;
+    _Alignas(TH_CACHE_LINE) _Atomic uint32_t state;
     int32_t pid;
     int32_t tid;
     uint32_t flags;       /* TH_WF_DOORBELL: also ring its doorbell (doorbell.c) */
@@ -45,7 +49,7 @@ struct th_waiter {
 
 /* What a process did with this listener; cheap relaxed atomic counters. */
 struct th_proc_stats {
-    _Atomic int32_t pid;          /* 0 = free slot */
+    _Alignas(TH_CACHE_LINE) _Atomic int32_t pid;   /* 0 = free slot */
     _Atomic uint32_t strategy;    /* enum th_strategy, for the reader */
     _Atomic uint64_t waits;       /* wait calls that included the listener */
     _Atomic uint64_t wakeups;     /* waits that returned with it ready */
@@ -85,10 +89,12 @@ struct th_seg {
     _Atomic uint32_t nqueued;
     uint64_t next_ticket;
     _Atomic uint64_t recoveries;  /* dead or stalled holders taken over */
+    /* procs[] slots ever claimed: scans stop there (th_seg_procs_used) */
+    _Atomic uint32_t procs_used;
     /* threads in an exclusive wait on the listener, or back from one that
        reported it and not yet at their accept: asleep, or woken and about
        to accept (a hint for spreading bursts, policy.c) */
-    _Atomic int32_t waiting;
+    _Alignas(TH_CACHE_LINE) _Atomic int32_t waiting;
     /* successful accepts on the listener by every process, wrapping (was
        spare: older writers leave it alone, which only makes a rotation
        likelier, policy.c th_policy_rotates) */

@@ -434,8 +434,8 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since
 #define TH_REST_MS 2
 bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting, int queued);
 /* A blocking accept back at once: pause TH_YIELD_MS before it? */
-bool th_policy_pauses_accept(unsigned streak, int others_waiting, int queued,
-                             int64_t since_pause_ns);
+bool th_policy_pauses_accept(unsigned streak, int64_t since_rest_ns, int others_waiting,
+                             int queued, int64_t since_pause_ns);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
 bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t since_rest_ns,
                                        bool idle_queued, int queued);

@@ -37,7 +37,8 @@ static void test_layout_header(void)
     PIN(th_seg, unlinked, 44);
     PIN(th_seg, guard, 48);
     EXPECT_EQ(TH_SEG_MAGIC, 0x7468756e64657231ULL);
-    EXPECT_EQ(TH_SEG_VERSION, 2);
+    EXPECT_EQ(TH_SEG_VERSION, 3);
+    EXPECT_EQ(TH_CACHE_LINE, 64);
     EXPECT_EQ(TH_MAX_WAITERS, 1024);
     EXPECT_EQ(TH_MAX_PROCS, 1024);
 }
@@ -55,19 +56,23 @@ static void test_layout_lock(void)
     PIN(th_seg, nqueued, g + 28);
     PIN(th_seg, next_ticket, g + 32);
     PIN(th_seg, recoveries, g + 40);
-    PIN(th_seg, waiting, g + 48);
-    PIN(th_seg, holder_stopped_ns, g + 56);
-    PIN(th_seg, waiters, g + 64);
-    PIN(th_seg, procs, g + 64 + TH_MAX_WAITERS * 48);
-    EXPECT_EQ(sizeof(struct th_seg), g + 64 + TH_MAX_WAITERS * 48 + TH_MAX_PROCS * 88);
+    PIN(th_seg, procs_used, g + 48);
+    /* the counters every accept changes start a cache line of their own */
+    size_t w = (g + 52 + TH_CACHE_LINE - 1) / TH_CACHE_LINE * TH_CACHE_LINE;
+    PIN(th_seg, waiting, w);
+    PIN(th_seg, accept_seq, w + 4);
+    PIN(th_seg, holder_stopped_ns, w + 8);
+    PIN(th_seg, waiters, w + TH_CACHE_LINE);
+    PIN(th_seg, procs, w + TH_CACHE_LINE + TH_MAX_WAITERS * 64);
+    EXPECT_EQ(sizeof(struct th_seg), w + TH_CACHE_LINE + TH_MAX_WAITERS * 64 + TH_MAX_PROCS * 128);
 #if defined(__x86_64__)
-    EXPECT_EQ(sizeof(struct th_seg), 139416);
+    EXPECT_EQ(sizeof(struct th_seg), 196864);
 #endif
 }
 
 static void test_layout_waiter_and_stats(void)
 {
-    EXPECT_EQ(sizeof(struct th_waiter), 48);
+    EXPECT_EQ(sizeof(struct th_waiter), 64);   /* a cache line per slot */
     PIN(th_waiter, state, 0);
     PIN(th_waiter, pid, 4);
     PIN(th_waiter, tid, 8);
@@ -76,7 +81,7 @@ static void test_layout_waiter_and_stats(void)
     PIN(th_waiter, gen, 24);
     PIN(th_waiter, bell, 32);
     PIN(th_waiter, bell_token, 40);
-    EXPECT_EQ(sizeof(struct th_proc_stats), 88);
+    EXPECT_EQ(sizeof(struct th_proc_stats), 128);   /* two lines per slot */
     PIN(th_proc_stats, pid, 0);
     PIN(th_proc_stats, strategy, 4);
     PIN(th_proc_stats, waits, 8);

@@ -502,6 +502,40 @@ static void test_garbage_guard_bytes(void)
     seg_unlink(inode);
 }
 
+/*
+ * Slots are taken in order and procs_used bounds them: the scans on busy
+ * paths (dead waiters' counts, others' activity) stop there, and a value
+ * past the array from a corrupt file is clamped.
+ */
+static void test_procs_used_bounds_slots(void)
+{
+    uint64_t inode = fake_inode(0);
+    struct th_seg *seg = attach_claimed(inode);
+    pid_t gone = dead_pid();
+    struct th_proc_stats *a, *b;
+
+    EXPECT_EQ(th_seg_procs_used(seg), 1);
+    a = th_seg_claim_slot(seg, gone);
+    REQUIRE(a == &seg->procs[1]);
+    EXPECT_EQ(th_seg_procs_used(seg), 2);
+    EXPECT(th_seg_claim_slot(seg, gone) == a);        /* its own again */
+    EXPECT_EQ(th_seg_procs_used(seg), 2);
+    /* a dead process's part of seg->waiting is found within the bound */
+    atomic_store(&a->waiting, 3);
+    atomic_fetch_add(&seg->waiting, 3);
+    th_seg_drop_dead_waiting(seg);
+    EXPECT_EQ(atomic_load(&seg->waiting), 0);
+    EXPECT_EQ(atomic_load(&a->waiting), 0);
+    atomic_store(&a->pid, 0);                          /* left: reused first */
+    b = th_seg_claim_slot(seg, gone + 1);
+    EXPECT(b == a);
+    EXPECT_EQ(th_seg_procs_used(seg), 2);
+    atomic_store(&seg->procs_used, 5000);
+    EXPECT_EQ(th_seg_procs_used(seg), TH_MAX_PROCS);
+    atomic_store(&seg->procs_used, 2);
+    seg_unlink(inode);
+}
+
 static const struct tap_case cases[] = {
     { "create: mode 0600, owner, size, header", test_create_fresh },
     { "create: mode 0600 under any umask", test_create_under_umask },
@@ -528,6 +562,7 @@ static const struct tap_case cases[] = {
     { "garbage hold time in the future: lock recovers", test_garbage_future_hold_time },
     { "guard owned by a dead thread: refused within bounds", test_garbage_guard_owner },
     { "guard bytes garbage: no crash, bounded", test_garbage_guard_bytes },
+    { "slots taken in order, bounded by procs_used (clamped)", test_procs_used_bounds_slots },
 };
 
 int main(void)
