@@ -441,7 +441,7 @@ bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t s
                                        bool idle_queued, int queued);
 /* After the holder's wait: keep the lock for the accept that follows? */
 bool th_policy_keeps_lock(bool reported, bool slept);
-#define TH_BUSY_SLEEP_MS 1
+#define TH_BUSY_SLEEP_MS 5
 bool th_policy_sleeps_unlocked(bool found_backlog);
 bool th_policy_jitters(void);
 
