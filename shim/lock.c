@@ -55,18 +55,36 @@ static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, u
     *gen = seg->holder_gen;
 }
 
+/*
+ * The next queued waiter slot from *i on, or NULL once nqueued of them
+ * have been seen (*seen): slots are taken first-free, so a queue of 64
+ * ends near slot 64 and a hand-off does not read all TH_MAX_WAITERS
+ * slots (a cache line each) under the guard.
+ */
+static struct th_waiter *next_queued(struct th_seg *seg, int *i, uint32_t *seen)
+{
+    for (; *i < TH_MAX_WAITERS && *seen < seg->nqueued; (*i)++) {
+        struct th_waiter *w = &seg->waiters[*i];
+        if (atomic_load_explicit(&w->state, memory_order_relaxed) == TH_W_QUEUED) {
+            (*seen)++;
+            (*i)++;
+            return w;
+        }
+    }
+    return NULL;
+}
+
 /* Hand the lock to the next live waiter; returns it (wake it after unlock). */
 static struct th_grant grant_next_locked(struct th_seg *seg, const struct th_lock_params *p)
 {
     for (;;) {
-        struct th_waiter *best = NULL;
+        struct th_waiter *best = NULL, *w;
+        uint32_t seen = 0;
+        int i = 0;
 
-        for (int i = 0; i < TH_MAX_WAITERS && seg->nqueued; i++) {
-            struct th_waiter *w = &seg->waiters[i];
-            if (atomic_load_explicit(&w->state, memory_order_relaxed) == TH_W_QUEUED &&
-                prefer(p, w, best))
+        while ((w = next_queued(seg, &i, &seen)) != NULL)
+            if (prefer(p, w, best))
                 best = w;
-        }
         if (best == NULL) {
             seg->holder_pid = seg->holder_tid = 0;
             seg->nqueued = 0;
@@ -165,14 +183,16 @@ static struct th_waiter *enqueue_locked(struct th_seg *seg, const struct th_bell
     return NULL;
 }
 
-static bool is_next_locked(const struct th_seg *seg, const struct th_lock_params *p,
+static bool is_next_locked(struct th_seg *seg, const struct th_lock_params *p,
                            const struct th_waiter *me)
 {
-    for (int i = 0; i < TH_MAX_WAITERS; i++) {
-        const struct th_waiter *w = &seg->waiters[i];
-        if (w != me && atomic_load(&w->state) == TH_W_QUEUED && prefer(p, w, me))
+    struct th_waiter *w;
+    uint32_t seen = 0;
+    int i = 0;
+
+    while ((w = next_queued(seg, &i, &seen)) != NULL)
+        if (w != me && prefer(p, w, me))
             return false;
-    }
     return true;
 }
 
