@@ -99,6 +99,22 @@ static void test_lock_waits_queue_only_in_a_burst(void)
     EXPECT(!th_policy_serves_backlog_unlocked(0, false, INT64_MAX, false, 0)); /* no lock waits */
 }
 
+static void test_blocking_accept_pauses_only_in_a_burst(void)
+{
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    /* pauses_accept(streak, since_rest, others_waiting, queued, since_pause) */
+    EXPECT(th_policy_pauses_accept(1, 1 * MS, 3, 1, 50 * MS));
+    EXPECT(!th_policy_pauses_accept(1, 21 * MS, 3, 1, 50 * MS));      /* saturated: no rest */
+    EXPECT(!th_policy_pauses_accept(1, INT64_MAX, 3, 1, 50 * MS));    /* never rested */
+    EXPECT(!th_policy_pauses_accept(0, 1 * MS, 3, 1, 50 * MS));       /* it slept: no streak */
+    EXPECT(!th_policy_pauses_accept(2, 1 * MS, 3, 1, 50 * MS));       /* paused already */
+    EXPECT(!th_policy_pauses_accept(1, 1 * MS, 0, 1, 50 * MS));       /* nobody else in accept */
+    EXPECT(!th_policy_pauses_accept(1, 1 * MS, 3, 0, 50 * MS));       /* nothing queued */
+    EXPECT(!th_policy_pauses_accept(1, 1 * MS, 3, 1, 5 * MS));        /* paused just before */
+    mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_pauses_accept(1, 1 * MS, 3, 1, 50 * MS));
+}
+
 static const struct tap_case cases[] = {
     { "rotation: only while ahead of idle waiters", test_rotates_only_ahead_of_idle_waiters },
     { "rotation: exclusive and auto modes, fifo balance", test_rotation_belongs_to_fifo_exclusive_modes },
@@ -106,6 +122,8 @@ static const struct tap_case cases[] = {
     { "yield: auto mode, fifo balance only", test_yields_only_in_auto_fifo },
     { "refusal: a further accept in a burst, others waiting, auto fifo", test_refuses_only_in_a_burst },
     { "lock waits: queue instead of looking only in a burst", test_lock_waits_queue_only_in_a_burst },
+    { "blocking accept: pause only in a burst, back at once, others in accept, a queue",
+      test_blocking_accept_pauses_only_in_a_burst },
 };
 
 int main(void)
