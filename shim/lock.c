@@ -63,11 +63,10 @@ static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, u
  */
 static struct th_waiter *next_queued(struct th_seg *seg, int *i, uint32_t *seen)
 {
-    for (; *i < TH_MAX_WAITERS && *seen < seg->nqueued; (*i)++) {
-        struct th_waiter *w = &seg->waiters[*i];
+    while (*i < TH_MAX_WAITERS && *seen < seg->nqueued) {
+        struct th_waiter *w = &seg->waiters[(*i)++];
         if (atomic_load_explicit(&w->state, memory_order_relaxed) == TH_W_QUEUED) {
             (*seen)++;
-            (*i)++;
             return w;
         }
     }
