@@ -65,8 +65,10 @@ static void before_accept(int fd, struct th_listener *l)
     if (th_policy_jitters())
         jitter();
     /* once, and only for a program that accepts without a wait first
-       (l->logged holds the strategies already reported for this listener) */
-    if (atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && blocks(fd, l)) {
+       (l->logged holds the strategies already reported for this listener;
+       read first, so later accepts do not write it again) */
+    if (atomic_load_explicit(&l->logged, memory_order_relaxed) == 0 &&
+        atomic_fetch_or(&l->logged, BLOCKING_CHECKED) == 0 && blocks(fd, l)) {
         atomic_fetch_or(&l->logged, BLOCKING_SEEN);
         th_listener_set_strategy(l, TH_STRAT_PASS,
                                  "blocking accept: the kernel already wakes one, in order");

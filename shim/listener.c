@@ -203,7 +203,9 @@ void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const c
 
     if (th_listener_seg(l) && (stats = my_stats(l)) != NULL)
         atomic_store_explicit(&stats->strategy, s, memory_order_relaxed);
-    if (!(atomic_fetch_or(&l->logged, bit) & bit))
+    /* every wait comes here: read first, and write the bit only once */
+    if (!(atomic_load_explicit(&l->logged, memory_order_relaxed) & bit) &&
+        !(atomic_fetch_or(&l->logged, bit) & bit))
         th_info("port %u (inode %llu): %s", l->port, (unsigned long long)l->inode, why);
 }
 

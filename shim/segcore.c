@@ -314,7 +314,7 @@ bool th_proc_alive(int32_t pid)
     return th_thread_alive(pid, pid) && !th_pid_exited(pid);
 }
 
-/* ---- the stale check ---------------------------------------------------- */
+/* ---- slots ------------------------------------------------------------ */
 
 int th_seg_procs_used(const struct th_seg *seg)
 {
@@ -322,6 +322,8 @@ int th_seg_procs_used(const struct th_seg *seg)
 
     return used < TH_MAX_PROCS ? (int)used : TH_MAX_PROCS;
 }
+
+/* ---- the stale check ---------------------------------------------------- */
 
 /*
  * Every attached process is gone: whatever is in the segment is history.
