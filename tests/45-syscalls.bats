@@ -162,7 +162,7 @@ total_at_most() {
     # nothing when a thread is back in its wait before the next connection,
     # but under strace on a busy machine it may not be (CI, Dec 2: 11 asks
     # for 100 connections): those asks are counted as the looks' own
-    at_most getsockopt $(awk -v l="$looks" -v n="$CONNS" 'BEGIN { print 0.1 + l / n }')
+    at_most getsockopt "$(awk -v l="$looks" -v n="$CONNS" 'BEGIN { print 0.1 + l / n }')"
 }
 
 @test "a worker alone in a wait on its listener (ex_epoll_excl, auto, 1 worker): no rotation, no epoll_ctl" {
