@@ -193,6 +193,16 @@ bool th_burst_queues_after_look(struct th_listener *const *ls, const int *fds, i
     return false;
 }
 
+int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t waited_ns)
+{
+    struct th_seg *seg = th_listener_seg(l);
+    int threads = seg ? (int)atomic_load_explicit(&seg->nqueued, memory_order_relaxed) : 0;
+
+    if (fd < 0 || th_policy_lookers(slept, waited_ns, INT32_MAX, threads) == 0)
+        return 0;
+    return th_policy_lookers(slept, waited_ns, queued(fd), threads);
+}
+
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start)
 {

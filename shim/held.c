@@ -41,27 +41,32 @@ void th_held_add(struct th_listener *l, uint64_t gen)
     holds[nheld++] = (struct held){ .l = l, .gen = gen, .pid = th_pid };
 }
 
-static void drop(int i)
+static void drop(int i, int lookers)
 {
     struct held h = holds[i];
 
     holds[i] = holds[--nheld];
     if (h.pid == th_pid)
-        th_lock_release_and_wake(h.l->seg, &th_cfg.lock, h.gen);
+        th_lock_release_and_wake_lookers(h.l->seg, &th_cfg.lock, h.gen, lookers);
 }
 
 void th_held_release(struct th_listener *l)
 {
+    th_held_release_lookers(l, 0);
+}
+
+void th_held_release_lookers(struct th_listener *l, int lookers)
+{
     int i = find(l);
 
     if (i >= 0)
-        drop(i);
+        drop(i, lookers);
 }
 
 void th_held_release_all(void)
 {
     while (nheld)
-        drop(nheld - 1);
+        drop(nheld - 1, 0);
 }
 
 void th_held_mark_waiting(bool in_wait)
@@ -79,9 +84,9 @@ void th_held_forget_after_fork(void)
 int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t deadline,
                  const sigset_t *sigmask, int bell, bool *held, bool *busy)
 {
-    bool blocked = false;
+    bool blocked = false, look = false;
 
-    for (int j = 0; j < k; j++) {
+    for (int j = 0; j < k && !look; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
         struct th_lock_wait w = { .params = &th_cfg.lock, .deadline = deadline,
                                   .sigmask = sigmask, .use_bell = bell >= 0, .bell = bell };
@@ -107,6 +112,9 @@ int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t d
             th_held_release_all();
             errno = EINTR;
             return -1;
+        case TH_LOCK_LOOK:              /* blocked, so it holds nothing */
+            busy[j] = look = true;
+            break;
         case TH_LOCK_ERROR:
             break;
         }
@@ -115,5 +123,5 @@ int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t d
             TH_COUNT(ls[j], lock_wait_ns, (uint64_t)waited);
         }
     }
-    return 0;
+    return look ? 1 : 0;
 }

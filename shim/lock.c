@@ -317,16 +317,99 @@ bool th_lock_check(struct th_seg *seg, const struct th_lock_params *p, struct th
     return next_in_line;
 }
 
-struct th_grant th_lock_release(struct th_seg *seg, const struct th_lock_params *p, uint64_t gen)
+/* A max-heap of the n oldest tickets seen so far (heap[0]: the youngest of them). */
+static void sift_down(struct th_waiter **heap, int size, int i)
+{
+    for (;;) {
+        int big = i, l = 2 * i + 1, r = l + 1;
+        if (l < size && heap[l]->ticket > heap[big]->ticket)
+            big = l;
+        if (r < size && heap[r]->ticket > heap[big]->ticket)
+            big = r;
+        if (big == i)
+            return;
+        struct th_waiter *t = heap[i];
+        heap[i] = heap[big];
+        heap[big] = t;
+        i = big;
+    }
+}
+
+static void keep_oldest(struct th_waiter **heap, int *size, int n, struct th_waiter *w)
+{
+    if (*size < n) {
+        int i = (*size)++;
+        heap[i] = w;
+        for (; i > 0 && heap[(i - 1) / 2]->ticket < heap[i]->ticket; i = (i - 1) / 2) {
+            struct th_waiter *t = heap[i];
+            heap[i] = heap[(i - 1) / 2];
+            heap[(i - 1) / 2] = t;
+        }
+    } else if (w->ticket < heap[0]->ticket) {
+        heap[0] = w;
+        sift_down(heap, *size, 0);
+    }
+}
+
+/*
+ * The n queued threads with a doorbell that have waited longest, after
+ * the grantee (no longer queued) and leaving out those already asked:
+ * their bells are to ring without a grant, and each leaves the queue
+ * itself (th_lock_abandon) to look.  In ticket order, so the same few
+ * threads (the first free slots are the most recently queued) are not
+ * the ones asked every time.
+ */
+static int pick_lookers_locked(struct th_seg *seg, int n, struct th_bell_id *bells)
+{
+    struct th_waiter *heap[TH_MAX_LOOKERS], *w;
+    uint32_t seen = 0;
+    int i = 0, size = 0;
+
+    n = n < TH_MAX_LOOKERS ? n : TH_MAX_LOOKERS;
+    while ((w = next_queued(seg, &i, &seen)) != NULL)
+        if ((w->flags & (TH_WF_DOORBELL | TH_WF_LOOK)) == TH_WF_DOORBELL)
+            keep_oldest(heap, &size, n, w);
+    for (int j = 0; j < size; j++) {
+        heap[j]->flags |= TH_WF_LOOK;
+        bells[j] = (struct th_bell_id){ heap[j]->bell, heap[j]->bell_token };
+    }
+    return size;
+}
+
+struct th_grant th_lock_release_lookers(struct th_seg *seg, const struct th_lock_params *p,
+                                        uint64_t gen, int lookers, struct th_bell_id *bells,
+                                        int *nbells)
 {
     struct th_grant next = no_grant;
 
+    *nbells = 0;
     if (th_guard_lock(seg) < 0)
         return no_grant;        /* others recover the lock after hold_ms */
-    if (seg->holder_gen == gen && seg->holder_pid == th_pid)
+    if (seg->holder_gen == gen && seg->holder_pid == th_pid) {
         next = grant_next_locked(seg, p);
+        if (next.w != NULL && lookers > 0)
+            *nbells = pick_lookers_locked(seg, lookers, bells);
+    }
     th_guard_unlock(seg);
     return next;
+}
+
+bool th_lock_asked_to_look(struct th_seg *seg, struct th_waiter *me)
+{
+    bool asked;
+
+    if (th_guard_lock(seg) < 0)
+        return false;
+    asked = atomic_load(&me->state) == TH_W_QUEUED && (me->flags & TH_WF_LOOK);
+    th_guard_unlock(seg);
+    return asked;
+}
+
+struct th_grant th_lock_release(struct th_seg *seg, const struct th_lock_params *p, uint64_t gen)
+{
+    int none;
+
+    return th_lock_release_lookers(seg, p, gen, 0, NULL, &none);
 }
 
 void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait)

@@ -140,6 +140,12 @@ static enum th_lock_result sleep_until_granted(struct th_seg *seg, const struct 
             th_lock_wake(seg, th_lock_abandon(seg, w->params, me));
             return TH_LOCK_INTR;
         }
+        /* the bell rang, no grant came, and a burst's holder asked us to look
+           (a ring left over from an earlier grant only makes us look again) */
+        if (r == 0 && w->use_bell && th_lock_asked_to_look(seg, me)) {
+            th_lock_wake(seg, th_lock_abandon(seg, w->params, me));
+            return TH_LOCK_LOOK;
+        }
         if (r == ETIMEDOUT && atomic_load(&me->state) == TH_W_QUEUED) {
             next_in_line = th_lock_check(seg, w->params, me, &wake);
             th_lock_wake(seg, wake);
@@ -171,4 +177,15 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
 void th_lock_release_and_wake(struct th_seg *seg, const struct th_lock_params *p, uint64_t gen)
 {
     th_lock_wake(seg, th_lock_release(seg, p, gen));
+}
+
+void th_lock_release_and_wake_lookers(struct th_seg *seg, const struct th_lock_params *p,
+                                      uint64_t gen, int lookers)
+{
+    struct th_bell_id bells[TH_MAX_LOOKERS];
+    int n;
+
+    th_lock_wake(seg, th_lock_release_lookers(seg, p, gen, lookers, bells, &n));
+    for (int i = 0; i < n; i++)
+        th_doorbell_ring(seg->uid, &bells[i]);
 }

@@ -45,12 +45,15 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     return r;
 }
 
-/* After the holder's wait: release what policy.c does not keep for the accept. */
+/* After the holder's wait: release what policy.c does not keep for the
+   accept, waking queued threads to look too in a burst (burst.c). */
 static void keep_reported(const struct th_lockwait *lw, const bool *held, int r)
 {
     for (int j = 0; j < lw->k; j++)
         if (held[j] && !th_policy_keeps_lock(lw->reported(lw->ctx, j, r), th_self.slept))
-            th_held_release(lw->ls[j]);
+            th_held_release_lookers(
+                lw->ls[j], th_burst_lookers(lw->ls[j], lw->fds ? lw->fds[j] : -1,
+                                            th_self.slept, th_now_ns() - lw->start));
 }
 
 /*
@@ -64,6 +67,12 @@ int64_t th_lockwait_burst_begin(struct th_lockwait *lw, const int *fds, uint64_t
 
     lw->fds = fds;
     lw->took_last = took_last;
+    lw->start = start;
+    /* a thread woken to look (th_policy_lookers) came for one connection:
+       in the burst it queues at once after it, as a thread of a threaded
+       instance does, instead of taking more through its own looks */
+    lw->threaded = lw->threaded || th_self.looked;
+    th_self.looked = false;
     lw->look_first = th_burst_looks_unlocked(lw->ls, lw->k, took_last, lw->threaded,
                                              &lw->check_after_look);
     return start;
@@ -172,12 +181,20 @@ int th_lockwait_run(const struct th_lockwait *lw)
     th_held_release_all();          /* waiting again: the lock goes on */
     for (;;) {
         int64_t until = lw->deadline;
-        int r, saved_errno;
+        int r, saved_errno, taken;
         bool capped;
 
-        if (th_held_take(lw->ls, lw->k, lw->may_block, lw->deadline, lw->sigmask, lw->bell,
-                         held, busy) < 0)
+        taken = th_held_take(lw->ls, lw->k, lw->may_block, lw->deadline, lw->sigmask, lw->bell,
+                             held, busy);
+        if (taken < 0)
             return -1;
+        if (taken > 0) {                /* woken to look (policy.c th_policy_lookers) */
+            r = lw->wait(lw->ctx, th_now_ns(), lw->sigmask);
+            th_self.looked = r > 0;
+            if (r != 0)
+                return r;
+            continue;                   /* nothing left: queue again */
+        }
         capped = any(busy, lw->k);
         if (capped)
             until = th_min_deadline(lw->deadline, th_cfg.retry_ms);

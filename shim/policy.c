@@ -381,6 +381,57 @@ bool th_policy_sleeps_unlocked(bool found_backlog)
     return found_backlog && lock_waits_look();
 }
 
+/*
+ * The lock hands a burst on one thread at a time: each grantee wakes,
+ * finds the listener ready, passes the lock on and accepts, so 64 idle
+ * workers take a burst of 128 in a chain of 64 wake-ups, one after the
+ * other (64 workers, 5 ms handler: rounds took 1.6-1.8x the handler's
+ * limit, the kernel's own exclusive wake-ups 1.42-1.50x).  So a holder
+ * that was queued idle (its lock wait lasted TH_REST_MS or more) and then
+ * found the listener ready at once (a backlog: not a saturated server's
+ * holder, which never idles in the queue, nor a sequential one's, which
+ * finds nothing queued) asks the listen queue's length, and when it is 3
+ * or more also wakes up to LOOKERS_MAX of the longest-queued threads
+ * (one per connection beyond the grantee's and its own): each leaves the
+ * queue, looks without the lock, takes one connection (the refusal rule
+ * keeps it to one) and queues again; one that finds nothing queues again
+ * at the tail.  Each next grantee that finds a backlog does the same, so
+ * the chain runs LOOKERS_MAX + 1 wide.
+ *
+ * Measured (Dec 2, 50 rounds of 2N, 64 workers; ex_threads 64 x 4
+ * threads and ex_epoll_shared, round time over the limit with a 5 ms
+ * handler, largest share of a round with none): without the fan-out
+ * 1.59-1.78x and 1.63-1.71x, shares 0.030 and 0.031; with all the
+ * connections' worth of lookers at once 1.32-1.35x and 1.56-1.59x, but
+ * shares 0.033 and 0.056 (Jain 0.983: the woken threads run in the
+ * scheduler's order, and those that run first come back first for
+ * more); with 4 at a time 1.34-1.35x and 1.57-1.59x, shares 0.041 and
+ * 0.043-0.050 (Jain >= 0.99); with 12, 1.28-1.31x, 1.56-1.58x, shares
+ * 0.050-0.053 for the shared instance.  Queues shorter than
+ * LOOKERS_MIN_QUEUED (16 single-threaded workers) hand on one at a time
+ * as before: there the chain is short, and emptying the queue made
+ * returning workers, which read it to know whether idle workers wait,
+ * drain the burst themselves (ex_epoll_shared, 16 workers: 0.11 -> 0.16-
+ * 0.19 of a round).  With fifo balance in auto mode only, as the other
+ * burst rules.
+ */
+#define LOOKERS_LEAVE_QUEUED 2
+#define LOOKERS_MIN_QUEUED 24
+#define LOOKERS_MAX 4
+_Static_assert(LOOKERS_MAX <= TH_MAX_LOOKERS, "lock.c picks at most TH_MAX_LOOKERS");
+
+int th_policy_lookers(bool slept, int64_t waited_ns, int conns_queued, int threads_queued)
+{
+    int n = conns_queued - 2;             /* the grantee takes one, this thread one */
+    int spare = threads_queued - 1 - LOOKERS_LEAVE_QUEUED;
+
+    if (!spreads_bursts() || slept || waited_ns < TH_REST_MS * TH_NS_PER_MS || n < 1 ||
+        spare < 1 || threads_queued < LOOKERS_MIN_QUEUED)
+        return 0;
+    n = n < spare ? n : spare;
+    return n < LOOKERS_MAX ? n : LOOKERS_MAX;
+}
+
 bool th_policy_jitters(void)
 {
     return th_cfg.mode == TH_MODE_JITTER;

@@ -35,6 +35,7 @@ enum th_waiter_state {
 };
 
 #define TH_WF_DOORBELL 1u
+#define TH_WF_LOOK     2u   /* its bell rang to make it look (lock.c); not asked twice */
 
 struct th_waiter {
     _Alignas(TH_CACHE_LINE) _Atomic uint32_t state;

@@ -88,6 +88,7 @@ struct th_thread {
     uint64_t yielding;     /* bit i: listener i sits out a yield of an epoll wait ... */
     int64_t yield_until;   /* ... until then (epwait.c) */
     bool slept;            /* the last wait slept (false: it found work waiting) */
+    bool looked;           /* the last lock wait was woken to look and took one */
 };
 extern __thread struct th_thread th_self;
 extern pid_t th_pid;      /* cached getpid(), refreshed in the child after fork */
@@ -333,7 +334,10 @@ enum th_lock_result {
     TH_LOCK_TIMEOUT,
     TH_LOCK_INTR,      /* a signal handler ran: the call returns EINTR */
     TH_LOCK_ERROR,     /* no waiter slot or broken segment: pass through */
+    TH_LOCK_LOOK,      /* woken to look (a burst): out of the queue, not holding */
 };
+/* A release in a burst wakes at most this many queued threads to look. */
+#define TH_MAX_LOOKERS 8
 /* Whom an operation handed the lock to; wake it after the call (th_lock_wake). */
 struct th_grant {
     struct th_waiter *w;      /* NULL: the lock went to nobody */
@@ -359,8 +363,14 @@ struct th_grant th_lock_abandon(struct th_seg *seg, const struct th_lock_params 
                                 struct th_waiter *me);
 bool th_lock_check(struct th_seg *seg, const struct th_lock_params *p, struct th_waiter *me,
                    struct th_grant *wake);
+/* ...and the doorbells of up to `lookers` other queued threads, to ring (bells[]). */
+struct th_grant th_lock_release_lookers(struct th_seg *seg, const struct th_lock_params *p,
+                                        uint64_t gen, int lookers, struct th_bell_id *bells,
+                                        int *nbells);
 struct th_grant th_lock_release(struct th_seg *seg, const struct th_lock_params *p,
                                 uint64_t gen);
+/* Queued, and picked by th_lock_release_lookers to look (its bell rang for that)? */
+bool th_lock_asked_to_look(struct th_seg *seg, struct th_waiter *me);
 void th_lock_mark_waiting(struct th_seg *seg, uint64_t gen, bool in_wait);
 int64_t th_lock_slice_ns(const struct th_seg *seg, const struct th_lock_params *p,
                          bool next_in_line);
@@ -382,11 +392,15 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
 void th_lock_wake(const struct th_seg *seg, struct th_grant g);
 void th_lock_release_and_wake(struct th_seg *seg, const struct th_lock_params *p,
                               uint64_t gen);
+void th_lock_release_and_wake_lookers(struct th_seg *seg, const struct th_lock_params *p,
+                                      uint64_t gen, int lookers);
 
 /* ---- held.c ---------------------------------------------------------- */
 bool th_held_has(struct th_listener *l);
 void th_held_add(struct th_listener *l, uint64_t gen);
 void th_held_release(struct th_listener *l);
+/* ...waking up to `lookers` queued threads to look too (bursts) */
+void th_held_release_lookers(struct th_listener *l, int lookers);
 void th_held_release_all(void);
 void th_held_mark_waiting(bool in_wait);
 void th_held_forget_after_fork(void);
@@ -394,7 +408,8 @@ void th_held_forget_after_fork(void);
  * Take the locks of ls[0..k): with may_block, wait (until deadline) for the
  * first one that has a segment and only try the rest, never blocking while
  * this thread holds another lock.  held[j] / busy[j] say what happened.
- * Returns 0, or -1 with errno EINTR when a signal interrupted the wait.
+ * Returns 0; 1 when, queued, it was woken to look (a burst: nothing held);
+ * or -1 with errno EINTR when a signal interrupted the wait.
  */
 int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t deadline,
                  const sigset_t *sigmask, int bell, bool *held, bool *busy);
@@ -443,6 +458,7 @@ bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t s
 bool th_policy_keeps_lock(bool reported, bool slept);
 #define TH_BUSY_SLEEP_MS 5
 bool th_policy_sleeps_unlocked(bool found_backlog);
+int th_policy_lookers(bool slept, int64_t waited_ns, int conns_queued, int threads_queued);
 bool th_policy_jitters(void);
 
 /* ---- burst.c: spreading a burst (both exclusive wait paths) ----------- */
@@ -471,6 +487,8 @@ bool th_burst_queues_after_look(struct th_listener *const *ls, const int *fds, i
                                 uint64_t took_last, bool threaded);
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
+/* A holder about to pass l's lock on: how many queued threads to wake to look too. */
+int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t waited_ns);
 /* Around a blocking accept (no wait before it); begin sets its *start, and
    returns false when a handler without SA_RESTART ran in its pause (EINTR). */
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
@@ -489,6 +507,7 @@ struct th_lockwait {
     bool threaded;                 /* the wait facts': an instance several threads wait on */
     const int *fds;                /* the listeners' fds, in ls order (bursts) */
     uint64_t took_last;            /* what this thread accepted since its last wait */
+    int64_t start;                 /* when the lock wait began (th_lockwait_burst_begin) */
     /* the wait path's part */
     void *ctx;
     /* on: leave out of the real wait the listeners that are busy[]; off: undo */

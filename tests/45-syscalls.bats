@@ -153,7 +153,9 @@ total_at_most() {
     local looks asks
     TRACE=epoll_wait,epoll_pwait,getsockopt serve ex_threads auto 2 -t 4
     # the burst rule asks the listen queue's length (TCP_INFO) only after
-    # a look (a wait with timeout 0) that found the listener ready
+    # a look (a wait with timeout 0) that found the listener ready (the
+    # lock's fan-out also asks after a holder's wait that found a backlog,
+    # but only with 24 or more threads queued: here there are 8 at most)
     looks=$(cat "$SC".t.* | grep -cE '^epoll_p?wait\([0-9]+, .*, [0-9]+, 0(, [^)]*)?\) += [1-9]' || true)
     asks=$(cat "$SC".t.* | grep -c '^getsockopt(.*TCP_INFO' || true)
     echo "# $asks TCP_INFO asks after $looks looks that found a connection ready" >&3

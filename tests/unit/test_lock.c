@@ -321,6 +321,62 @@ static void test_release_grants_one(void)
     seg_unlink(seg_inode);
 }
 
+/*
+ * A release in a burst also picks queued threads to look (bench: the
+ * fan-out): the longest-queued ones with a doorbell, after the grantee,
+ * each flagged so that no later release asks it again.  The slots are
+ * filled by hand, all this thread's (alive), oldest ticket in the last.
+ */
+static void fill_queue(int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct th_waiter *w = &seg->waiters[i];
+        w->pid = getpid();
+        w->tid = (int32_t)th_gettid();
+        w->ticket = (uint64_t)(100 - i);
+        w->flags = i == 2 ? 0 : TH_WF_DOORBELL;     /* slot 2 sleeps on a futex */
+        w->bell = (uint64_t)i + 1;
+        w->bell_token = 7;
+        atomic_store(&w->state, TH_W_QUEUED);
+    }
+    seg->nqueued = (uint32_t)n;
+}
+
+static void test_release_picks_lookers_once(void)
+{
+    struct th_bell_id bells[TH_MAX_LOOKERS];
+    struct th_grant g;
+    uint64_t gen;
+    int n;
+
+    lock_setup();
+    REQUIRE(try_lock(&gen) == TH_LOCK_OK);
+    fill_queue(6);
+    g = th_lock_release_lookers(seg, &params, gen, 2, bells, &n);
+    EXPECT(g.w == &seg->waiters[5]);                 /* the oldest holds it */
+    EXPECT_EQ(n, 2);
+    EXPECT(n == 2 && bells[0].name + bells[1].name == 5 + 4);   /* slots 4 and 3 */
+    EXPECT(th_lock_asked_to_look(seg, &seg->waiters[4]));
+    EXPECT(th_lock_asked_to_look(seg, &seg->waiters[3]));
+    EXPECT(!th_lock_asked_to_look(seg, &seg->waiters[1]));
+    /* the next release: slot 4 is next in line, slot 3 was asked already,
+       slot 2 has no doorbell, so slots 1 and 0 look */
+    g = th_lock_release_lookers(seg, &params, seg->waiters[5].gen, 2, bells, &n);
+    EXPECT(g.w == &seg->waiters[4]);
+    EXPECT_EQ(n, 2);
+    EXPECT(n == 2 && bells[0].name + bells[1].name == 2 + 1);
+    EXPECT(!th_lock_asked_to_look(seg, &seg->waiters[4]));   /* granted, not queued */
+    /* no lookers asked: none picked */
+    g = th_lock_release_lookers(seg, &params, seg->waiters[4].gen, 0, bells, &n);
+    EXPECT(g.w != NULL);
+    EXPECT_EQ(n, 0);
+    for (int i = 0; i < 6; i++)
+        atomic_store(&seg->waiters[i].state, TH_W_FREE);
+    seg->nqueued = 0;
+    seg->holder_pid = seg->holder_tid = 0;
+    seg_unlink(seg_inode);
+}
+
 /* ---- timeouts ----------------------------------------------------------- */
 
 static void test_timeout(void)
@@ -667,6 +723,8 @@ static const struct tap_case cases[] = {
     { "lifo: 10 processes get the lock in reverse arrival order", test_lifo_order },
     { "fifo: 10 threads of one process, arrival order", test_fifo_threads },
     { "a release wakes exactly one waiter", test_release_grants_one },
+    { "a burst's release also picks the oldest doorbell waiters to look, once",
+      test_release_picks_lookers_once },
     { "deadline 100 ms while held: TIMEOUT after ~100 ms", test_timeout },
     { "timeout 0 is a try: BUSY at once, never queued", test_try },
     { "SIGALRM handler during the wait: INTR, queue clean", test_eintr },

@@ -115,6 +115,22 @@ static void test_blocking_accept_pauses_only_in_a_burst(void)
     EXPECT(!th_policy_pauses_accept(1, 1 * MS, 3, 1, 50 * MS));
 }
 
+static void test_lookers_only_for_a_long_queue_in_a_burst(void)
+{
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    /* lookers(slept, waited, conns_queued, threads_queued) */
+    EXPECT_EQ(th_policy_lookers(false, 5 * MS, 10, 63), 4);     /* capped */
+    EXPECT_EQ(th_policy_lookers(false, 5 * MS, 4, 63), 2);      /* one per extra connection */
+    EXPECT_EQ(th_policy_lookers(false, 5 * MS, 2, 63), 0);      /* grantee and this one */
+    EXPECT_EQ(th_policy_lookers(true, 5 * MS, 10, 63), 0);      /* slept: no backlog */
+    EXPECT_EQ(th_policy_lookers(false, 1 * MS, 10, 63), 0);     /* was not idle in the queue */
+    EXPECT_EQ(th_policy_lookers(false, 5 * MS, 10, 15), 0);     /* 16 workers: one at a time */
+    mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
+    EXPECT_EQ(th_policy_lookers(false, 5 * MS, 10, 63), 0);
+    mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
+    EXPECT_EQ(th_policy_lookers(false, 5 * MS, 10, 63), 0);
+}
+
 static const struct tap_case cases[] = {
     { "rotation: only while ahead of idle waiters", test_rotates_only_ahead_of_idle_waiters },
     { "rotation: exclusive and auto modes, fifo balance", test_rotation_belongs_to_fifo_exclusive_modes },
@@ -122,6 +138,8 @@ static const struct tap_case cases[] = {
     { "yield: auto mode, fifo balance only", test_yields_only_in_auto_fifo },
     { "refusal: a further accept in a burst, others waiting, auto fifo", test_refuses_only_in_a_burst },
     { "lock waits: queue instead of looking only in a burst", test_lock_waits_queue_only_in_a_burst },
+    { "lock fan-out: a long queue, idle before a backlog, auto fifo, capped",
+      test_lookers_only_for_a_long_queue_in_a_burst },
     { "blocking accept: pause only in a burst, back at once, others in accept, a queue",
       test_blocking_accept_pauses_only_in_a_burst },
 };
