@@ -317,38 +317,22 @@ bool th_lock_check(struct th_seg *seg, const struct th_lock_params *p, struct th
     return next_in_line;
 }
 
-/* A max-heap of the n oldest tickets seen so far (heap[0]: the youngest of them). */
-static void sift_down(struct th_waiter **heap, int size, int i)
+/* oldest[0..*size) holds the n oldest tickets seen so far, oldest first
+   (n is at most TH_MAX_LOOKERS: an insertion into a short sorted array). */
+static void keep_oldest(struct th_waiter **oldest, int *size, int n, struct th_waiter *w)
 {
-    for (;;) {
-        int big = i, l = 2 * i + 1, r = l + 1;
-        if (l < size && heap[l]->ticket > heap[big]->ticket)
-            big = l;
-        if (r < size && heap[r]->ticket > heap[big]->ticket)
-            big = r;
-        if (big == i)
-            return;
-        struct th_waiter *t = heap[i];
-        heap[i] = heap[big];
-        heap[big] = t;
-        i = big;
-    }
-}
+    int i = *size;
 
-static void keep_oldest(struct th_waiter **heap, int *size, int n, struct th_waiter *w)
-{
-    if (*size < n) {
-        int i = (*size)++;
-        heap[i] = w;
-        for (; i > 0 && heap[(i - 1) / 2]->ticket < heap[i]->ticket; i = (i - 1) / 2) {
-            struct th_waiter *t = heap[i];
-            heap[i] = heap[(i - 1) / 2];
-            heap[(i - 1) / 2] = t;
-        }
-    } else if (w->ticket < heap[0]->ticket) {
-        heap[0] = w;
-        sift_down(heap, *size, 0);
+    if (i == n) {                   /* full: w must be older than the youngest kept */
+        if (w->ticket >= oldest[n - 1]->ticket)
+            return;
+        i = n - 1;
+    } else {
+        (*size)++;
     }
+    for (; i > 0 && oldest[i - 1]->ticket > w->ticket; i--)
+        oldest[i] = oldest[i - 1];
+    oldest[i] = w;
 }
 
 /*
@@ -361,17 +345,17 @@ static void keep_oldest(struct th_waiter **heap, int *size, int n, struct th_wai
  */
 static int pick_lookers_locked(struct th_seg *seg, int n, struct th_bell_id *bells)
 {
-    struct th_waiter *heap[TH_MAX_LOOKERS], *w;
+    struct th_waiter *oldest[TH_MAX_LOOKERS], *w;
     uint32_t seen = 0;
     int i = 0, size = 0;
 
     n = n < TH_MAX_LOOKERS ? n : TH_MAX_LOOKERS;
     while ((w = next_queued(seg, &i, &seen)) != NULL)
         if ((w->flags & (TH_WF_DOORBELL | TH_WF_LOOK)) == TH_WF_DOORBELL)
-            keep_oldest(heap, &size, n, w);
+            keep_oldest(oldest, &size, n, w);
     for (int j = 0; j < size; j++) {
-        heap[j]->flags |= TH_WF_LOOK;
-        bells[j] = (struct th_bell_id){ heap[j]->bell, heap[j]->bell_token };
+        oldest[j]->flags |= TH_WF_LOOK;
+        bells[j] = (struct th_bell_id){ oldest[j]->bell, oldest[j]->bell_token };
     }
     return size;
 }
