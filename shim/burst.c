@@ -193,14 +193,20 @@ bool th_burst_queues_after_look(struct th_listener *const *ls, const int *fds, i
     return false;
 }
 
-int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t waited_ns)
+/* The clock and the listen queue are asked only when the facts at hand
+   leave the answer open: a saturated holder releases once per connection. */
+int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t wait_start)
 {
     struct th_seg *seg = th_listener_seg(l);
     int threads = seg ? (int)atomic_load_explicit(&seg->nqueued, memory_order_relaxed) : 0;
+    int64_t waited;
 
-    if (fd < 0 || th_policy_lookers(slept, waited_ns, INT32_MAX, threads) == 0)
+    if (fd < 0 || th_policy_lookers(slept, INT64_MAX, INT32_MAX, threads) == 0)
         return 0;
-    return th_policy_lookers(slept, waited_ns, queued(fd), threads);
+    waited = th_now_ns() - wait_start;
+    if (th_policy_lookers(slept, waited, INT32_MAX, threads) == 0)
+        return 0;
+    return th_policy_lookers(slept, waited, queued(fd), threads);
 }
 
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,

@@ -51,9 +51,9 @@ static void keep_reported(const struct th_lockwait *lw, const bool *held, int r)
 {
     for (int j = 0; j < lw->k; j++)
         if (held[j] && !th_policy_keeps_lock(lw->reported(lw->ctx, j, r), th_self.slept))
-            th_held_release_lookers(
-                lw->ls[j], th_burst_lookers(lw->ls[j], lw->fds ? lw->fds[j] : -1,
-                                            th_self.slept, th_now_ns() - lw->start));
+            th_held_release_lookers(lw->ls[j],
+                                    th_burst_lookers(lw->ls[j], lw->fds ? lw->fds[j] : -1,
+                                                     th_self.slept, lw->start));
 }
 
 /*

@@ -487,8 +487,9 @@ bool th_burst_queues_after_look(struct th_listener *const *ls, const int *fds, i
                                 uint64_t took_last, bool threaded);
 void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_last,
                          uint64_t reported, int64_t start);
-/* A holder about to pass l's lock on: how many queued threads to wake to look too. */
-int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t waited_ns);
+/* A holder about to pass l's lock on (its lock wait began at wait_start):
+   how many queued threads to wake to look too. */
+int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t wait_start);
 /* Around a blocking accept (no wait before it); begin sets its *start, and
    returns false when a handler without SA_RESTART ran in its pause (EINTR). */
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
