@@ -4,24 +4,35 @@
 #   bench/pairs.sh [TARGET...]
 #
 # A shared, noisy machine makes one run of each side worthless for a 5%
-# question, so each target runs without the shim, with it, without, with
-# ... (PAIRS_N pairs, default 3) and reports the median of the per-pair
-# ratios (with / without) of requests/s and of CPU time per connection
-# (the workers' schedstat, from loadgen), and the ratio of the best runs
-# (highest req/s, lowest CPU per connection), which interference from
-# other processes can only make worse.
+# question, so each target runs in PAIRS_N pairs (default 3) of one run
+# without the shim and one with it, the side that goes first alternating
+# (without, with; with, without; ...) so that a drift of the machine
+# during the pairs (load, TIME_WAIT sockets piling up) does not favour
+# one side.  It reports the median of the per-pair ratios (with /
+# without) of requests/s and of CPU time per connection (the workers'
+# schedstat, from loadgen), and the ratio of the best runs (highest
+# req/s, lowest CPU per connection), which interference from other
+# processes can only make worse.
+#
+# A MODE of none runs the same program without the shim on both sides:
+# its ratios are the noise floor the other rows should be read against
+# (the defaults include one such control for the examples and one for
+# the peers).  A MODE of off loads the shim and keeps it pass-through:
+# the cost of being loaded.
 #
 # TARGET is
 #   STYLE:WORKERS:MODE   an example under THUNDER_MODE=MODE, saturated:
 #                        PAIRS_CLIENTS (8) clients in a closed loop for
 #                        PAIRS_SECONDS (2) s, as bench/matrix.sh's sat
-#   peer:CONFIG:WORKERS:WORKLOAD  a real server (bench/peers/servers.sh)
-#                        in auto mode; WORKLOAD seq (PAIRS_SEQ_CONNS,
-#                        1000, sequential, 200 us apart) or sat
+#   peer:CONFIG:WORKERS:WORKLOAD[:MODE]  a real server
+#                        (bench/peers/servers.sh) in MODE (auto);
+#                        WORKLOAD seq (PAIRS_SEQ_CONNS, 1000,
+#                        sequential, 200 us apart) or sat
 # Default: every example style at 4 workers in auto, lock and exclusive,
 # ex_epoll_shared at 16 and 64 in auto and lock, and the four herd-free
 # peers (nginx default and accept_mutex on, Apache prefork, uWSGI
-# --thunder-lock) at 4 workers, seq.  Prints one table row per target.
+# --thunder-lock) at 4 workers, seq; each group with its control (none
+# on both sides).  Prints one table row per target.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -36,10 +47,12 @@ SEQ_CONNS=${PAIRS_SEQ_CONNS:-1000}
 loadgen=$root/tools/thunder-loadgen
 
 if [ $# -eq 0 ]; then
-    for style in ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_accept; do
+    set -- ex_epoll_excl:4:none
+    for style in ex_poll ex_select ex_epoll ex_epoll_excl ex_epoll_shared ex_threads ex_evloop ex_greedy ex_inherit ex_accept; do
         for mode in auto lock exclusive; do set -- "$@" "$style:4:$mode"; done
     done
     set -- "$@" ex_epoll_shared:16:auto ex_epoll_shared:16:lock ex_epoll_shared:64:auto ex_epoll_shared:64:lock
+    set -- "$@" peer:nginx:4:seq:none
     for config in nginx nginx-accept-mutex apache-prefork uwsgi-thunder-lock; do
         set -- "$@" "peer:$config:4:seq"
     done
@@ -97,28 +110,30 @@ ratio_of() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (a > 0 && b > 0) prin
 
 printf '| target | workload | req/s ratio (median) | CPU/conn ratio (median) | best req/s ratio | best CPU/conn ratio | req/s ratios | CPU ratios |\n|---|---|---|---|---|---|---|---|\n'
 for target in "$@"; do
-    IFS=: read -r a b c d <<<"$target"
-    rr='' cr='' r0s='' r1s='' c0s='' c1s=''
+    IFS=: read -r a b c d e <<<"$target"
+    peer_mode=${e:-auto}
+    rr='' cr='' r0s='' r1s='' c0s='' c1s='' i=0
     if [ "$a" = peer ] && ! peer_installed "$b"; then
         echo "pairs: $b not installed" >&2
         continue
     fi
     for _ in $(seq "$N"); do
-        # in this shell (not a subshell), so that an interrupt stops the server
-        if [ "$a" = peer ]; then
-            one_peer "$b" "$c" none "$d" >"$work/r0"
-            one_peer "$b" "$c" auto "$d" >"$work/r1"
-        else
-            one_example "$a" "$b" none >"$work/r0"
-            one_example "$a" "$b" "$c" >"$work/r1"
-        fi
+        i=$((i + 1))
+        for side in $( ((i % 2)) && echo "0 1" || echo "1 0"); do
+            # in this shell (not a subshell), so that an interrupt stops the server
+            if [ "$a" = peer ]; then
+                one_peer "$b" "$c" "$( ((side)) && echo "$peer_mode" || echo none)" "$d" >"$work/r$side"
+            else
+                one_example "$a" "$b" "$( ((side)) && echo "$c" || echo none)" >"$work/r$side"
+            fi
+        done
         read -r r0 c0 <"$work/r0"
         read -r r1 c1 <"$work/r1"
         rr+=" $(ratio_of "${r1:-}" "${r0:-}")"
         cr+=" $(ratio_of "${c1:-}" "${c0:-}")"
         r0s+=" ${r0:-}" r1s+=" ${r1:-}" c0s+=" ${c0:-}" c1s+=" ${c1:-}"
     done
-    if [ "$a" = peer ]; then label="$b $c workers (auto)" wl=$d; else label="$a $b workers $c" wl=sat; fi
+    if [ "$a" = peer ]; then label="$b $c workers ($peer_mode)" wl=$d; else label="$a $b workers $c" wl=sat; fi
     printf '| %s | %s | %s | %s | %s | %s |%s |%s |\n' "$label" "$wl" "$(median <<<"$rr")" "$(median <<<"$cr")" \
         "$(ratio_of "$(best max <<<"$r1s")" "$(best max <<<"$r0s")")" \
         "$(ratio_of "$(best min <<<"$c1s")" "$(best min <<<"$c0s")")" "$rr" "$cr"
