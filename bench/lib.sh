@@ -76,16 +76,19 @@ run_burst_cell() {
 
 # Starts examples/EXAMPLE ARGS... without the shim (MODE none) or with
 # THUNDER_MODE=MODE; sets cell_port, cell_master, cell_workers.
+# BENCH_WRAP, if set, is a command the example runs under (valgrind for
+# bench/instructions.sh).
 cell_start() {
     local example=$1 mode=$2
     shift 2
-    local -a env_cmd=(env)
+    local -a env_cmd=(env) wrap=()
+    read -r -a wrap <<<"${BENCH_WRAP:-}"
     cell_out=$(mktemp)
     if [ "$mode" != none ]; then
         env_cmd+=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$mode")
         [ -n "${BENCH_BALANCE:-}" ] && env_cmd+=("THUNDER_BALANCE=$BENCH_BALANCE")
     fi
-    srv_start "$cell_out" "${BENCH_ERR:-/dev/null}" "${env_cmd[@]}" "$BENCH_ROOT/examples/$example" "$@"
+    srv_start "$cell_out" "${BENCH_ERR:-/dev/null}" "${env_cmd[@]}" "${wrap[@]}" "$BENCH_ROOT/examples/$example" "$@"
     cell_master=$SRV_JOB
     if ! srv_ready_line "$cell_out" "$SRV_JOB"; then
         echo "error=server did not start"

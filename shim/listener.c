@@ -120,7 +120,8 @@ static struct th_proc_stats *my_stats(struct th_listener *l)
     return l->stats;
 }
 
-struct th_seg *th_listener_seg(struct th_listener *l)
+/* The first call in this process: map the segment, claim the slot. */
+static struct th_seg *attach(struct th_listener *l)
 {
     int state = atomic_load_explicit(&l->attach_state, memory_order_acquire);
     int saved_errno = errno;      /* attaching tries calls that fail (EEXIST) */
@@ -153,11 +154,27 @@ struct th_seg *th_listener_seg(struct th_listener *l)
     return l->seg;
 }
 
+/* Every hook asks this, several times per connection: the common case
+   (attached, this process's slot claimed) is two loads, nothing more. */
+struct th_seg *th_listener_seg(struct th_listener *l)
+{
+    if (atomic_load_explicit(&l->attach_state, memory_order_acquire) > 0 &&
+        atomic_load_explicit(&l->stats_pid, memory_order_acquire) == th_pid)
+        return l->seg;
+    return attach(l);
+}
+
+/* This process's statistics slot in l's segment (NULL without one). */
+static struct th_proc_stats *stats_of(struct th_listener *l)
+{
+    return th_listener_seg(l) ? l->stats : NULL;
+}
+
 void th_count(struct th_listener *l, size_t field_offset, uint64_t n)
 {
-    struct th_proc_stats *stats;
+    struct th_proc_stats *stats = stats_of(l);
 
-    if (th_listener_seg(l) == NULL || (stats = my_stats(l)) == NULL)
+    if (stats == NULL)
         return;
     atomic_fetch_add_explicit((_Atomic uint64_t *)((char *)stats + field_offset), n,
                               memory_order_relaxed);
@@ -189,19 +206,19 @@ void th_listener_note_blocking(struct th_listener *l, int blocks)
 /* This process's successful accepts on l so far (0 without a segment). */
 uint64_t th_listener_accepts(struct th_listener *l)
 {
-    struct th_proc_stats *stats;
+    struct th_proc_stats *stats = stats_of(l);
 
-    if (th_listener_seg(l) == NULL || (stats = my_stats(l)) == NULL)
+    if (stats == NULL)
         return 0;
     return atomic_load_explicit(&stats->accepts, memory_order_relaxed);
 }
 
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const char *why)
 {
-    struct th_proc_stats *stats;
+    struct th_proc_stats *stats = stats_of(l);
     uint32_t bit = 1u << s;
 
-    if (th_listener_seg(l) && (stats = my_stats(l)) != NULL)
+    if (stats != NULL)
         atomic_store_explicit(&stats->strategy, s, memory_order_relaxed);
     /* every wait comes here: read first, and write the bit only once */
     if (!(atomic_load_explicit(&l->logged, memory_order_relaxed) & bit) &&
@@ -245,9 +262,9 @@ bool th_listener_others_wait(struct th_listener *l)
 
 static void waiting_add(struct th_listener *l, int n)
 {
-    struct th_proc_stats *stats;
+    struct th_proc_stats *stats = stats_of(l);
 
-    if (th_listener_seg(l) == NULL || (stats = my_stats(l)) == NULL)
+    if (stats == NULL)
         return;
     atomic_fetch_add_explicit(&l->seg->waiting, n, memory_order_relaxed);
     atomic_fetch_add_explicit(&stats->waiting, n, memory_order_relaxed);
@@ -287,9 +304,9 @@ void th_waiting_clear(void)
 
 void th_count_yield(struct th_listener *l)
 {
-    struct th_proc_stats *stats;
+    struct th_proc_stats *stats = stats_of(l);
 
-    if (th_listener_seg(l) && (stats = my_stats(l)) != NULL)
+    if (stats != NULL)
         atomic_fetch_add_explicit(&stats->yields, 1, memory_order_relaxed);
 }
 

@@ -159,8 +159,11 @@ CONF
             cmd=(setsid -w /usr/sbin/apache2 -f "$dir/apache.conf" -DFOREGROUND) ;;
         *) echo "peer_start: unknown configuration '$config'" >&2; return 2 ;;
     esac
+    # PEER_WRAP: a command the server runs under (bench/instructions.sh)
+    local -a wrap=()
+    read -r -a wrap <<<"${PEER_WRAP:-}"
     # fd 3 is bats's own: a background server holding it would hang bats
-    (cd "$dir" && exec env "$@" "${cmd[@]}") >"$dir/server.log" 2>&1 3>&- </dev/null &
+    (cd "$dir" && exec env "$@" "${wrap[@]}" "${cmd[@]}") >"$dir/server.log" 2>&1 3>&- </dev/null &
     PEER_PID=$!
 }
 

@@ -1,0 +1,124 @@
+#!/bin/bash
+# bench/instructions.sh - the shim's own work per connection, counted, not timed (issue 12).
+#
+#   bench/instructions.sh [TARGET...]
+#
+# CPU time per connection on a shared machine moves by 10% between two
+# runs of the same server (bench/pairs.sh's control rows), far more than
+# a preload library's few hundred instructions.  This counts instead:
+# the server runs under valgrind's cachegrind (instruction counts only),
+# which counts every instruction its processes execute in user space, the
+# shim's included, the same on every run.  Each side (without the shim,
+# with it in MODE) runs twice, with INSTR_CONNS_A (100) and INSTR_CONNS_B
+# (600) sequential connections (200 us apart); the difference, divided
+# by the difference in connections, is the per-connection cost, free of
+# start-up and shut-down.  What it leaves out is the kernel's side, which
+# bench/syscalls.sh counts by system call, and cache misses.
+#
+# TARGET is STYLE:WORKERS:MODE (an example) or peer:CONFIG:WORKERS[:MODE]
+# (a real server, bench/peers/servers.sh; MODE auto).  Default: the four
+# herd-free peers (nginx default and accept_mutex on, Apache prefork,
+# uWSGI --thunder-lock) and ex_epoll_excl, ex_poll, ex_epoll_shared and
+# ex_accept, 4 workers, auto.  Prints one table row per target.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+# shellcheck source=bench/peers/servers.sh
+. "$here/peers/servers.sh"
+A=${INSTR_CONNS_A:-100}
+B=${INSTR_CONNS_B:-600}
+loadgen=$BENCH_ROOT/tools/thunder-loadgen
+
+if ! command -v valgrind >/dev/null; then
+    echo "instructions: valgrind is not installed (apt-get install valgrind)" >&2
+    exit 1
+fi
+if [ $# -eq 0 ]; then
+    set -- peer:nginx:4 peer:nginx-accept-mutex:4 peer:apache-prefork:4 peer:uwsgi-thunder-lock:4 \
+        ex_epoll_excl:4:auto ex_poll:4:auto ex_epoll_shared:4:auto ex_accept:4:auto
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/thunder-instr.XXXXXX")
+chmod 755 "$work"      # nginx's and Apache's workers run as another user
+peer_config='' peer_dir=''
+trap 'cell_cleanup; [ -n "$peer_config" ] && peer_stop "$peer_config" "$peer_dir" >/dev/null 2>&1; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
+
+# The instructions of every process of the last run, summed (each
+# process's log ends with its "I refs" line when it exits).
+sum_refs() {
+    cat "$work"/vg.* 2>/dev/null | sed -n 's/.*I *refs: *//p' | tr -d , |
+        awk '{ s += $1 } END { printf "%d\n", s }'
+}
+
+# drive PORT HTTP CONNS: CONNS sequential requests (HTTP ones if HTTP is
+# not empty); prints how many were answered
+drive() {
+    local out
+    out=$(timeout 300 "$loadgen" ${2:+-H} -p "$1" -n "$3" -c 1 -g 200 -d 240 -T 20000)
+    cell_get ok "$out"
+}
+
+one_example() {  # STYLE WORKERS MODE CONNS
+    local ok
+    rm -f "$work"/vg.*
+    BENCH_WRAP="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes --log-file=$work/vg.%p" \
+        cell_start "$1" "$3" -w "$2" || return 1
+    ok=$(drive "$cell_port" "" "$4")
+    cell_cleanup
+    [ "$ok" = "$4" ] || { echo "instructions: $1 $3: $ok of $4 answered" >&2; return 1; }
+    sum_refs
+}
+
+one_peer() {  # CONFIG WORKERS MODE CONNS
+    local port master kids ok=
+    local -a vars=()
+    port=$(free_port)
+    peer_config=$1 peer_dir=$work/peer
+    rm -f "$work"/vg.*
+    [ "$3" != none ] && vars=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$3")
+    PEER_WRAP="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes --log-file=$work/vg.%p" \
+        peer_start "$1" "$2" "$port" "$peer_dir" "${vars[@]}" || return 1
+    for _ in $(seq 600); do      # up to a minute: valgrind starts slowly
+        master=$(peer_master "$1" "$peer_dir")
+        kids=$(peer_workers "$1" "$master" 2>/dev/null) || kids=
+        [ -n "$kids" ] && [ "$(tr ',' '\n' <<<"$kids" | wc -l)" -ge "$2" ] &&
+            "$loadgen" -H -p "$port" -n 1 -T 5000 >/dev/null 2>&1 && break
+        kids=
+        sleep 0.1
+    done
+    [ -n "$kids" ] && ok=$(drive "$port" http "$4")
+    peer_stop "$1" "$peer_dir" >/dev/null 2>&1
+    peer_config=''
+    rm -rf "$peer_dir"
+    [ "$ok" = "$4" ] || { echo "instructions: $1 $3: ${ok:-0} of $4 answered" >&2; return 1; }
+    sum_refs
+}
+
+# per_conn KIND ARGS... MODE: instructions per connection of one side
+per_conn() {
+    local kind=$1 x y
+    shift
+    x=$("$kind" "$@" "$A") || return 1
+    y=$("$kind" "$@" "$B") || return 1
+    awk -v x="$x" -v y="$y" -v n=$((B - A)) 'BEGIN { printf "%.0f\n", (y - x) / n }'
+}
+
+printf '| target | mode | instructions/conn without | with | extra | ratio |\n|---|---|---|---|---|---|\n'
+for target in "$@"; do
+    IFS=: read -r a b c d <<<"$target"
+    if [ "$a" = peer ]; then
+        if ! peer_installed "$b"; then
+            echo "instructions: $b not installed" >&2
+            continue
+        fi
+        mode=${d:-auto} label="$b, $c workers"
+        without=$(per_conn one_peer "$b" "$c" none) && with=$(per_conn one_peer "$b" "$c" "$mode") || continue
+    else
+        mode=$c label="$a, $b workers"
+        without=$(per_conn one_example "$a" "$b" none) && with=$(per_conn one_example "$a" "$b" "$mode") || continue
+    fi
+    printf '| %s | %s | %s | %s | %+d | %s |\n' "$label" "$mode" "$without" "$with" $((with - without)) \
+        "$(awk -v a="$with" -v b="$without" 'BEGIN { printf "%.3f", a / b }')"
+done
