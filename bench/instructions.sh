@@ -113,12 +113,12 @@ for target in "$@"; do
             echo "instructions: $b not installed" >&2
             continue
         fi
-        mode=${d:-auto} label="$b, $c workers"
-        without=$(per_conn one_peer "$b" "$c" none) && with=$(per_conn one_peer "$b" "$c" "$mode") || continue
+        mode=${d:-auto} label="$b, $c workers" kind=(one_peer "$b" "$c")
     else
-        mode=$c label="$a, $b workers"
-        without=$(per_conn one_example "$a" "$b" none) && with=$(per_conn one_example "$a" "$b" "$mode") || continue
+        mode=$c label="$a, $b workers" kind=(one_example "$a" "$b")
     fi
+    without=$(per_conn "${kind[@]}" none) || continue
+    with=$(per_conn "${kind[@]}" "$mode") || continue
     printf '| %s | %s | %s | %s | %+d | %s |\n' "$label" "$mode" "$without" "$with" $((with - without)) \
         "$(awk -v a="$with" -v b="$without" 'BEGIN { printf "%.3f", a / b }')"
 done
