@@ -71,7 +71,7 @@ static struct th_listener *classify(int fd, enum fd_kind *kind)
 
 struct th_listener *th_fd_listener(int fd)
 {
-    int saved_errno = errno;
+    int saved_errno;
     struct th_listener *l;
     enum fd_kind kind;
 
@@ -85,6 +85,7 @@ struct th_listener *th_fd_listener(int fd)
         if (kind != KIND_UNKNOWN)
             return NULL;
     }
+    saved_errno = errno;        /* classify's calls may fail */
     l = classify(fd, &kind);
     if (fd < CACHED_FDS) {
         if (l) {

@@ -68,14 +68,34 @@ void th_sig_init(void)
         refresh_disposition(sig);
 }
 
-void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask)
+static void busy_mask(sigset_t *set, uint64_t ign, const sigset_t *wait_mask)
 {
-    uint64_t ign = atomic_load_explicit(&ignored, memory_order_relaxed);
-
     sigfillset(set);
     for (int sig = 1; ign; sig++, ign >>= 1)
         if ((ign & 1) && (wait_mask == NULL || sigismember(wait_mask, sig) == 0))
             sigdelset(set, sig);
+}
+
+/* The mask without a wait mask of the program's (most waits) is kept per
+   thread until the dispositions change: built, it was about 360
+   instructions per queued wait.  No disposition set is all ones (SIGKILL
+   cannot be ignored), so that marks "none kept yet". */
+static __thread uint64_t kept_for = UINT64_MAX;
+static __thread sigset_t kept;
+
+void th_sig_busy_mask(sigset_t *set, const sigset_t *wait_mask)
+{
+    uint64_t ign = atomic_load_explicit(&ignored, memory_order_relaxed);
+
+    if (wait_mask != NULL) {
+        busy_mask(set, ign, wait_mask);
+        return;
+    }
+    if (kept_for != ign) {
+        busy_mask(&kept, ign, NULL);
+        kept_for = ign;
+    }
+    *set = kept;
 }
 
 void th_sig_enter(struct th_sigscope *scope, const sigset_t *callers_mask)

@@ -1,0 +1,66 @@
+#!/usr/bin/env bats
+# The shim's own work per call, counted in instructions (issue 12).
+# valgrind's cachegrind counts every user-space instruction a process
+# runs, the same on every run and under any load, so these limits are
+# counts, not times.  They catch what a system-call count cannot: a scan,
+# a lookup or an errno round trip added to the path every connection or
+# every wait takes.  The limits leave a quarter or more of room over what
+# this tree measures (numbers in the comments, Debian's gcc and glibc).
+
+load helpers
+
+setup() {
+    [ -z "${TEST_ASAN_PRELOAD:-}" ] || skip "instruction counts are the plain build's (valgrind does not run ASan)"
+    command -v valgrind >/dev/null || skip "valgrind is not installed (apt-get install valgrind)"
+}
+
+# waitloop_instructions N WITH: the user-space instructions waitloop
+# runs for N rounds of its 6 waits, without (0) or with (1) the shim
+waitloop_instructions() {
+    local -a env_cmd=(env)
+    [ "$2" = 1 ] && env_cmd+=("LD_PRELOAD=$THUNDER_LIB" THUNDER_MODE=auto)
+    "${env_cmd[@]}" valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+        "$(prog waitloop)" "$1" 2>&1 >/dev/null | sed -n 's/.*I *refs: *//p' | tr -d ,
+}
+
+@test "a wait without a managed listener: at most 250 instructions of the shim's (poll ppoll select pselect epoll_wait epoll_pwait)" {
+    local a b c d extra
+    a=$(waitloop_instructions 100 0)
+    b=$(waitloop_instructions 100 1)
+    c=$(waitloop_instructions 400 0)
+    d=$(waitloop_instructions 400 1)
+    [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && [ -n "$d" ] || fail "cachegrind printed no count"
+    # start-up cancels out; 1800 waits are left (measured: about 140 each)
+    extra=$((((d - c) - (b - a)) / 1800))
+    echo "# 600 waits: $a without, $b with; 2400 waits: $c without, $d with: $extra extra per wait" >&3
+    [ "$extra" -le 250 ] || fail "$extra instructions of the shim's per wait that holds no listener"
+}
+
+# The exclusive path end to end: bench/instructions.sh's own row (two
+# runs per side, 50 and 300 sequential connections, 2 workers).
+@test "an exclusive wait and its accept (ex_epoll_excl, auto): at most 2400 instructions of the shim's per connection" {
+    local row without with
+    BENCH_LIB=$THUNDER_LIB INSTR_CONNS_A=50 INSTR_CONNS_B=300 "$BATS_TEST_DIRNAME/../bench/instructions.sh" ex_epoll_excl:2:auto \
+        >"$BATS_TEST_TMPDIR/instr" 2>&1 || true
+    row=$(grep '^| ex_epoll_excl' "$BATS_TEST_TMPDIR/instr") || { cat "$BATS_TEST_TMPDIR/instr" >&2; fail "no row"; }
+    echo "# $row" >&3
+    IFS='|' read -r _ _ _ without with _ <<<"$row"
+    # measured: about 80 without, 1950 more with (2550 more before the
+    # listener's segment was answered from two loads)
+    [ "$((with - without))" -le 2400 ] || fail "$((with - without)) instructions per connection added"
+}
+
+# The lock path (ex_epoll_shared: both workers wait on the master's
+# instance, so each connection is one hand-off: lock, doorbell, mask).
+@test "a lock wait and its hand-off (ex_epoll_shared, auto): at most 6800 instructions of the shim's per connection" {
+    local row without with
+    BENCH_LIB=$THUNDER_LIB INSTR_CONNS_A=50 INSTR_CONNS_B=300 "$BATS_TEST_DIRNAME/../bench/instructions.sh" ex_epoll_shared:2:auto \
+        >"$BATS_TEST_TMPDIR/instr" 2>&1 || true
+    row=$(grep '^| ex_epoll_shared' "$BATS_TEST_TMPDIR/instr") || { cat "$BATS_TEST_TMPDIR/instr" >&2; fail "no row"; }
+    echo "# $row" >&3
+    IFS='|' read -r _ _ _ without with _ <<<"$row"
+    # measured: about 80 without, 5300 more with (7300 more while each
+    # doorbell's address went through snprintf and each queued wait
+    # rebuilt its signal mask)
+    [ "$((with - without))" -le 6800 ] || fail "$((with - without)) instructions per connection added"
+}
