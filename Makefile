@@ -137,6 +137,8 @@ fuzz:
 bench: all
 	@bench/matrix.sh
 	@bench/syscalls.sh
+	@if command -v valgrind >/dev/null; then bench/instructions.sh; \
+	 else echo "bench: valgrind is not installed: no instructions table (apt-get install valgrind)"; fi
 
 bench-quick: all
 	@bench/matrix.sh --quick

@@ -19,7 +19,9 @@
 # (a real server, bench/peers/servers.sh; MODE auto).  Default: the four
 # herd-free peers (nginx default and accept_mutex on, Apache prefork,
 # uWSGI --thunder-lock) and ex_epoll_excl, ex_poll, ex_epoll_shared and
-# ex_accept, 4 workers, auto.  Prints one table row per target.
+# ex_accept, 4 workers, auto, whose table also goes into bench/RESULTS.md
+# between the "instructions" markers; with TARGETs given it is only
+# printed.  Prints one table row per target.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -34,7 +36,9 @@ if ! command -v valgrind >/dev/null; then
     echo "instructions: valgrind is not installed (apt-get install valgrind)" >&2
     exit 1
 fi
+write=0
 if [ $# -eq 0 ]; then
+    write=1
     set -- peer:nginx:4 peer:nginx-accept-mutex:4 peer:apache-prefork:4 peer:uwsgi-thunder-lock:4 \
         ex_epoll_excl:4:auto ex_poll:4:auto ex_epoll_shared:4:auto ex_accept:4:auto
 fi
@@ -105,7 +109,8 @@ per_conn() {
     awk -v x="$x" -v y="$y" -v n=$((B - A)) 'BEGIN { printf "%.0f\n", (y - x) / n }'
 }
 
-printf '| target | mode | instructions/conn without | with | extra | ratio |\n|---|---|---|---|---|---|\n'
+table=$work/table
+printf '| target | mode | instructions/conn without | with | extra | ratio |\n|---|---|---|---|---|---|\n' | tee "$table"
 for target in "$@"; do
     IFS=: read -r a b c d <<<"$target"
     if [ "$a" = peer ]; then
@@ -120,5 +125,27 @@ for target in "$@"; do
     without=$(per_conn "${kind[@]}" none) || continue
     with=$(per_conn "${kind[@]}" "$mode") || continue
     printf '| %s | %s | %s | %s | %+d | %s |\n' "$label" "$mode" "$without" "$with" $((with - without)) \
-        "$(awk -v a="$with" -v b="$without" 'BEGIN { printf "%.3f", a / b }')"
+        "$(awk -v a="$with" -v b="$without" 'BEGIN { printf "%.3f", a / b }')" | tee -a "$table"
 done
+[ "$write" = 1 ] || exit 0
+
+# The default table into bench/RESULTS.md, between its markers.
+commit=$(git -C "$BENCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+section=$work/section
+{
+    echo "<!-- instructions: written by bench/instructions.sh -->"
+    echo "## Instructions per connection (bench/instructions.sh)"
+    echo
+    echo "User-space instructions per connection, counted by valgrind's cachegrind over every process of the server (the shim's, the program's and libc's), without and with the shim: the difference between a run of $A and one of $B sequential connections, divided by $((B - A)), so start-up cancels. The counts do not depend on the machine's load; the kernel's side is in the system-call table. $(date -u '+%Y-%m-%d %H:%M UTC'), libthunder $commit."
+    echo
+    cat "$table"
+    echo "<!-- /instructions -->"
+} >"$section"
+md=$here/RESULTS.md
+if grep -q '^<!-- instructions' "$md" 2>/dev/null; then
+    awk -v f="$section" '/^<!-- instructions/ { while ((getline l < f) > 0) print l; skip = 1; next }
+        /^<!-- \/instructions -->/ { skip = 0; next } !skip' "$md" >"$work/md" && cat "$work/md" >"$md"
+else
+    { echo; cat "$section"; } >>"$md"
+fi
+echo "instructions: wrote the table in $md" >&2
