@@ -288,11 +288,8 @@ static char proc_state(int32_t pid, int32_t tid)
     return close_paren && close_paren[1] == ' ' ? close_paren[2] : 0;
 }
 
-/*
- * A process that has exited but is not reaped yet (a zombie) still answers
- * kill(pid, 0); for the lock and the segment it is gone.  This reads
- * /proc, so it is for the slow paths only (recovery, staleness, tools).
- */
+/* A zombie (exited, not reaped) still answers kill(pid, 0), but for the lock
+   and the segment it is gone.  Reads /proc: slow paths only (recovery...). */
 bool th_pid_exited(int32_t pid)
 {
     char state = proc_state(pid, 0);
@@ -367,9 +364,8 @@ static int repaired(struct th_seg *seg, int r)
 int th_seg_guard_lock(struct th_seg *seg)
 {
     struct timespec until;
-    int r = pthread_mutex_trylock(&seg->guard);
+    int r = pthread_mutex_trylock(&seg->guard);   /* free: no deadline, no clock */
 
-    /* free (nearly always): no deadline to compute, no clock to read */
     if (r != EBUSY)
         return repaired(seg, r);
     clock_gettime(CLOCK_REALTIME, &until);
