@@ -76,7 +76,7 @@ one_example() {  # STYLE WORKERS MODE CONNS
 }
 
 one_peer() {  # CONFIG WORKERS MODE CONNS
-    local port master kids ok=
+    local port kids ok=
     local -a vars=()
     port=$(free_port)
     peer_config=$1 peer_dir=$work/peer
@@ -84,15 +84,8 @@ one_peer() {  # CONFIG WORKERS MODE CONNS
     [ "$3" != none ] && vars=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$3")
     PEER_WRAP="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes --log-file=$work/vg.%p" \
         peer_start "$1" "$2" "$port" "$peer_dir" "${vars[@]}" || return 1
-    for _ in $(seq 600); do      # up to a minute: valgrind starts slowly
-        master=$(peer_master "$1" "$peer_dir")
-        kids=$(peer_workers "$1" "$master" 2>/dev/null) || kids=
-        [ -n "$kids" ] && [ "$(tr ',' '\n' <<<"$kids" | wc -l)" -ge "$2" ] &&
-            "$loadgen" -H -p "$port" -n 1 -T 5000 >/dev/null 2>&1 && break
-        kids=
-        sleep 0.1
-    done
-    [ -n "$kids" ] && ok=$(drive "$port" http "$4")
+    # up to a minute: valgrind starts slowly
+    kids=$(peer_ready "$1" "$peer_dir" "$2" "$port" "$loadgen" 60) && ok=$(drive "$port" http "$4")
     peer_stop "$1" "$peer_dir" >/dev/null 2>&1
     peer_config=''
     rm -rf "$peer_dir"
@@ -141,11 +134,5 @@ section=$work/section
     cat "$table"
     echo "<!-- /instructions -->"
 } >"$section"
-md=$here/RESULTS.md
-if grep -q '^<!-- instructions' "$md" 2>/dev/null; then
-    awk -v f="$section" '/^<!-- instructions/ { while ((getline l < f) > 0) print l; skip = 1; next }
-        /^<!-- \/instructions -->/ { skip = 0; next } !skip' "$md" >"$work/md" && cat "$work/md" >"$md"
-else
-    { echo; cat "$section"; } >>"$md"
-fi
-echo "instructions: wrote the table in $md" >&2
+results_section instructions "$section"
+echo "instructions: wrote the table in $here/RESULTS.md" >&2

@@ -114,3 +114,20 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
         echo $((20000 + RANDOM % 20000))
 }
+
+# results_section NAME FILE: FILE, which opens with "<!-- NAME: ..." and
+# ends with "<!-- /NAME -->", in place of that section of bench/RESULTS.md
+# (appended when there is none yet).  The rest of the file is kept.
+results_section() {
+    local name=$1 section=$2 md=$BENCH_ROOT/bench/RESULTS.md tmp
+    if grep -q "^<!-- $name" "$md" 2>/dev/null; then
+        tmp=$(mktemp)
+        awk -v f="$section" -v opening="^<!-- $name" -v closing="^<!-- /$name -->" '
+            $0 ~ opening { while ((getline l < f) > 0) print l; skip = 1; next }
+            $0 ~ closing { skip = 0; next }
+            !skip' "$md" >"$tmp" && cat "$tmp" >"$md"
+        rm -f "$tmp"
+    else
+        { echo; cat "$section"; } >>"$md"
+    fi
+}

@@ -75,21 +75,13 @@ one_example() {
 
 # one_peer CONFIG WORKERS MODE WORKLOAD: "rps cpu" of one run
 one_peer() {
-    local port master kids out
+    local port kids out
     local -a vars=()
     port=$(free_port)
     peer_config=$1 peer_dir=$work/peer
     [ "$3" != none ] && vars=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$3")
     peer_start "$1" "$2" "$port" "$peer_dir" "${vars[@]}" || return 1
-    for _ in $(seq 200); do
-        master=$(peer_master "$1" "$peer_dir")
-        kids=$(peer_workers "$1" "$master" 2>/dev/null) || kids=
-        [ -n "$kids" ] && [ "$(tr ',' '\n' <<<"$kids" | wc -l)" -ge "$2" ] &&
-            "$loadgen" -H -p "$port" -n 1 -T 1000 >/dev/null 2>&1 && break
-        kids=
-        sleep 0.05
-    done
-    if [ -n "$kids" ]; then
+    if kids=$(peer_ready "$1" "$peer_dir" "$2" "$port" "$loadgen" 10); then
         case $4 in
             seq) out=$(timeout 90 "$loadgen" -H -p "$port" -n "$SEQ_CONNS" -c 1 -d 60 -g 200 -P "$kids") ;;
             *) out=$(timeout 60 "$loadgen" -H -p "$port" -n 100000000 -c "$CLIENTS" -d "$SECONDS_SAT" -g 0 -P "$kids") ;;

@@ -132,23 +132,13 @@ example_counts() {  # example mode out
 }
 
 peer_counts() {  # config mode out
-    local port master kids
+    local port kids
     port=$(free_port)
     peer_config=$1 peer_dir=$work/peer-$1-$2
     local -a vars=()
     [ "$2" != none ] && vars=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$2")
     peer_start "$1" "$WORKERS" "$port" "$peer_dir" "${vars[@]}" || return 1
-    for _ in $(seq 200); do
-        master=$(peer_master "$1" "$peer_dir")
-        kids=$(peer_workers "$1" "$master" 2>/dev/null) || kids=
-        if [ -n "$kids" ] && [ "$(tr ',' '\n' <<<"$kids" | wc -l)" -ge "$WORKERS" ] &&
-            "$loadgen" -H -p "$port" -n 1 -T 1000 >/dev/null 2>&1; then
-            break
-        fi
-        kids=
-        sleep 0.05
-    done
-    if [ -z "$kids" ]; then
+    if ! kids=$(peer_ready "$1" "$peer_dir" "$WORKERS" "$port" "$loadgen" 10); then
         echo "syscalls: $1 did not start: $(tail -n 2 "$peer_dir/server.log" 2>/dev/null | tr '\n' ' ')" >&2
         peer_stop "$1" "$peer_dir" >/dev/null 2>&1
         peer_config=
@@ -281,11 +271,5 @@ section=$work/section.md
     echo "$table"
     echo "<!-- /syscalls -->"
 } >"$section"
-md=$here/RESULTS.md
-if grep -q '^<!-- syscalls' "$md" 2>/dev/null; then
-    awk -v f="$section" '/^<!-- syscalls/ { while ((getline l < f) > 0) print l; skip = 1; next }
-        /^<!-- \/syscalls -->/ { skip = 0; next } !skip' "$md" >"$work/md" && cat "$work/md" >"$md"
-else
-    { echo; cat "$section"; } >>"$md"
-fi
-echo "syscalls: wrote $here/results/syscalls.md, $here/results/syscalls.csv and the table in $md" >&2
+results_section syscalls "$section"
+echo "syscalls: wrote $here/results/syscalls.md, $here/results/syscalls.csv and the table in $here/RESULTS.md" >&2

@@ -285,6 +285,25 @@ peer_reload() {  # config dir workers
 
 # The signal that stops each server cleanly (its workers exit normally):
 # unicorn's TERM makes its workers exit! at once, QUIT lets them finish.
+# peer_ready CONFIG DIR WORKERS PORT LOADGEN SECONDS: waits until the
+# server started by peer_start has WORKERS workers and answers a request
+# (LOADGEN -H); prints the workers' pids, comma-separated.  Fails after
+# SECONDS, or at once if the server exited.
+peer_ready() {
+    local kids deadline=$((SECONDS + $6))
+    while [ "$SECONDS" -le "$deadline" ]; do
+        kids=$(peer_workers "$1" "$(peer_master "$1" "$2")" 2>/dev/null) || kids=
+        if [ -n "$kids" ] && [ "$(tr ',' '\n' <<<"$kids" | wc -l)" -ge "$3" ] &&
+            "$5" -H -p "$4" -n 1 -T 5000 >/dev/null 2>&1; then
+            echo "$kids"
+            return 0
+        fi
+        srv_alive "$PEER_PID" || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
 peer_stop_signal() {
     case $1 in unicorn) echo QUIT ;; *) echo TERM ;; esac
 }
