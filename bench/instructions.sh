@@ -49,6 +49,9 @@ peer_config='' peer_dir=''
 trap 'cell_cleanup; [ -n "$peer_config" ] && peer_stop "$peer_config" "$peer_dir" >/dev/null 2>&1; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
+# What a side runs under: every process counted, one log each.
+counted="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes --log-file=$work/vg.%p"
+
 # The instructions of every process of the last run, summed (each
 # process's log ends with its "I refs" line when it exits).
 sum_refs() {
@@ -67,7 +70,7 @@ drive() {
 one_example() {  # STYLE WORKERS MODE CONNS
     local ok
     rm -f "$work"/vg.*
-    BENCH_WRAP="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes --log-file=$work/vg.%p" \
+    BENCH_WRAP=$counted \
         cell_start "$1" "$3" -w "$2" || return 1
     ok=$(drive "$cell_port" "" "$4")
     cell_cleanup
@@ -82,7 +85,7 @@ one_peer() {  # CONFIG WORKERS MODE CONNS
     peer_config=$1 peer_dir=$work/peer
     rm -f "$work"/vg.*
     [ "$3" != none ] && vars=("LD_PRELOAD=$BENCH_LIB" "THUNDER_MODE=$3")
-    PEER_WRAP="valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes --log-file=$work/vg.%p" \
+    PEER_WRAP=$counted \
         peer_start "$1" "$2" "$port" "$peer_dir" "${vars[@]}" || return 1
     # up to a minute: valgrind starts slowly
     kids=$(peer_ready "$1" "$peer_dir" "$2" "$port" "$loadgen" 60) && ok=$(drive "$port" http "$4")

@@ -103,7 +103,7 @@ ratio_of() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN { if (a > 0 && b > 0) prin
 printf '| target | workload | req/s ratio (median) | CPU/conn ratio (median) | best req/s ratio | best CPU/conn ratio | req/s ratios | CPU ratios |\n|---|---|---|---|---|---|---|---|\n'
 for target in "$@"; do
     IFS=: read -r a b c d e <<<"$target"
-    peer_mode=${e:-auto}
+    if [ "$a" = peer ]; then with_mode=${e:-auto}; else with_mode=$c; fi
     rr='' cr='' r0s='' r1s='' c0s='' c1s='' i=0
     if [ "$a" = peer ] && ! peer_installed "$b"; then
         echo "pairs: $b not installed" >&2
@@ -112,11 +112,13 @@ for target in "$@"; do
     for _ in $(seq "$N"); do
         i=$((i + 1))
         for side in $( ((i % 2)) && echo "0 1" || echo "1 0"); do
+            mode=none
+            ((side)) && mode=$with_mode
             # in this shell (not a subshell), so that an interrupt stops the server
             if [ "$a" = peer ]; then
-                one_peer "$b" "$c" "$( ((side)) && echo "$peer_mode" || echo none)" "$d" >"$work/r$side"
+                one_peer "$b" "$c" "$mode" "$d" >"$work/r$side"
             else
-                one_example "$a" "$b" "$( ((side)) && echo "$c" || echo none)" >"$work/r$side"
+                one_example "$a" "$b" "$mode" >"$work/r$side"
             fi
         done
         read -r r0 c0 <"$work/r0"
@@ -125,7 +127,7 @@ for target in "$@"; do
         cr+=" $(ratio_of "${c1:-}" "${c0:-}")"
         r0s+=" ${r0:-}" r1s+=" ${r1:-}" c0s+=" ${c0:-}" c1s+=" ${c1:-}"
     done
-    if [ "$a" = peer ]; then label="$b $c workers ($peer_mode)" wl=$d; else label="$a $b workers $c" wl=sat; fi
+    if [ "$a" = peer ]; then label="$b $c workers ($with_mode)" wl=$d; else label="$a $b workers $c" wl=sat; fi
     printf '| %s | %s | %s | %s | %s | %s |%s |%s |\n' "$label" "$wl" "$(median <<<"$rr")" "$(median <<<"$cr")" \
         "$(ratio_of "$(best max <<<"$r1s")" "$(best max <<<"$r0s")")" \
         "$(ratio_of "$(best min <<<"$c1s")" "$(best min <<<"$c0s")")" "$rr" "$cr"

@@ -34,22 +34,16 @@ calls_of() {  # name file
 
 # waitloop N under strace, with (1) or without (0) the shim: total calls.
 waitloop_calls() {
-    local n=$1 with=$2 out=$BATS_TEST_TMPDIR/wl.$1.$2
-    local -a env_cmd=(env)
-    [ "$with" = 1 ] && env_cmd+=("LD_PRELOAD=$THUNDER_LIB" THUNDER_MODE=auto)
-    "${env_cmd[@]}" strace -f -c -o "$out" "$(prog waitloop)" "$n" >/dev/null
+    local out=$BATS_TEST_TMPDIR/wl.$1.$2
+    waitloop_under "$2" "$1" strace -f -c -o "$out" >/dev/null
     counts "$out" >"$out.names"
     awk '{ s += $2 } END { print s }' "$out.names"
 }
 
 @test "a wait without a managed listener costs no system call (poll ppoll select pselect epoll_wait epoll_pwait)" {
     local a b c d extra
-    a=$(waitloop_calls 100 0)
-    b=$(waitloop_calls 100 1)
-    c=$(waitloop_calls 300 0)
-    d=$(waitloop_calls 300 1)
     # load-time calls cancel out; what is left is 1200 waits' own cost
-    extra=$(((d - c) - (b - a)))
+    read -r a b c d extra < <(waitloop_extra waitloop_calls 100 300) || fail "strace printed no count"
     echo "# 600 waits: $a without, $b with; 1800 waits: $c without, $d with: $extra extra for 1200 waits" >&3
     [ "$extra" -le 2 ] || { diff "$BATS_TEST_TMPDIR/wl.300.0.names" "$BATS_TEST_TMPDIR/wl.300.1.names" >&2 || true
                             fail "$extra extra system calls for 1200 waits that hold no listener"; }

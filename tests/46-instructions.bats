@@ -17,21 +17,15 @@ setup() {
 # waitloop_instructions N WITH: the user-space instructions waitloop
 # runs for N rounds of its 6 waits, without (0) or with (1) the shim
 waitloop_instructions() {
-    local -a env_cmd=(env)
-    [ "$2" = 1 ] && env_cmd+=("LD_PRELOAD=$THUNDER_LIB" THUNDER_MODE=auto)
-    "${env_cmd[@]}" valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
-        "$(prog waitloop)" "$1" 2>&1 >/dev/null | sed -n 's/.*I *refs: *//p' | tr -d ,
+    waitloop_under "$2" "$1" valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+        2>&1 >/dev/null | sed -n 's/.*I *refs: *//p' | tr -d ,
 }
 
 @test "a wait without a managed listener: at most 250 instructions of the shim's (poll ppoll select pselect epoll_wait epoll_pwait)" {
     local a b c d extra
-    a=$(waitloop_instructions 100 0)
-    b=$(waitloop_instructions 100 1)
-    c=$(waitloop_instructions 400 0)
-    d=$(waitloop_instructions 400 1)
-    [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && [ -n "$d" ] || fail "cachegrind printed no count"
     # start-up cancels out; 1800 waits are left (measured: about 140 each)
-    extra=$((((d - c) - (b - a)) / 1800))
+    read -r a b c d extra < <(waitloop_extra waitloop_instructions 100 400) || fail "cachegrind printed no count"
+    extra=$((extra / 1800))
     echo "# 600 waits: $a without, $b with; 2400 waits: $c without, $d with: $extra extra per wait" >&3
     [ "$extra" -le 250 ] || fail "$extra instructions of the shim's per wait that holds no listener"
 }

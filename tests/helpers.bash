@@ -264,3 +264,29 @@ prog() {
     fi
     echo "$bin"
 }
+
+# The cost of a wait that holds no managed listener, measured the same way
+# by tests/45-syscalls.bats (system calls) and 46-instructions.bats
+# (instructions): tests/progs/waitloop runs its 6 waits ROUNDS times.
+#
+# waitloop_under WITH ROUNDS TOOL [ARG...]: TOOL ARG... waitloop ROUNDS,
+# without (WITH=0) or with (1) the shim in auto mode
+waitloop_under() {
+    local with=$1 rounds=$2
+    local -a env_cmd=(env)
+    shift 2
+    [ "$with" = 1 ] && env_cmd+=("LD_PRELOAD=$THUNDER_LIB" THUNDER_MODE=auto)
+    "${env_cmd[@]}" "$@" "$(prog waitloop)" "$rounds"
+}
+
+# waitloop_extra MEASURE N1 N2: MEASURE ROUNDS WITH prints one count;
+# prints "a b c d extra": the counts without and with the shim at N1
+# rounds, the same at N2, and what the shim adds to the 6 x (N2 - N1)
+# waits between them (start-up counts the same in both runs and cancels).
+# Fails when a count is missing.
+waitloop_extra() {
+    local a b c d
+    a=$("$1" "$2" 0) b=$("$1" "$2" 1) c=$("$1" "$3" 0) d=$("$1" "$3" 1)
+    [ -n "$a" ] && [ -n "$b" ] && [ -n "$c" ] && [ -n "$d" ] || return 1
+    echo "$a $b $c $d $(((d - c) - (b - a)))"
+}

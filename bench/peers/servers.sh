@@ -283,8 +283,6 @@ peer_reload() {  # config dir workers
     esac
 }
 
-# The signal that stops each server cleanly (its workers exit normally):
-# unicorn's TERM makes its workers exit! at once, QUIT lets them finish.
 # peer_ready CONFIG DIR WORKERS PORT LOADGEN SECONDS: waits until the
 # server started by peer_start has WORKERS workers and answers a request
 # (LOADGEN -H); prints the workers' pids, comma-separated.  Fails after
@@ -304,6 +302,8 @@ peer_ready() {
     return 1
 }
 
+# The signal that stops each server cleanly (its workers exit normally):
+# unicorn's TERM makes its workers exit! at once, QUIT lets them finish.
 peer_stop_signal() {
     case $1 in unicorn) echo QUIT ;; *) echo TERM ;; esac
 }
