@@ -15,12 +15,22 @@
 
 #include <pthread.h>
 
-/* This thread's last lock wait returned its listener without sleeping. */
+/* This thread's last lock wait returned a listener without sleeping. */
 static __thread bool found_backlog;
 
 static void release_on_cancel(void *unused TH_UNUSED)
 {
     th_held_release_all();
+}
+
+/* Did the wait's answer (r events) report one of its listeners?  Not the
+   program's other fds: a client's request ready at once is no backlog. */
+static bool listener_reported(const struct th_lockwait *lw, int r)
+{
+    for (int j = 0; r > 0 && j < lw->k; j++)
+        if (lw->reported(lw->ctx, j, r))
+            return true;
+    return false;
 }
 
 /*
@@ -39,7 +49,7 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     pthread_cleanup_pop(0);
     saved_errno = errno;
     th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
-    found_backlog = r > 0 && !th_self.slept;
+    found_backlog = !th_self.slept && listener_reported(lw, r);
     th_held_mark_waiting(false);
     errno = saved_errno;
     return r;
@@ -126,7 +136,7 @@ static bool served_without_lock(const struct th_lockwait *lw, int *ret)
     if (!lw->look_first && lw->deadline > now)
         return false;
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
-    found_backlog = *ret > 0;
+    found_backlog = listener_reported(lw, *ret);
     if (*ret > 0 && lw->check_after_look && lw->deadline > now &&
         lw->only_listeners(lw->ctx, *ret) &&
         th_burst_queues_after_look(lw->ls, lw->fds, lw->k, lw->took_last, lw->threaded))

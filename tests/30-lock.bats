@@ -59,6 +59,23 @@ lock_beats_baseline() {
     every_worker_seen
 }
 
+# The event loop's wait also reports its clients' requests: a wait that
+# returned one at once is no backlog of connections, and its next wait
+# must still queue for the lock (it slept unlocked on the listener, and
+# took one connection in ten without the lock: 344-371 lock waits for 400
+# accepts, wake-ups per connection 3.4-3.7 in make bench).
+@test "ex_evloop (keep-alive clients), lock: every accept through the lock" {
+    need_thunder_stat
+    start_example ex_evloop 4 THUNDER_MODE=lock
+    run_loadgen 400 -g 200
+    [ "$(lg ok)" = 400 ]
+    local accepts waits
+    accepts=$(stat_sum accepts) waits=$(stat_sum lock_waits)
+    echo "# $waits lock waits for $accepts accepts" >&3
+    [ "$accepts" = 400 ] || fail "accepts $accepts != 400"
+    [ "$waits" -ge 388 ] || { listener_stats >&2; fail "only $waits lock waits for 400 accepts"; }
+}
+
 @test "lock: the segment counts every accept under strategy lock" {
     start_example ex_poll 4 THUNDER_MODE=lock
     run_loadgen 100 -g "$GAP_US"
