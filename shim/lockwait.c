@@ -15,7 +15,13 @@
 
 #include <pthread.h>
 
-/* This thread's last lock wait returned a listener without sleeping. */
+/*
+ * This thread's last lock wait that reported a listener did so without
+ * sleeping (a connection was queued: a saturated server).  Answers with
+ * only the program's other fds leave it as it is: an event loop's client
+ * whose request is ready at once tells nothing about the listen queue.
+ * A look that finds nothing clears it.
+ */
 static __thread bool found_backlog;
 
 static void release_on_cancel(void *unused TH_UNUSED)
@@ -49,7 +55,8 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     pthread_cleanup_pop(0);
     saved_errno = errno;
     th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
-    found_backlog = !th_self.slept && listener_reported(lw, r);
+    if (listener_reported(lw, r))
+        found_backlog = !th_self.slept;
     th_held_mark_waiting(false);
     errno = saved_errno;
     return r;
@@ -136,7 +143,8 @@ static bool served_without_lock(const struct th_lockwait *lw, int *ret)
     if (!lw->look_first && lw->deadline > now)
         return false;
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
-    found_backlog = listener_reported(lw, *ret);
+    if (*ret <= 0 || listener_reported(lw, *ret))
+        found_backlog = *ret > 0;
     if (*ret > 0 && lw->check_after_look && lw->deadline > now &&
         lw->only_listeners(lw->ctx, *ret) &&
         th_burst_queues_after_look(lw->ls, lw->fds, lw->k, lw->took_last, lw->threaded))
