@@ -40,8 +40,10 @@ static bool yields(const struct th_burst *b, int j)
 {
     int others = th_waiting_others(b->ls[j]);
 
-    return th_policy_yields(th_self.streak, th_self.since_rest, others, INT32_MAX) &&
-           th_policy_yields(th_self.streak, th_self.since_rest, others, queued(b->fds[j]));
+    int64_t since_idle = th_burst_since_idle(b->ls[j], th_now_ns());
+
+    return th_policy_yields(th_self.streak, since_idle, others, INT32_MAX) &&
+           th_policy_yields(th_self.streak, since_idle, others, queued(b->fds[j]));
 }
 
 /*
@@ -68,6 +70,24 @@ static int64_t note_rest(int64_t start)
     at = atomic_load_explicit(&rested_at, memory_order_relaxed);
     th_self.since_rest = at ? now - at : INT64_MAX;
     return now;
+}
+
+/*
+ * A burst meets an idle server: this process rested (above) and the
+ * listener went TH_QUIET_US without an accept (listener.c), both within
+ * policy.c's window.  A process alone cannot tell: the 64 workers of a
+ * saturated server each rest 2-3 ms between their connections while the
+ * listener takes one every 40 us (8 clients in a closed loop: ex_greedy
+ * refused a further accept after every accept, ex_accept paused before
+ * one in ten, for 1.09-1.12 wake-ups per connection); the listener alone
+ * misses bursts over a steady load (one client 1.2 ms apart: 0.30 of a
+ * round of 32 to one worker of ex_greedy, 0.12 with the process's rest).
+ */
+int64_t th_burst_since_idle(struct th_listener *l, int64_t now)
+{
+    int64_t quiet = th_listener_since_quiet(l, now);
+
+    return quiet > th_self.since_rest ? quiet : th_self.since_rest;
 }
 
 /* ...and the streak: `again`, it re-reported what was just taken, at once. */
@@ -163,8 +183,8 @@ static bool serves_unlocked(struct th_listener *l, uint64_t took_last, bool thre
         return true;
     /* queued on the lock, or in an exclusive wait (a mixed group) */
     idle = !th_lock_queue_short(seg) || th_waiting_others(l) > 0;
-    return th_policy_serves_backlog_unlocked(th_self.streak, threaded, th_self.since_rest, idle,
-                                             waiting);
+    return th_policy_serves_backlog_unlocked(th_self.streak, threaded,
+                                             th_burst_since_idle(l, th_now_ns()), idle, waiting);
 }
 
 /*
@@ -237,8 +257,10 @@ bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
     int others = th_waiting_others(l);
     int64_t now = th_now_ns(), since = now - th_self.paused_ns;
 
-    if (th_policy_pauses_accept(th_self.streak, th_self.since_rest, others, INT32_MAX, since) &&
-        th_policy_pauses_accept(th_self.streak, th_self.since_rest, others, queued(fd), since)) {
+    int64_t since_idle = th_burst_since_idle(l, now);
+
+    if (th_policy_pauses_accept(th_self.streak, since_idle, others, INT32_MAX, since) &&
+        th_policy_pauses_accept(th_self.streak, since_idle, others, queued(fd), since)) {
         th_count_yield(l);
         th_self.paused_ns = now;
         if (th_sig_pause(TH_YIELD_MS))

@@ -315,6 +315,27 @@ void th_count_yield(struct th_listener *l)
    socket inherits it: one rotation more or less, nothing else) */
 static __thread uint32_t my_accept_seq[TH_MAX_LISTENERS];
 
+/* An accept TH_QUIET_US or more after the one before it on the listener
+   (by any process) ends a quiet spell: the listener was idle (bursts,
+   burst.c th_burst_since_idle). */
+#define TH_QUIET_US 300
+static void note_accept_time(struct th_seg *seg)
+{
+    int64_t now = th_now_ns();
+    int64_t last = atomic_exchange_explicit(&seg->last_accept_ns, now, memory_order_relaxed);
+
+    if (now - last >= TH_QUIET_US * TH_NS_PER_US)
+        atomic_store_explicit(&seg->quiet_ended_ns, now, memory_order_relaxed);
+}
+
+int64_t th_listener_since_quiet(struct th_listener *l, int64_t now)
+{
+    struct th_seg *seg = th_listener_seg(l);
+    int64_t at = seg ? atomic_load_explicit(&seg->quiet_ended_ns, memory_order_relaxed) : 0;
+
+    return at ? now - at : INT64_MAX;
+}
+
 uint32_t th_accept_gap(struct th_listener *l)
 {
     uint64_t bit = th_listener_bit(l->index);
@@ -324,6 +345,7 @@ uint32_t th_accept_gap(struct th_listener *l)
     if (th_listener_seg(l) == NULL)
         return UINT32_MAX;
     now = atomic_fetch_add_explicit(&l->seg->accept_seq, 1, memory_order_relaxed) + 1;
+    note_accept_time(l->seg);
     my_accept_seq[l->index] = now;
     th_self.accepted |= bit;
     return seen ? now - before - 1 : UINT32_MAX;

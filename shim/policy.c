@@ -181,20 +181,22 @@ bool th_policy_owes_rotation(bool slept, int others_waiting, uint32_t accept_gap
 
 /*
  * A burst meets an idle server: the rules below that spread one (a
- * refused accept, a yield) apply only within BURST_MS of a wait that
- * slept TH_REST_MS or more (burst.c notes it for exclusive waits, lock
- * waits and blocking accepts).  The workers of a saturated server never
- * rest that long, and there every connection left to another worker only
- * costs a round trip through a wait (measured, 4 workers, 8 clients in a
- * closed loop: a refusal after every accept of ex_evloop and ex_greedy,
- * about 425 yields a second per worker of ex_epoll_excl, for 0.75-0.93x
- * the throughput of the server without the library).
+ * refused accept, a yield, a pause) apply only within BURST_MS of a wait
+ * of this process that slept TH_REST_MS or more and of an accept on the
+ * listener that came TH_QUIET_US or more after the one before it
+ * (burst.c th_burst_since_idle).  On a saturated server every connection
+ * left to another worker only costs a round trip through a wait
+ * (measured, 4 workers, 8 clients in a closed loop: a refusal after every
+ * accept of ex_evloop and ex_greedy, about 425 yields a second per worker
+ * of ex_epoll_excl, for 0.75-0.93x the throughput of the server without
+ * the library); with many workers each of them rests between its
+ * connections, and only the listener shows the load.
  */
 #define BURST_MS 20
 
-static bool in_burst(int64_t since_rest_ns)
+static bool in_burst(int64_t since_idle_ns)
 {
-    return since_rest_ns < BURST_MS * TH_NS_PER_MS;
+    return since_idle_ns < BURST_MS * TH_NS_PER_MS;
 }
 
 /* Spreading is auto mode's, with fifo balance (lifo keeps the hot worker busy). */
@@ -225,9 +227,9 @@ static bool spreads_bursts(void)
  * another worker; under the lock, no later than the lock's own order
  * serves it.  With fifo balance only (lifo keeps the hot worker busy).
  */
-bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_rest_ns)
+bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_idle_ns)
 {
-    return spreads_bursts() && reported_again && others_wait && in_burst(since_rest_ns);
+    return spreads_bursts() && reported_again && others_wait && in_burst(since_idle_ns);
 }
 
 /*
@@ -256,9 +258,9 @@ bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since
 #define YIELD_STREAK 2
 #define YIELD_QUEUED 2
 
-bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting, int queued)
+bool th_policy_yields(unsigned streak, int64_t since_idle_ns, int others_waiting, int queued)
 {
-    return spreads_bursts() && streak >= YIELD_STREAK && in_burst(since_rest_ns) &&
+    return spreads_bursts() && streak >= YIELD_STREAK && in_burst(since_idle_ns) &&
            others_waiting > 0 && queued >= YIELD_QUEUED;
 }
 
@@ -286,10 +288,10 @@ bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting
  */
 #define PAUSE_GAP_MS 10
 
-bool th_policy_pauses_accept(unsigned streak, int64_t since_rest_ns, int others_waiting,
+bool th_policy_pauses_accept(unsigned streak, int64_t since_idle_ns, int others_waiting,
                              int queued, int64_t since_pause_ns)
 {
-    return spreads_bursts() && streak == 1 && in_burst(since_rest_ns) && others_waiting > 0 &&
+    return spreads_bursts() && streak == 1 && in_burst(since_idle_ns) && others_waiting > 0 &&
            queued >= 1 && since_pause_ns >= PAUSE_GAP_MS * TH_NS_PER_MS;
 }
 
@@ -332,14 +334,14 @@ static bool lock_waits_look(void)
     return th_cfg.mode == TH_MODE_LOCK || th_cfg.mode == TH_MODE_AUTO;
 }
 
-bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t since_rest_ns,
+bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t since_idle_ns,
                                        bool idle_queued, int queued)
 {
     unsigned needed = threaded ? 0 : YIELD_STREAK;
 
     if (!lock_waits_look())
         return false;
-    return !(spreads_bursts() && in_burst(since_rest_ns) && streak >= needed && idle_queued &&
+    return !(spreads_bursts() && in_burst(since_idle_ns) && streak >= needed && idle_queued &&
              queued >= YIELD_QUEUED);
 }
 

@@ -101,6 +101,13 @@ struct th_seg {
        likelier, policy.c th_policy_rotates) */
     _Atomic uint32_t accept_seq;
     uint64_t holder_stopped_ns;   /* when a waiter first saw the holder stopped; 0 = not */
+    /* CLOCK_MONOTONIC ns of the last accept on the listener by any
+       process, and of the first accept after 300 us without one (listener.c): the
+       end of the listener's last quiet spell (bursts, policy.c); 0 =
+       never (was padding: older writers leave them, which only keeps the
+       burst rules off) */
+    _Atomic int64_t last_accept_ns;
+    _Atomic int64_t quiet_ended_ns;
 
     struct th_waiter waiters[TH_MAX_WAITERS];
     struct th_proc_stats procs[TH_MAX_PROCS];

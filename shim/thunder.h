@@ -299,6 +299,7 @@ void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COU
    threads made on the listener since this thread's previous one
    (UINT32_MAX: none before, or no segment). */
 uint32_t th_accept_gap(struct th_listener *l);
+int64_t th_listener_since_quiet(struct th_listener *l, int64_t now); /* INT64_MAX: never */
 struct th_listener *th_listener_at(int index);
 /* Its last fd in this process was closed: detach and recycle the entry. */
 void th_listener_closed(struct th_listener *l);
@@ -442,17 +443,17 @@ bool th_policy_rotates(bool slept, bool owed, int others_waiting, uint32_t accep
 bool th_policy_owes_rotation(bool slept, int others_waiting, uint32_t accept_gap,
                              bool program_rotates);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */
-bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_rest_ns);
+bool th_policy_refuses_more(bool reported_again, bool others_wait, int64_t since_idle_ns);
 /* A wait that re-reported a listener at once: leave it out for TH_YIELD_MS? */
 #define TH_YIELD_MS 1
 /* A wait that slept this long found an idle server: what wakes it may be a burst. */
 #define TH_REST_MS 2
-bool th_policy_yields(unsigned streak, int64_t since_rest_ns, int others_waiting, int queued);
+bool th_policy_yields(unsigned streak, int64_t since_idle_ns, int others_waiting, int queued);
 /* A blocking accept back at once: pause TH_YIELD_MS before it? */
-bool th_policy_pauses_accept(unsigned streak, int64_t since_rest_ns, int others_waiting,
+bool th_policy_pauses_accept(unsigned streak, int64_t since_idle_ns, int others_waiting,
                              int queued, int64_t since_pause_ns);
 /* May a lock wait that finds the lock busy serve what is ready unlocked? */
-bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t since_rest_ns,
+bool th_policy_serves_backlog_unlocked(unsigned streak, bool threaded, int64_t since_idle_ns,
                                        bool idle_queued, int queued);
 /* After the holder's wait: keep the lock for the accept that follows? */
 bool th_policy_keeps_lock(bool reported, bool slept);
@@ -494,6 +495,7 @@ int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t wait_sta
    returns false when a handler without SA_RESTART ran in its pause (EINTR). */
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
 void th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
+int64_t th_burst_since_idle(struct th_listener *l, int64_t now); /* ns; policy.c's bursts */
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
 struct th_lockwait {
