@@ -91,6 +91,22 @@ spread() {
     le "$refused" "$((accepts * 95 / 100))" || fail "$refused refusals for $accepts accepts"
 }
 
+# A steady client 1 ms apart never leaves the listener quiet for the
+# 2 ms a worker rests, but the listener's own quiet spells (300 us) are
+# there: bursts over it are still spread (with the listener's rule
+# alone, never the worker's: 0.30-0.40 of a round to one worker at 16).
+@test "ex_greedy, auto: bursts over a steady client are spread too" {
+    start_example ex_greedy "$WORKERS_N" THUNDER_MODE=auto
+    local bg
+    timeout 60 "$LOADGEN" -p "$PORT" -n 100000000 -c 1 -g 1000 -d 30 >/dev/null 2>&1 &
+    bg=$!
+    sleep 0.3
+    bursts
+    kill "$bg" 2>/dev/null
+    wait "$bg" 2>/dev/null || true
+    spread
+}
+
 @test "ex_greedy -e (edge-triggered), auto: no connection is left in the queue" {
     start_example ex_greedy "$WORKERS_N" THUNDER_MODE=auto -e
     bursts
