@@ -524,7 +524,7 @@ TXT
     echo
     echo "- bench/results/bursts.csv: one row per burst cell; round_* columns from thunder-loadgen --burst (round_ms: first connect to last reply; round_max_share_mean: the mean over rounds of the largest share one worker took of the round)."
     echo "- bench/results/results.csv: one row per cell (the peers too: style = a configuration of bench/peers/servers.sh), header row; *_ratio columns are relative to mode none of the same style, workers and workload; accepts is the per-worker accept counts in pid order, ';'-separated."
-    echo "- Re-run: \`make bench\` (full, ~30 minutes), \`make bench-quick\` (< 1 minute, stdout only), \`bench/peers.sh\` alone."
+    echo "- Re-run: \`make bench\` (full, ~40 minutes), \`make bench-quick\` (< 1 minute, stdout only), \`bench/peers.sh\` alone."
     kept_sections "$md"
 } >"$md.new" && mv "$md.new" "$md"
 
