@@ -39,7 +39,6 @@ static int queued(int fd)
 static bool yields(const struct th_burst *b, int j)
 {
     int others = th_waiting_others(b->ls[j]);
-
     int64_t since_idle = th_burst_since_idle(b->ls[j], th_now_ns());
 
     return th_policy_yields(th_self.streak, since_idle, others, INT32_MAX) &&
@@ -256,7 +255,6 @@ bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
 {
     int others = th_waiting_others(l);
     int64_t now = th_now_ns(), since = now - th_self.paused_ns;
-
     int64_t since_idle = th_burst_since_idle(l, now);
 
     if (th_policy_pauses_accept(th_self.streak, since_idle, others, INT32_MAX, since) &&

@@ -102,7 +102,8 @@ static bool refused(int fd, struct th_listener *l)
 
     th_waiting_done(l);                   /* at its accept */
     if (!(th_self.took & th_self.refusable & bit) ||
-        !th_policy_refuses_more(true, th_listener_others_wait(l), th_burst_since_idle(l, th_now_ns())) ||
+        !th_policy_refuses_more(true, th_listener_others_wait(l),
+                                th_burst_since_idle(l, th_now_ns())) ||
         blocks(fd, l))
         return false;
     TH_COUNT(l, refused, 1);

@@ -29,14 +29,17 @@ static void release_on_cancel(void *unused TH_UNUSED)
     th_held_release_all();
 }
 
-/* Did the wait's answer (r events) report one of its listeners?  Not the
-   program's other fds: a client's request ready at once is no backlog. */
-static bool listener_reported(const struct th_lockwait *lw, int r)
+/* Which of the wait's listeners its answer (r events) reported, by
+   position; the program's other fds do not count (a client's request
+   ready at once is no backlog). */
+static uint64_t reported_listeners(const struct th_lockwait *lw, int r)
 {
+    uint64_t mask = 0;
+
     for (int j = 0; r > 0 && j < lw->k; j++)
         if (lw->reported(lw->ctx, j, r))
-            return true;
-    return false;
+            mask |= 1ull << j;
+    return mask;
 }
 
 /*
@@ -55,7 +58,7 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     pthread_cleanup_pop(0);
     saved_errno = errno;
     th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
-    if (listener_reported(lw, r))
+    if (reported_listeners(lw, r))
         found_backlog = !th_self.slept;
     th_held_mark_waiting(false);
     errno = saved_errno;
@@ -98,13 +101,9 @@ int64_t th_lockwait_burst_begin(struct th_lockwait *lw, const int *fds, uint64_t
 /* ...and after it: the streak of waits that reported at once what was just taken. */
 void th_lockwait_burst_end(const struct th_lockwait *lw, uint64_t took_last, int r, int64_t start)
 {
-    uint64_t reported = 0;
     int saved_errno = errno;
 
-    for (int j = 0; r > 0 && j < lw->k; j++)
-        if (lw->reported(lw->ctx, j, r))
-            reported |= 1ull << j;
-    th_burst_lock_after(lw->ls, lw->k, took_last, reported, start);
+    th_burst_lock_after(lw->ls, lw->k, took_last, reported_listeners(lw, r), start);
     errno = saved_errno;
 }
 
@@ -143,8 +142,10 @@ static bool served_without_lock(const struct th_lockwait *lw, int *ret)
     if (!lw->look_first && lw->deadline > now)
         return false;
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
-    if (*ret <= 0 || listener_reported(lw, *ret))
-        found_backlog = *ret > 0;
+    if (*ret <= 0)
+        found_backlog = false;
+    else if (reported_listeners(lw, *ret))
+        found_backlog = true;
     if (*ret > 0 && lw->check_after_look && lw->deadline > now &&
         lw->only_listeners(lw->ctx, *ret) &&
         th_burst_queues_after_look(lw->ls, lw->fds, lw->k, lw->took_last, lw->threaded))
