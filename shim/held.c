@@ -4,6 +4,12 @@
  * released by the accept that follows, or when this thread waits again,
  * or (by the other waiters) after hold_ms.  The owner pid is recorded so
  * a forked child never believes it holds its parent's lock.
+ *
+ * Whether the segment marks a hold as in the real wait is remembered too:
+ * a lock taken at once is marked by the take itself, and one released
+ * after the wait needs no mark out first (the release ends the hold), so
+ * an uncontended lock wait costs two trips through the segment's guard
+ * (take, release), not four.
  */
 #include "thunder.h"
 
@@ -14,6 +20,7 @@ struct held {
     struct th_listener *l;
     uint64_t gen;
     pid_t pid;
+    bool in_wait;       /* as the segment marks it (th_lock_mark_waiting) */
 };
 
 static __thread struct held holds[MAX_HELD];
@@ -32,13 +39,13 @@ bool th_held_has(struct th_listener *l)
     return nheld && find(l) >= 0;
 }
 
-void th_held_add(struct th_listener *l, uint64_t gen)
+void th_held_add(struct th_listener *l, uint64_t gen, bool in_wait)
 {
     if (nheld == MAX_HELD) {      /* cannot track it: do not keep it */
         th_lock_release_and_wake(l->seg, &th_cfg.lock, gen);
         return;
     }
-    holds[nheld++] = (struct held){ .l = l, .gen = gen, .pid = th_pid };
+    holds[nheld++] = (struct held){ .l = l, .gen = gen, .pid = th_pid, .in_wait = in_wait };
 }
 
 static void drop(int i, int lookers)
@@ -72,8 +79,10 @@ void th_held_release_all(void)
 void th_held_mark_waiting(bool in_wait)
 {
     for (int i = 0; i < nheld; i++)
-        if (holds[i].pid == th_pid)
+        if (holds[i].pid == th_pid && holds[i].in_wait != in_wait) {
             th_lock_mark_waiting(holds[i].l->seg, holds[i].gen, in_wait);
+            holds[i].in_wait = in_wait;
+        }
 }
 
 void th_held_forget_after_fork(void)
@@ -89,7 +98,8 @@ int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t d
     for (int j = 0; j < k && !look; j++) {
         struct th_seg *seg = th_listener_seg(ls[j]);
         struct th_lock_wait w = { .params = &th_cfg.lock, .deadline = deadline,
-                                  .sigmask = sigmask, .use_bell = bell >= 0, .bell = bell };
+                                  .sigmask = sigmask, .for_wait = true,
+                                  .use_bell = bell >= 0, .bell = bell };
         int64_t waited;
         uint64_t gen;
 
@@ -100,8 +110,8 @@ int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t d
         w.try_only = !may_block || blocked || nheld > 0;
         blocked = blocked || may_block;
         switch (th_lock_acquire(seg, &w, &gen, &waited)) {
-        case TH_LOCK_OK:
-            th_held_add(ls[j], gen);
+        case TH_LOCK_OK:            /* at once: the take marked it in the wait */
+            th_held_add(ls[j], gen, waited == 0);
             held[j] = true;
             break;
         case TH_LOCK_BUSY:

@@ -44,13 +44,16 @@ static bool prefer(const struct th_lock_params *p, const struct th_waiter *a,
     return p->balance == TH_BALANCE_LIFO ? a->ticket > b->ticket : a->ticket < b->ticket;
 }
 
-static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, uint64_t *gen)
+/* in_wait: the new holder goes straight into its real wait (a take for a
+   wait, th_lock_wait.for_wait): marked there now, not by a second call */
+static void become_holder_locked(struct th_seg *seg, int32_t pid, int32_t tid, bool in_wait,
+                                 uint64_t *gen)
 {
     seg->holder_pid = pid;
     seg->holder_tid = tid;
     seg->holder_gen++;
     seg->holder_since_ns = (uint64_t)th_now_ns();
-    seg->holder_in_wait = 0;
+    seg->holder_in_wait = in_wait;
     seg->holder_stopped_ns = 0;
     *gen = seg->holder_gen;
 }
@@ -94,7 +97,7 @@ static struct th_grant grant_next_locked(struct th_seg *seg, const struct th_loc
             atomic_store(&best->state, TH_W_FREE);   /* died in the queue */
             continue;
         }
-        become_holder_locked(seg, best->pid, best->tid, &best->gen);
+        become_holder_locked(seg, best->pid, best->tid, false, &best->gen);
         atomic_store_explicit(&best->state, TH_W_GRANTED, memory_order_release);
         return (struct th_grant){ best, best->tid, best->flags,
                                   { best->bell, best->bell_token } };
@@ -224,7 +227,7 @@ bool th_lock_held_by(const struct th_seg *seg, int32_t pid)
 }
 
 enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params *p,
-                                uint64_t *gen, struct th_grant *wake)
+                                bool in_wait, uint64_t *gen, struct th_grant *wake)
 {
     enum th_lock_result res = TH_LOCK_BUSY;
 
@@ -233,7 +236,7 @@ enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params 
         return TH_LOCK_ERROR;
     *wake = recover_locked(seg, p, false);
     if (seg->holder_pid == 0) {
-        become_holder_locked(seg, th_pid, th_gettid(), gen);
+        become_holder_locked(seg, th_pid, th_gettid(), in_wait, gen);
         res = TH_LOCK_OK;
     }
     th_guard_unlock(seg);
@@ -241,8 +244,8 @@ enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params 
 }
 
 enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_params *p,
-                                    const struct th_bell_id *bell, struct th_waiter **me,
-                                    uint64_t *gen, struct th_grant *wake)
+                                    const struct th_bell_id *bell, bool in_wait,
+                                    struct th_waiter **me, uint64_t *gen, struct th_grant *wake)
 {
     *me = NULL;
     *gen = 0;
@@ -251,7 +254,7 @@ enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_par
         return TH_LOCK_ERROR;
     *wake = recover_locked(seg, p, false);
     if (seg->holder_pid == 0) {
-        become_holder_locked(seg, th_pid, th_gettid(), gen);
+        become_holder_locked(seg, th_pid, th_gettid(), in_wait, gen);
         th_guard_unlock(seg);
         return TH_LOCK_OK;
     }

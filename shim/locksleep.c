@@ -105,11 +105,11 @@ static int sleep_on(struct th_waiter *me, int64_t rel_ns, const sigset_t *sigmas
     return r;
 }
 
-static enum th_lock_result try_once(struct th_seg *seg, const struct th_lock_params *p,
+static enum th_lock_result try_once(struct th_seg *seg, const struct th_lock_wait *w,
                                     uint64_t *gen)
 {
     struct th_grant wake;
-    enum th_lock_result res = th_lock_try(seg, p, gen, &wake);
+    enum th_lock_result res = th_lock_try(seg, w->params, w->for_wait, gen, &wake);
 
     th_lock_wake(seg, wake);
     return res;
@@ -153,6 +153,8 @@ static enum th_lock_result sleep_until_granted(struct th_seg *seg, const struct 
     }
 }
 
+/* *waited_ns stays 0 when the lock is taken at once, and only then does
+   w->for_wait mark it in the wait (held.c relies on both). */
 enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wait *w,
                                     uint64_t *gen, int64_t *waited_ns)
 {
@@ -163,9 +165,9 @@ enum th_lock_result th_lock_acquire(struct th_seg *seg, const struct th_lock_wai
 
     *waited_ns = 0;
     if (w->try_only || th_remaining_ns(w->deadline) == 0)
-        return try_once(seg, w->params, gen);    /* a try never queues */
-    res = th_lock_enqueue(seg, w->params, w->use_bell ? th_doorbell_id() : NULL, &me, gen,
-                          &wake);
+        return try_once(seg, w, gen);    /* a try never queues */
+    res = th_lock_enqueue(seg, w->params, w->use_bell ? th_doorbell_id() : NULL, w->for_wait,
+                          &me, gen, &wake);
     th_lock_wake(seg, wake);
     if (res != TH_LOCK_BUSY)
         return res;

@@ -46,6 +46,8 @@ static uint64_t reported_listeners(const struct th_lockwait *lw, int r)
  * The real wait, as the holder: marked in the segment, released if
  * cancelled.  Whether it slept is noted (th_self.slept): a holder whose
  * wait found its listener ready at once passes the lock on (policy.c).
+ * The locks stay marked in the wait: the caller releases each or, kept
+ * for the accept, marks it out (keep_reported).
  */
 int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
 {
@@ -60,13 +62,13 @@ int th_lockwait_hold(const struct th_lockwait *lw, int64_t until)
     th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
     if (reported_listeners(lw, r))
         found_backlog = !th_self.slept;
-    th_held_mark_waiting(false);
     errno = saved_errno;
     return r;
 }
 
 /* After the holder's wait: release what policy.c does not keep for the
-   accept, waking queued threads to look too in a burst (burst.c). */
+   accept, waking queued threads to look too in a burst (burst.c); what
+   is kept is marked out of the wait (held.c). */
 static void keep_reported(const struct th_lockwait *lw, const bool *held, int r)
 {
     for (int j = 0; j < lw->k; j++)
@@ -74,6 +76,7 @@ static void keep_reported(const struct th_lockwait *lw, const bool *held, int r)
             th_held_release_lookers(lw->ls[j],
                                     th_burst_lookers(lw->ls[j], lw->fds ? lw->fds[j] : -1,
                                                      th_self.slept, lw->start));
+    th_held_mark_waiting(false);
 }
 
 /*

@@ -155,10 +155,8 @@ enum th_mode {
     TH_MODE_AUTO,
 };
 enum th_balance { TH_BALANCE_FIFO, TH_BALANCE_LIFO };
-
 #define TH_MAX_PORT_RANGES 32
 struct th_port_range { uint16_t lo, hi; };
-
 /* What the lock queue needs to know; passed to it by its callers. */
 struct th_lock_params {
     enum th_balance balance;  /* order of the hand-off */
@@ -355,11 +353,11 @@ struct th_grant {
  * hand the lock on returns (or fills *wake with) the grant to wake.
  */
 enum th_lock_result th_lock_try(struct th_seg *seg, const struct th_lock_params *p,
-                                uint64_t *gen, struct th_grant *wake);
-/* bell: the waiter's doorbell, rung with the futex (NULL: the futex alone) */
+                                bool in_wait, uint64_t *gen, struct th_grant *wake);
+/* bell: rung with the futex (NULL: futex alone); in_wait: th_lock_wait.for_wait */
 enum th_lock_result th_lock_enqueue(struct th_seg *seg, const struct th_lock_params *p,
-                                    const struct th_bell_id *bell, struct th_waiter **me,
-                                    uint64_t *gen, struct th_grant *wake);
+                                    const struct th_bell_id *bell, bool in_wait,
+                                    struct th_waiter **me, uint64_t *gen, struct th_grant *wake);
 bool th_lock_granted(struct th_waiter *me, uint64_t *gen);
 struct th_grant th_lock_abandon(struct th_seg *seg, const struct th_lock_params *p,
                                 struct th_waiter *me);
@@ -386,6 +384,7 @@ struct th_lock_wait {
     int64_t deadline;              /* TH_FOREVER, or absolute; now = try */
     const sigset_t *sigmask;       /* applied while asleep, like ppoll */
     bool try_only;
+    bool for_wait;  /* straight into the real wait: marked in it if taken at once */
     bool use_bell;                 /* sleep on the doorbell (atomic mask), else futex */
     int bell;
 };
@@ -399,7 +398,7 @@ void th_lock_release_and_wake_lookers(struct th_seg *seg, const struct th_lock_p
 
 /* ---- held.c ---------------------------------------------------------- */
 bool th_held_has(struct th_listener *l);
-void th_held_add(struct th_listener *l, uint64_t gen);
+void th_held_add(struct th_listener *l, uint64_t gen, bool in_wait);
 void th_held_release(struct th_listener *l);
 /* ...waking up to `lookers` queued threads to look too (bursts) */
 void th_held_release_lookers(struct th_listener *l, int lookers);

@@ -121,11 +121,11 @@ static struct th_waiter *queue_for_first_busy(struct set_listener *set, int k, i
 
         if (!set[j].masked || seg == NULL)
             continue;
-        res = th_lock_enqueue(seg, &th_cfg.lock, th_doorbell_id(), &me, &gen, &wake);
+        res = th_lock_enqueue(seg, &th_cfg.lock, th_doorbell_id(), true, &me, &gen, &wake);
         th_lock_wake(seg, wake);
         switch (res) {
         case TH_LOCK_OK:                 /* freed meanwhile: ours */
-            th_held_add(set[j].l, gen);
+            th_held_add(set[j].l, gen, true);
             set[j].held = true;
             set[j].masked = false;
             continue;
@@ -251,7 +251,7 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
             r--;
         }
         if (me && th_lock_granted(me, &gen)) {
-            th_held_add(set[qj].l, gen);
+            th_held_add(set[qj].l, gen, false);
             set[qj].held = true;
             set[qj].masked = false;
             copy[set[qj].index].fd = fds[set[qj].index].fd;
@@ -279,6 +279,7 @@ static int queued_wait(struct pollfd *fds, nfds_t n, struct set_listener *set, i
     for (int j = 0; j < k; j++)       /* kept for the accept as in lockwait.c */
         if (set[j].held && !th_policy_keeps_lock(ready(&fds[set[j].index]), th_self.slept))
             th_held_release(set[j].l);
+    th_held_mark_waiting(false);
     return r;
 }
 
