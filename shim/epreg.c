@@ -12,7 +12,8 @@
  *   listener that cannot be exclusive: the accept lock (auto, lock modes).
  *
  * In exclusive and auto modes, a listener added to a private instance gets
- * EPOLLEXCLUSIVE when the kernel allows it with the requested events.  The
+ * EPOLLEXCLUSIVE when the kernel allows it with the requested events, less
+ * those a listener never reports (policy.c th_exclusive_events).  The
  * kernel refuses EPOLL_CTL_MOD on such an entry, so a later MOD by the
  * program becomes DEL + ADD and the program sees success; its epoll_data is
  * kept on every path.
@@ -199,7 +200,7 @@ static int add_listener(int epfd, int fd, struct epoll_event *ev, bool inject, b
     *exclusive = ev && (ev->events & EPOLLEXCLUSIVE);
     if (inject && !*exclusive) {
         ex = *ev;
-        ex.events |= EPOLLEXCLUSIVE;
+        ex.events = th_exclusive_events(ev->events);
         if (real_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ex) == 0) {
             *exclusive = true;
             return 0;
@@ -439,7 +440,7 @@ void th_epreg_rotate(struct th_listener *l, bool holder)
             continue;
         /* re-adding puts this process's entry at the tail of the wait queue */
         ev = r->ev;
-        ev.events |= EPOLLEXCLUSIVE;
+        ev.events = th_exclusive_events(ev.events);
         if (real_epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->fd, NULL) < 0)
             continue;                  /* still in, only not rotated */
         if (real_epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0) {

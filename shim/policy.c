@@ -104,9 +104,25 @@ struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclus
     return wait_plan;
 }
 
+/*
+ * What a listening socket never reports while it listens (the kernel's
+ * poll of one says EPOLLIN | EPOLLRDNORM when a connection is queued,
+ * nothing else): asked for, these are left out of an exclusive entry,
+ * which the kernel would refuse with them.  nginx asks EPOLLRDHUP of its
+ * listener when accept_mutex is on, select's exceptfds asks POLLPRI.
+ * (A listener shut down for reading reports EPOLLRDHUP, and with it
+ * EPOLLIN and EPOLLHUP, which still wake the wait.)
+ */
+#define LISTENER_NEVER (EPOLLRDHUP | EPOLLPRI)
+
 bool th_exclusive_allows(uint32_t epoll_events)
 {
-    return (epoll_events & ~(uint32_t)EXCLUSIVE_OK) == 0;
+    return (epoll_events & ~(uint32_t)(EXCLUSIVE_OK | LISTENER_NEVER)) == 0;
+}
+
+uint32_t th_exclusive_events(uint32_t epoll_events)
+{
+    return (epoll_events & ~(uint32_t)LISTENER_NEVER) | EPOLLEXCLUSIVE;
 }
 
 /* The modes that use the exclusive mechanism (injection and rotation). */

@@ -435,7 +435,8 @@ struct th_plan {
 struct th_plan th_policy_wait(const struct th_wait_facts *f);
 /* An epoll listener entry under a wait's plan (not every entry is exclusive). */
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
-bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule */
+bool th_exclusive_allows(uint32_t epoll_events);    /* the kernel's rule, for a listener */
+uint32_t th_exclusive_events(uint32_t epoll_events); /* ...and the entry it allows */
 bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
 bool th_policy_rotates(bool slept, bool owed, int others_waiting, uint32_t accept_gap,
                        bool program_rotates);

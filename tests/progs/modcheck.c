@@ -205,6 +205,41 @@ static void steps_oneshot_and_errors(void)
     expect_ctl(EPOLL_CTL_ADD | 0x100, EPOLLIN, 9, EINVAL, "unknown op fails with EINVAL");
 }
 
+/* The one event is the listener's, EPOLLIN alone (a listener never has
+   EPOLLRDHUP or EPOLLPRI to report, shim or not). */
+static void expect_in_only(uint64_t want, const char *what)
+{
+    struct epoll_event ev[4];
+    int n = epoll_wait(ep, ev, 4, 1000);
+    char detail[96];
+
+    snprintf(detail, sizeof(detail), "%d events, data %llu, events 0x%x; want data %llu, 0x%x", n,
+             n > 0 ? (unsigned long long)ev[0].data.u64 : 0ULL, n > 0 ? ev[0].events : 0,
+             (unsigned long long)want, (unsigned)EPOLLIN);
+    check(n == 1 && ev[0].data.u64 == want && ev[0].events == EPOLLIN, what, detail);
+}
+
+/* Events the kernel refuses with EPOLLEXCLUSIVE but a listener never
+   reports: nginx adds its listener with EPOLLRDHUP when accept_mutex is
+   on.  The shim's entry leaves them out and stays exclusive. */
+static void steps_never_reported_events(void)
+{
+    expect_ctl(EPOLL_CTL_DEL, 0, 0, 0, "DEL before the EPOLLRDHUP steps");
+    expect_ctl(EPOLL_CTL_ADD, EPOLLIN | EPOLLRDHUP, 10, 0, "ADD EPOLLIN|EPOLLRDHUP data=10");
+    check_flag("after ADD with EPOLLRDHUP");
+    expect_in_only(10, "pending connection reported with data 10, EPOLLIN");
+    expect_ctl(EPOLL_CTL_MOD, EPOLLIN | EPOLLPRI, 11, 0, "MOD EPOLLIN|EPOLLPRI data=11");
+    check_flag("after MOD with EPOLLPRI");
+    expect_in_only(11, "reported with data 11, EPOLLIN");
+    expect_ctl(EPOLL_CTL_MOD, EPOLLIN | EPOLLRDHUP | EPOLLONESHOT, 12, 0,
+               "MOD EPOLLIN|EPOLLRDHUP|EPOLLONESHOT data=12");
+    expect_in_only(12, "one-shot reported once with data 12, EPOLLIN");
+    expect_quiet("one-shot with EPOLLRDHUP: disarmed afterwards");
+    expect_ctl(EPOLL_CTL_MOD, EPOLLIN | EPOLLRDHUP, 13, 0, "MOD re-arms EPOLLIN|EPOLLRDHUP data=13");
+    check_flag("after re-arming with EPOLLRDHUP");
+    expect_in_only(13, "reported with data 13, EPOLLIN");
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "--expect-exclusive") == 0)
@@ -224,6 +259,7 @@ int main(int argc, char **argv)
     steps_mod();
     steps_accept();
     steps_oneshot_and_errors();
+    steps_never_reported_events();
     printf("1..%d\n", checks);
     return failures ? 1 : 0;
 }
