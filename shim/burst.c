@@ -89,12 +89,14 @@ int64_t th_burst_since_idle(struct th_listener *l, int64_t now)
     return quiet > th_self.since_rest ? quiet : th_self.since_rest;
 }
 
-/* ...and the streak: `again`, it re-reported what was just taken, at once. */
-static void after_wait(bool again, int64_t start)
+/* ...and the streak: `again`, it re-reported what was just taken, at once.
+   Returns the time now. */
+static int64_t after_wait(bool again, int64_t start)
 {
     int64_t now = note_rest(start);
 
     th_self.streak = again && now - start < AT_ONCE_NS ? th_self.streak + 1 : 0;
+    return now;
 }
 
 void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int *fds, int k,
@@ -122,7 +124,7 @@ uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield)
     for (int j = 0; may_yield && j < b->k; j++)
         if ((reported & (1ull << j)) && took_from(b, j))
             again |= 1ull << j;
-    after_wait(again, b->start);
+    b->end = after_wait(again, b->start);
     for (int j = 0; j < b->k; j++) {
         uint64_t bit = 1ull << j;
         if ((reported & bit) && !(again & bit))

@@ -81,6 +81,12 @@ static int warned_lost;         /* that was reported (once per process) */
 static bool program_deleted[TH_MAX_LISTENERS];
 static _Atomic uint64_t program_readded_at[TH_MAX_LISTENERS];
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Listener entries per instance fd (changed under reg_lock): every epoll
+   wait asks th_epreg_has_listener, which reads this instead of taking the
+   lock to scan the entries (instance fds past it still do). */
+#define COUNTED_FDS 65536
+static _Atomic uint16_t listeners_in[COUNTED_FDS];
+_Static_assert(MAX_REGS < UINT16_MAX, "listeners_in counts entries in 16 bits");
 
 static void lock(void)
 {
@@ -110,8 +116,15 @@ static struct reg *find_reg(int epfd, int fd)
     return NULL;
 }
 
+static void count_in(int epfd, int delta)
+{
+    if (epfd >= 0 && epfd < COUNTED_FDS)
+        atomic_fetch_add_explicit(&listeners_in[epfd], (uint16_t)delta, memory_order_relaxed);
+}
+
 static void drop_reg(struct reg *r)
 {
+    count_in(r->epfd, -1);
     *r = regs[--nregs];
 }
 
@@ -167,6 +180,8 @@ bool th_epreg_has_listener(int epfd)
 
     if (!atomic_load_explicit(&any_regs, memory_order_relaxed) || !th_fd_is_epoll(epfd))
         return false;
+    if (epfd < COUNTED_FDS)
+        return atomic_load_explicit(&listeners_in[epfd], memory_order_relaxed) > 0;
     lock();
     for (int i = 0; i < nregs && !found; i++)
         found = regs[i].epfd == epfd;
@@ -227,6 +242,7 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
             note_program_add(l);
         if (ret == 0 && nregs < MAX_REGS) {
             atomic_store(&any_regs, true);
+            count_in(epfd, 1);
             regs[nregs++] = (struct reg){ .epfd = epfd, .fd = fd, .l = l, .ev = *ev,
                                           .exclusive = exclusive,
                                           .injected = inject && !(ev->events & EPOLLEXCLUSIVE) };

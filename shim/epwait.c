@@ -230,6 +230,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     int fds[TH_MAX_WAIT_LISTENERS];
     struct th_burst b;
     uint64_t got, yield, going_on;
+    int64_t began;
     bool lt_only;
     int r, saved_errno;
 
@@ -238,12 +239,14 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
         fds[j] = wl[j].fd;
     }
     th_burst_begin(&b, ls, fds, k, took_last);
+    began = b.start;
     r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
     saved_errno = errno;
     got = reported_mask(evs, r, wl, k);
     lt_only = level_triggered(wl, k, got);
     going_on = lt_only ? still_yielding(wl, k, got) : 0;
     yield = th_burst_after(&b, got, r > 0 && lt_only);
+    th_self.slept = b.end - began >= TH_NO_SLEEP_NS;   /* the burst's clock reads serve */
     if (yield)
         begin_yield(wl, k, yield);
     for (int j = 0; j < k; j++)
@@ -269,6 +272,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
             saved_errno = errno;
             th_burst_end(&b, reported_mask(evs, r, wl, k), yield);
         }
+        th_self.slept = th_now_ns() - began >= TH_NO_SLEEP_NS;
     }
     errno = saved_errno;
     return r;
@@ -312,14 +316,13 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
                                  .ns_timeout = ns_timeout, .shared = facts.shared,
                                  .threaded = facts.threaded, .wl = wl, .k = k };
         r = lock_wait(&ctx, deadline, sigmask, others, took_last);
+    } else if (plan.strategy == TH_STRAT_EXCLUSIVE) {
+        r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
+                           took_last);                  /* notes th_self.slept */
     } else {
         int64_t start = th_now_ns();
 
-        if (plan.strategy == TH_STRAT_EXCLUSIVE)
-            r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
-                               took_last);
-        else
-            r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
         th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
     }
     saved_errno = errno;

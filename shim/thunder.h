@@ -469,7 +469,7 @@ struct th_burst {
     int fds[TH_MAX_WAIT_LISTENERS];
     int k;
     uint64_t took_last;        /* th_self.took when the call began */
-    int64_t start;             /* when the current wait began */
+    int64_t start, end;        /* when the current wait began, and returned */
 };
 /* Masks are by position j in ls[]. */
 void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int *fds, int k,
