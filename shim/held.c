@@ -9,7 +9,8 @@
  * a lock taken at once is marked by the take itself, and one released
  * after the wait needs no mark out first (the release ends the hold), so
  * an uncontended lock wait costs two trips through the segment's guard
- * (take, release), not four.
+ * (take, release), three when it keeps the lock for the accept (take,
+ * mark out, release), not four.
  */
 #include "thunder.h"
 
