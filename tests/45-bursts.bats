@@ -77,8 +77,11 @@ spread() {
 # 64 workers under a closed loop of 8 clients each rest 2-3 ms between
 # their connections while the listener takes one every 40 us: no burst,
 # and a further accept of a wake-up is left to others only now and then
-# (before the listener's quiet spell was asked: after every accept, 1.00
-# refusals per accept; with it 0.42-0.74 on 2 CPUs).
+# (before the listener's quiet spell was asked: after every accept,
+# exactly 1.00 refusals per accept; with it 0.42-0.74 on 2 CPUs, and 0.96
+# once while other tenants loaded the machine: a load generator starved
+# for 300 us leaves the listener quiet, as a real lull would).  So the
+# bound is "not after every accept", with room for such a host.
 @test "ex_greedy 64 workers, a saturated listener: no refusal after every accept" {
     need_thunder_stat
     start_example ex_greedy 64 THUNDER_MODE=auto
@@ -88,7 +91,7 @@ spread() {
     accepts=$(stat_sum accepts) refused=$(stat_sum refused)
     echo "# $refused refused for $accepts accepts" >&3
     [ "$accepts" -gt 1000 ] || fail "only $accepts accepts"
-    le "$refused" "$((accepts * 95 / 100))" || fail "$refused refusals for $accepts accepts"
+    le "$refused" "$((accepts * 99 / 100))" || fail "$refused refusals for $accepts accepts"
 }
 
 # A steady client 1 ms apart never leaves the listener quiet for the
