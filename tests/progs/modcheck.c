@@ -77,14 +77,18 @@ static int ctl(int op, uint32_t events, uint64_t data)
     return epoll_ctl(ep, op, listener, op == EPOLL_CTL_DEL ? NULL : &ev);
 }
 
-/* Wait up to ms; returns the number of events, *data from the first. */
-static int wait_one(int ms, uint64_t *data)
+/* Wait up to ms; returns the number of events, *data (and *events, unless
+   NULL) from the first. */
+static int wait_one(int ms, uint64_t *data, uint32_t *events)
 {
     struct epoll_event ev[4];
     int n = epoll_wait(ep, ev, 4, ms);
 
-    if (n > 0)
+    if (n > 0) {
         *data = ev[0].data.u64;
+        if (events)
+            *events = ev[0].events;
+    }
     return n;
 }
 
@@ -125,7 +129,7 @@ static void check_flag(const char *when)
 static void expect_event(uint64_t want, const char *what)
 {
     uint64_t data = 0;
-    int n = wait_one(1000, &data);
+    int n = wait_one(1000, &data, NULL);
     char detail[64];
 
     snprintf(detail, sizeof(detail), "%d events, data %llu, want data %llu", n,
@@ -136,7 +140,7 @@ static void expect_event(uint64_t want, const char *what)
 static void expect_quiet(const char *what)
 {
     uint64_t data = 0;
-    int n = wait_one(100, &data);
+    int n = wait_one(100, &data, NULL);
     char detail[64];
 
     snprintf(detail, sizeof(detail), "%d events, data %llu", n, (unsigned long long)data);
@@ -209,14 +213,14 @@ static void steps_oneshot_and_errors(void)
    EPOLLRDHUP or EPOLLPRI to report, shim or not). */
 static void expect_in_only(uint64_t want, const char *what)
 {
-    struct epoll_event ev[4];
-    int n = epoll_wait(ep, ev, 4, 1000);
+    uint64_t data = 0;
+    uint32_t events = 0;
+    int n = wait_one(1000, &data, &events);
     char detail[96];
 
     snprintf(detail, sizeof(detail), "%d events, data %llu, events 0x%x; want data %llu, 0x%x", n,
-             n > 0 ? (unsigned long long)ev[0].data.u64 : 0ULL, n > 0 ? ev[0].events : 0,
-             (unsigned long long)want, (unsigned)EPOLLIN);
-    check(n == 1 && ev[0].data.u64 == want && ev[0].events == EPOLLIN, what, detail);
+             (unsigned long long)data, events, (unsigned long long)want, (unsigned)EPOLLIN);
+    check(n == 1 && data == want && events == EPOLLIN, what, detail);
 }
 
 /* Events the kernel refuses with EPOLLEXCLUSIVE but a listener never
