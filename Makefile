@@ -37,7 +37,7 @@ SHIM_LDFLAGS = $(LDFLAGS) -shared -Wl,-soname,libthunder.so \
 SHIM_SRC  = $(wildcard shim/*.c)
 SHIM_LIB_SRC = $(SHIM_SRC)
 # The segment core: the one piece of the library the tools and tests link.
-SEGCORE   = shim/segcore.c shim/segcore.h shim/segment.h
+SEGCORE   = shim/segcore.c shim/segcore.h shim/seglayout.h
 STAT_SRC  = $(wildcard tools/stat/*.c)
 SHIM_HDR  = $(wildcard shim/*.h) shim/syms.def
 EXAMPLES  = $(patsubst %.c,%,$(wildcard examples/ex_*.c))

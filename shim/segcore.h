@@ -1,5 +1,5 @@
 /*
- * The segment core: everything known about a segment file (segment.h is
+ * The segment core: everything known about a segment file (seglayout.h is
  * its layout) that the library, thunder-stat and the tests share.
  *
  *   name        /dev/shm/libthunder.<euid>.<socket inode>[.<16 hex>]: build,
@@ -22,7 +22,7 @@
  */
 #pragma once
 
-#include "segment.h"
+#include "seglayout.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -32,7 +32,7 @@
  *             log.c        one-line messages on stderr
  *             real.c       the real libc functions (dlsym RTLD_NEXT)
  *             self.c       this thread and process (th_self, th_pid)
- *             segment.h    the shared-memory layout
+ *             seglayout.h  the shared-memory layout
  */
 #pragma once
 
@@ -51,7 +51,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "segcore.h"   /* segment.h and what is known about a segment */
+#include "segcore.h"   /* seglayout.h and what is known about a segment */
 
 #define TH_EXPORT __attribute__((visibility("default")))
 #define TH_UNUSED __attribute__((unused))

@@ -1,6 +1,6 @@
 /*
  * The segment core (shim/segcore.c), linked alone, as thunder-stat links
- * it: the layout pins (segment.h: the reader depends on them, any change
+ * it: the layout pins (seglayout.h: the reader depends on them, any change
  * bumps TH_SEG_VERSION), the name, the file and header checks with their reasons, liveness,
  * the stale check, the guard, creation, and "remove if stale", the one
  * function by which both the library's sweep and thunder-stat --gc remove
