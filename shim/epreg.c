@@ -54,9 +54,6 @@ struct instance {
     int epfd;             /* -1 = free */
     pid_t creator;
     struct waiters *w;    /* NULL if it could not be mapped: creator decides */
-    int others;           /* registrations that are not managed listeners */
-    int waiting;          /* threads of this process in epoll_wait on it now */
-    bool threaded;        /* ever more than one at once (sticky) */
 };
 
 struct reg {
@@ -81,12 +78,23 @@ static int warned_lost;         /* that was reported (once per process) */
 static bool program_deleted[TH_MAX_LISTENERS];
 static _Atomic uint64_t program_readded_at[TH_MAX_LISTENERS];
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
-/* Listener entries per instance fd (changed under reg_lock): every epoll
-   wait asks th_epreg_has_listener, which reads this instead of taking the
-   lock to scan the entries (instance fds past it still do). */
+/*
+ * What every wait and every epoll_ctl of a connection asks about an
+ * instance, by its fd, read without reg_lock (nginx: two waits and one ADD
+ * per connection; the lock and the table scan were about a tenth of the
+ * library's instructions there).  Instances are tracked only below
+ * COUNTED_FDS; one past it is treated as one this process did not create
+ * (shared: the lock's path, which is right for any instance).
+ */
 #define COUNTED_FDS 65536
-static _Atomic uint16_t listeners_in[COUNTED_FDS];
-_Static_assert(MAX_REGS < UINT16_MAX, "listeners_in counts entries in 16 bits");
+struct counts {
+    _Atomic uint16_t listeners;  /* listener entries (changed under reg_lock) */
+    _Atomic uint16_t waiting;    /* threads of this process in a wait on it now */
+    _Atomic int32_t others;      /* entries of other fds: ADDs less DELs */
+    _Atomic bool threaded;       /* ever more than one wait at once (sticky) */
+};
+static struct counts counted[COUNTED_FDS];
+_Static_assert(MAX_REGS < UINT16_MAX, "counts.listeners counts entries in 16 bits");
 
 static void lock(void)
 {
@@ -116,10 +124,29 @@ static struct reg *find_reg(int epfd, int fd)
     return NULL;
 }
 
+static struct counts *counts_of(int epfd)
+{
+    return epfd >= 0 && epfd < COUNTED_FDS ? &counted[epfd] : NULL;
+}
+
 static void count_in(int epfd, int delta)
 {
-    if (epfd >= 0 && epfd < COUNTED_FDS)
-        atomic_fetch_add_explicit(&listeners_in[epfd], (uint16_t)delta, memory_order_relaxed);
+    struct counts *c = counts_of(epfd);
+
+    if (c)
+        atomic_fetch_add_explicit(&c->listeners, (uint16_t)delta, memory_order_relaxed);
+}
+
+/* A new instance, or a closed one: nothing in it, nobody waiting. */
+static void reset_counts(int epfd)
+{
+    struct counts *c = counts_of(epfd);
+
+    if (c) {
+        atomic_store(&c->waiting, 0);
+        atomic_store(&c->others, 0);
+        atomic_store(&c->threaded, false);
+    }
 }
 
 static void drop_reg(struct reg *r)
@@ -164,7 +191,8 @@ void th_epreg_created(int epfd)
     if (w == MAP_FAILED)
         w = NULL;
     lock();
-    if (find_instance(epfd) == NULL && ninstances < MAX_INSTANCES) {
+    if (counts_of(epfd) && find_instance(epfd) == NULL && ninstances < MAX_INSTANCES) {
+        reset_counts(epfd);
         instances[ninstances++] = (struct instance){ .epfd = epfd, .creator = th_pid, .w = w };
         w = NULL;
     }
@@ -181,7 +209,7 @@ bool th_epreg_has_listener(int epfd)
     if (!atomic_load_explicit(&any_regs, memory_order_relaxed) || !th_fd_is_epoll(epfd))
         return false;
     if (epfd < COUNTED_FDS)
-        return atomic_load_explicit(&listeners_in[epfd], memory_order_relaxed) > 0;
+        return atomic_load_explicit(&counted[epfd].listeners, memory_order_relaxed) > 0;
     lock();
     for (int i = 0; i < nregs && !found; i++)
         found = regs[i].epfd == epfd;
@@ -284,23 +312,35 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
     return real_epoll_ctl(epfd, op, fd, ev);
 }
 
+/* Another fd's entry came or went (its close removes it unseen: the count
+   says "has had others", which is what the lock wait asks). */
+static void count_other(int epfd, int op)
+{
+    struct counts *c = counts_of(epfd);
+    int32_t n;
+
+    if (c == NULL || (op != EPOLL_CTL_ADD && op != EPOLL_CTL_DEL))
+        return;
+    n = atomic_load_explicit(&c->others, memory_order_relaxed);
+    do {
+        if (op == EPOLL_CTL_DEL && n == 0)
+            return;
+    } while (!atomic_compare_exchange_weak(&c->others, &n, op == EPOLL_CTL_ADD ? n + 1 : n - 1));
+}
+
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     struct th_listener *l = th_fd_listener(fd);
-    struct instance *inst;
     int ret, saved_errno;
 
-    lock();
-    inst = find_instance(epfd);
-    if (l) {
-        ret = ctl_listener(inst, epfd, op, fd, ev, l);
-    } else {
+    if (l == NULL) {
         ret = real_epoll_ctl(epfd, op, fd, ev);
-        if (ret == 0 && inst && op == EPOLL_CTL_ADD)
-            inst->others++;
-        if (ret == 0 && inst && op == EPOLL_CTL_DEL && inst->others > 0)
-            inst->others--;
+        if (ret == 0)
+            count_other(epfd, op);
+        return ret;
     }
+    lock();
+    ret = ctl_listener(find_instance(epfd), epfd, op, fd, ev, l);
     saved_errno = errno;
     unlock();
     errno = saved_errno;
@@ -319,10 +359,10 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
     lock();
     inst = find_instance(epfd);
     *shared = inst == NULL || !wait_alone(inst);
-    *others = inst ? inst->others : 1;
-    if (inst && ++inst->waiting > 1)
-        inst->threaded = true;
-    *threaded = inst && inst->threaded;
+    *others = inst ? atomic_load(&counted[epfd].others) : 1;
+    if (inst && atomic_fetch_add(&counted[epfd].waiting, 1) > 0)
+        atomic_store(&counted[epfd].threaded, true);
+    *threaded = inst && atomic_load(&counted[epfd].threaded);
     for (int i = 0; i < nregs && k < TH_MAX_WAIT_LISTENERS; i++) {
         bool exclusive;
         if (regs[i].epfd != epfd)
@@ -423,12 +463,14 @@ void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uin
 
 void th_epreg_done_waiting(int epfd)
 {
-    struct instance *inst;
+    struct counts *c = counts_of(epfd);
+    uint16_t n;
 
-    lock();
-    if ((inst = find_instance(epfd)) != NULL && inst->waiting > 0)
-        inst->waiting--;
-    unlock();
+    if (c == NULL)
+        return;
+    n = atomic_load_explicit(&c->waiting, memory_order_relaxed);
+    while (n > 0 && !atomic_compare_exchange_weak(&c->waiting, &n, n - 1))
+        ;
 }
 
 /* ---- rotation, close, fork ------------------------------------------- */
@@ -479,6 +521,7 @@ void th_epreg_forget_fd(int fd)
     lock();
     for (int i = 0; i < ninstances;) {
         if (instances[i].epfd == fd) {
+            reset_counts(fd);
             if (instances[i].w)
                 munmap(instances[i].w, sizeof(*instances[i].w));
             instances[i] = instances[--ninstances];
@@ -510,7 +553,7 @@ void th_epreg_child_fork(void)
     pthread_mutex_unlock(&reg_lock);   /* taken by prepare, in this very thread */
     /* the parent's threads are not here: only this one can be waiting */
     for (int i = 0; i < ninstances; i++) {
-        instances[i].waiting = 0;
-        instances[i].threaded = false;
+        atomic_store(&counted[instances[i].epfd].waiting, 0);
+        atomic_store(&counted[instances[i].epfd].threaded, false);
     }
 }
