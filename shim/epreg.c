@@ -83,8 +83,8 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
  * instance, by its fd, read without reg_lock (nginx: two waits and one ADD
  * per connection; the lock and the table scan were about a tenth of the
  * library's instructions there).  Instances are tracked only below
- * COUNTED_FDS; one past it is treated as one this process did not create
- * (shared: the lock's path, which is right for any instance).
+ * COUNTED_FDS: fdtable.c does not know one past it as an instance either,
+ * so its waits pass through, and its listener entries stay as asked.
  */
 #define COUNTED_FDS 65536
 struct counts {
