@@ -26,7 +26,10 @@
  * CPU per connection), so while the program has re-added a listener within
  * its last PROGRAM_ROTATION_WINDOW accepts, the rotation is left to it (a
  * program that re-adds once, say after a reload, gets ours back after
- * that many accepts).
+ * that many accepts), and with it the whole wait: such a program already
+ * has one wake-up per connection and its own balance, so policy.c passes
+ * its waits through without the burst rules' bookkeeping (nginx: 2,700 ->
+ * 2,150 instructions per connection).
  */
 #include "thunder.h"
 
@@ -375,7 +378,10 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
         wl[k++] = (struct th_ep_listener){ .l = regs[i].l, .fd = regs[i].fd,
                                             .data = regs[i].ev.data.u64,
                                             .events = regs[i].ev.events,
-                                            .exclusive = regs[i].exclusive };
+                                            .exclusive = regs[i].exclusive,
+                                            .program_balanced = regs[i].exclusive &&
+                                                !regs[i].injected &&
+                                                th_epreg_rotated_by_program(regs[i].l) };
     }
     unlock();
     return k;

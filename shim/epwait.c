@@ -295,7 +295,8 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
                   const sigset_t *sigmask, bool ns_timeout)
 {
     struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
-    struct th_wait_facts facts = { .epoll = true, .all_exclusive = true };
+    struct th_wait_facts facts = { .epoll = true, .all_exclusive = true,
+                                   .program_balanced = true };
     int others, k = th_epreg_snapshot(epfd, wl, &facts.shared, &others, &facts.threaded), r, saved_errno;
     uint64_t took_last = th_self.took;
     struct th_plan plan;
@@ -304,6 +305,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     th_waiting_clear();             /* back from the last wait, never accepted */
     for (int j = 0; j < k; j++) {
         facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
+        facts.program_balanced = facts.program_balanced && wl[j].program_balanced;
         TH_COUNT(wl[j].l, waits, 1);
     }
     plan = th_policy_wait(&facts);
@@ -319,6 +321,9 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     } else if (plan.strategy == TH_STRAT_EXCLUSIVE) {
         r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
                            took_last);                  /* notes th_self.slept */
+    } else if (plan.strategy == TH_STRAT_PASS) {
+        /* the program balances its own exclusive entries: nothing to note */
+        r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
     } else {
         int64_t start = th_now_ns();
 

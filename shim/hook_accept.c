@@ -116,8 +116,9 @@ static bool refused(int fd, struct th_listener *l)
 static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap)
 {
     uint64_t bit = th_listener_bit(l->index);
-    int others = th_waiting_others(l);
     bool program_rotates = th_epreg_rotated_by_program(l);
+    /* neither rule applies when the program rotates: the count is not read */
+    int others = program_rotates ? 0 : th_waiting_others(l);
 
     if (th_policy_rotates(th_self.slept, th_self.owed & bit, others, gap, program_rotates)) {
         th_self.rotated |= bit;

@@ -8,6 +8,8 @@
  *   poll/select, not mirrorable  lock       real call        lock  real call
  *   epoll, private, one thread,
  *     every listener exclusive   exclusive  exclusive        lock  real call
+ *     ...the program's own,
+ *     which it rotates (nginx)   real call  real call        lock  real call
  *   epoll, shared instance       lock       real call        lock  real call
  *   epoll, otherwise             lock       exclusive where  lock  real call
  *                                           the entry is
@@ -74,15 +76,22 @@ static struct th_plan epoll_plan(enum th_mode mode, const struct th_wait_facts *
 {
     static const char *const rotating =
         "private epoll instance: EPOLLEXCLUSIVE with rotation after accept";
+    static const char *const programs_own =
+        "the program's own EPOLLEXCLUSIVE, rotated by the program: passed through";
+    bool program_balances = !f->shared && !f->threaded && f->program_balanced;
 
     switch (mode) {
     case TH_MODE_AUTO:
+        if (program_balances)
+            return plan(TH_STRAT_PASS, programs_own);
         if (!f->shared && !f->threaded && f->all_exclusive)
             return plan(TH_STRAT_EXCLUSIVE, rotating);
         return epoll_lock_plan(f);
     case TH_MODE_LOCK:
         return epoll_lock_plan(f);
     case TH_MODE_EXCLUSIVE:
+        if (program_balances)
+            return plan(TH_STRAT_PASS, programs_own);
         return f->shared ? plan(TH_STRAT_OBSERVE, PASSED_THROUGH)
                          : plan(TH_STRAT_EXCLUSIVE, rotating);
     case TH_MODE_JITTER:

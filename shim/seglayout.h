@@ -120,5 +120,6 @@ enum th_strategy {
     TH_STRAT_LOCK,
     TH_STRAT_EXCLUSIVE,
     TH_STRAT_JITTER,
-    TH_STRAT_PASS,        /* blocking accept: the kernel is already fair */
+    TH_STRAT_PASS,        /* a blocking accept (the kernel is fair) or the program's
+                             own rotated EPOLLEXCLUSIVE: passed through */
 };

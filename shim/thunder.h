@@ -277,8 +277,7 @@ uint64_t th_listener_accepts(struct th_listener *l);   /* this process's */
 int th_listener_blocking(struct th_listener *l);
 void th_listener_note_blocking(struct th_listener *l, int blocks);
 #define TH_COUNT(l, field, n) th_count((l), offsetof(struct th_proc_stats, field), (n))
-void th_listener_set_strategy(struct th_listener *l, enum th_strategy s,
-                              const char *why);
+void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const char *why);
 /* Did other processes wait on this listener lately (cached a few ms)? */
 bool th_listener_others_wait(struct th_listener *l);
 /*
@@ -427,6 +426,7 @@ struct th_wait_facts {
     bool shared;           /* epoll: the instance is shared with other processes */
     bool threaded;         /* epoll: several threads of this process wait on it */
     bool all_exclusive;    /* epoll: every listener entry is EPOLLEXCLUSIVE */
+    bool program_balanced; /* epoll: ...the program's own, which it rotates (nginx) */
 };
 struct th_plan {
     enum th_strategy strategy;   /* EXCLUSIVE, LOCK, or a real call (OBSERVE, JITTER) */
@@ -548,8 +548,7 @@ bool th_mirror_give_up(void);             /* fd limit: close it, make no more */
  * caller's array; it is modified only transiently (masked listeners are
  * negated and restored).  Returns like ppoll(2), errno set on -1.
  */
-int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline,
-                    const sigset_t *sigmask);
+int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask);
 /* Does this set hold at least one managed listener? */
 bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
 
@@ -572,6 +571,7 @@ struct th_ep_listener {
     uint64_t data;
     uint32_t events;      /* as the program asked for them */
     bool exclusive;
+    bool program_balanced;  /* the program's own EPOLLEXCLUSIVE, which it rotates */
 };
 /* The instance's listeners and facts; counts this thread as waiting on it. */
 int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *others,

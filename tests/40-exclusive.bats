@@ -56,6 +56,19 @@ one_wakeup_and_balanced() {
     one_wakeup_and_balanced ex_epoll_excl auto
 }
 
+@test "ex_epoll_excl -R 16 (its own EPOLLEXCLUSIVE, re-added as nginx does), auto: its waits are passed through, still one wake-up per connection and balanced" {
+    start_example ex_epoll_excl 4 THUNDER_MODE=auto THUNDER_LOG=info -R 16
+    run_loadgen "$CONNS" -g "$GAP_US"
+    [ "$(lg ok)" = "$CONNS" ] || fail "$(lg ok) of $CONNS answered"
+    le "$(lg wakeups_per_conn)" 1.5 || fail "herd: $(lg wakeups_per_conn) wake-ups per connection"
+    le 0.9 "$(lg jain)" || fail "unbalanced: Jain $(lg jain), counts $(lg_counts)"
+    # each worker re-added its entry (every 16 of its accepts) long before
+    # the last connection: its waits since are the program's own
+    [ "$(listener_stats | grep -c 'strategy=pass')" = 4 ] || { listener_stats >&2; fail "not every worker passed through"; }
+    grep -q "info: .*the program's own EPOLLEXCLUSIVE, rotated by the program" "$EX_ERR" ||
+        { cat "$EX_ERR" >&2; fail "no info line saying why"; }
+}
+
 @test "cross-check without loadgen: socat clients, /proc counters (ex_select, exclusive)" {
     local before after n=100 counts j
     start_example ex_select 4 THUNDER_MODE=exclusive
