@@ -178,6 +178,9 @@ static bool wait_alone(struct instance *inst)
         return inst->creator == th_pid;
     if (atomic_load(&inst->w->several))
         return false;
+    /* every wait asks: a plain load answers the usual case, no locked write */
+    if (atomic_load_explicit(&inst->w->pid, memory_order_relaxed) == th_pid)
+        return true;
     if (atomic_compare_exchange_strong(&inst->w->pid, &seen, th_pid) || seen == th_pid)
         return true;
     if (!th_thread_alive(seen, seen) && atomic_compare_exchange_strong(&inst->w->pid, &seen, th_pid))
