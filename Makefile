@@ -30,7 +30,10 @@ export ASAN_OPTIONS := detect_leaks=0:abort_on_error=1
 endif
 # Undefined behaviour fails the test instead of printing and going on.
 export UBSAN_OPTIONS := halt_on_error=1:print_stacktrace=1
-SHIM_CFLAGS = $(CFLAGS) -fPIC -fvisibility=hidden -ftls-model=initial-exec
+# -flto: the library is many small files; across them the per-connection
+# path inlines (nginx: 2,168 -> 1,816 instructions per connection, the
+# library's share of its workers' CPU samples 4.30% -> 3.93%, perf, Dec 2).
+SHIM_CFLAGS = $(CFLAGS) -fPIC -fvisibility=hidden -ftls-model=initial-exec -flto=auto
 SHIM_LDFLAGS = $(LDFLAGS) -shared -Wl,-soname,libthunder.so \
 	-Wl,--version-script=shim/libthunder.map -Wl,-z,now -Wl,-z,defs -ldl -lpthread
 
