@@ -235,7 +235,10 @@ children_count() {
     [ "$status" -eq 0 ]
     [[ $output == *"libthunder is loaded in 3 of 3 process(es)"* ]]
     [ "$(grep -c 'settings: unknown (the process wrote over its environment' <<<"$output")" -eq 3 ]
-    [ "$(grep -c "listener 127.0.0.1:$PORT: strategy exclusive" <<<"$output")" -eq 2 ]
+    # a worker that took the connection re-added its own EPOLLEXCLUSIVE entry
+    # at once (nginx does at the first of every 16 accepts): its waits are
+    # passed through since ("pass"); the other still waits as it began
+    [ "$(grep -cE "listener 127.0.0.1:$PORT: strategy (exclusive|pass)," <<<"$output")" -eq 2 ]
 }
 
 @test "status: nginx whose environment was scrubbed before exec (env -i): not loaded, with the reason" {
