@@ -47,6 +47,28 @@ static void test_rotation_belongs_to_fifo_exclusive_modes(void)
     EXPECT(!th_policy_rotates(true, false, 3, 0, false));
 }
 
+/* An instance whose listener entries are the program's own exclusive ones,
+   rotated by the program (nginx): its waits are passed through. */
+static void test_program_balanced_waits_pass_through(void)
+{
+    struct th_wait_facts own = { .epoll = true, .all_exclusive = true, .program_balanced = true };
+    struct th_wait_facts ours = { .epoll = true, .all_exclusive = true };
+    struct th_wait_facts shared = own, threaded = own;
+
+    shared.shared = true;
+    threaded.threaded = true;
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    EXPECT(th_policy_wait(&own).strategy == TH_STRAT_PASS);
+    EXPECT(th_policy_wait(&ours).strategy == TH_STRAT_EXCLUSIVE);
+    EXPECT(th_policy_wait(&shared).strategy == TH_STRAT_LOCK);   /* several processes wait */
+    EXPECT(th_policy_wait(&threaded).strategy == TH_STRAT_LOCK);
+    mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
+    EXPECT(th_policy_wait(&own).strategy == TH_STRAT_PASS);
+    EXPECT(th_policy_wait(&ours).strategy == TH_STRAT_EXCLUSIVE);
+    mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
+    EXPECT(th_policy_wait(&own).strategy == TH_STRAT_LOCK);     /* lock mode locks every wait */
+}
+
 static void test_yields_only_in_a_burst(void)
 {
     mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
@@ -138,6 +160,8 @@ static const struct tap_case cases[] = {
     { "yield: auto mode, fifo balance only", test_yields_only_in_auto_fifo },
     { "refusal: a further accept in a burst, others waiting, auto fifo", test_refuses_only_in_a_burst },
     { "lock waits: queue instead of looking only in a burst", test_lock_waits_queue_only_in_a_burst },
+    { "the program's own rotated exclusive entries: waits passed through (auto, exclusive)",
+      test_program_balanced_waits_pass_through },
     { "lock fan-out: a long queue, idle before a backlog, auto fifo, capped",
       test_lookers_only_for_a_long_queue_in_a_burst },
     { "blocking accept: pause only in a burst, back at once, others in accept, a queue",
