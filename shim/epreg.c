@@ -92,9 +92,9 @@ static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 #define COUNTED_FDS 65536
 struct counts {
     _Atomic uint16_t listeners;  /* listener entries (changed under reg_lock) */
-    _Atomic uint16_t waiting;    /* threads of this process in a wait on it now */
-    _Atomic int32_t others;      /* entries of other fds: ADDs less DELs */
     _Atomic bool threaded;       /* ever more than one wait at once (sticky) */
+    _Atomic int32_t waiting;     /* threads of this process in a wait on it now */
+    _Atomic int32_t others;      /* entries of other fds: ADDs less DELs */
 };
 static struct counts counted[COUNTED_FDS];
 _Static_assert(MAX_REGS < UINT16_MAX, "counts.listeners counts entries in 16 bits");
@@ -138,6 +138,17 @@ static void count_in(int epfd, int delta)
 
     if (c)
         atomic_fetch_add_explicit(&c->listeners, (uint16_t)delta, memory_order_relaxed);
+}
+
+/* n + delta, but never below 0: a decrement may come without its
+   increment (a wait begun before a fork's reset, a DEL of an entry added
+   before a close reset the count). */
+static void add_not_below_zero(_Atomic int32_t *n, int32_t delta)
+{
+    int32_t was = atomic_load_explicit(n, memory_order_relaxed);
+
+    while (was + delta >= 0 && !atomic_compare_exchange_weak(n, &was, was + delta))
+        ;
 }
 
 /* A new instance, or a closed one: nothing in it, nobody waiting. */
@@ -208,19 +219,13 @@ void th_epreg_created(int epfd)
     th_fd_mark_epoll(epfd);
 }
 
+/* Untracked instance fds (past COUNTED_FDS) answer no: passed through. */
 bool th_epreg_has_listener(int epfd)
 {
-    bool found = false;
+    struct counts *c = counts_of(epfd);
 
-    if (!atomic_load_explicit(&any_regs, memory_order_relaxed) || !th_fd_is_epoll(epfd))
-        return false;
-    if (epfd < COUNTED_FDS)
-        return atomic_load_explicit(&counted[epfd].listeners, memory_order_relaxed) > 0;
-    lock();
-    for (int i = 0; i < nregs && !found; i++)
-        found = regs[i].epfd == epfd;
-    unlock();
-    return found;
+    return c && atomic_load_explicit(&any_regs, memory_order_relaxed) && th_fd_is_epoll(epfd) &&
+           atomic_load_explicit(&c->listeners, memory_order_relaxed) > 0;
 }
 
 /* The program added l with its own EPOLLEXCLUSIVE: a re-add if it had
@@ -323,15 +328,9 @@ static int ctl_listener(struct instance *inst, int epfd, int op, int fd,
 static void count_other(int epfd, int op)
 {
     struct counts *c = counts_of(epfd);
-    int32_t n;
 
-    if (c == NULL || (op != EPOLL_CTL_ADD && op != EPOLL_CTL_DEL))
-        return;
-    n = atomic_load_explicit(&c->others, memory_order_relaxed);
-    do {
-        if (op == EPOLL_CTL_DEL && n == 0)
-            return;
-    } while (!atomic_compare_exchange_weak(&c->others, &n, op == EPOLL_CTL_ADD ? n + 1 : n - 1));
+    if (c && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_DEL))
+        add_not_below_zero(&c->others, op == EPOLL_CTL_ADD ? 1 : -1);
 }
 
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev)
@@ -473,13 +472,9 @@ void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uin
 void th_epreg_done_waiting(int epfd)
 {
     struct counts *c = counts_of(epfd);
-    uint16_t n;
 
-    if (c == NULL)
-        return;
-    n = atomic_load_explicit(&c->waiting, memory_order_relaxed);
-    while (n > 0 && !atomic_compare_exchange_weak(&c->waiting, &n, n - 1))
-        ;
+    if (c)
+        add_not_below_zero(&c->waiting, -1);
 }
 
 /* ---- rotation, close, fork ------------------------------------------- */
