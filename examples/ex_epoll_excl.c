@@ -11,6 +11,8 @@
  * -R N: like nginx (ngx_reorder_accept_events), delete and re-add the
  * listener every N accepts of a worker, which moves the worker's entry to
  * the tail of the wait queue: the program's own rotation.
+ * -U M: re-add only until the worker's M-th accept (a program that stops
+ * rotating, to see the library's own rotation take over again).
  */
 #include "common.h"
 
@@ -19,14 +21,18 @@
 #define MAX_EVENTS 64
 
 static int readd_every;            /* -R: accepts between re-adds; 0: never */
+static int readd_until;            /* -U: no re-add after this accept; 0: always */
 
 static bool take_option(int letter, const char *arg)
 {
+    if (letter == 'U')
+        return int_in_range(arg, 1, 1000000, &readd_until);
     return letter == 'R' && int_in_range(arg, 1, 1000000, &readd_every);
 }
 
 static const struct extra_options excl_options = {
-    .letters = "R:", .usage = "[-R ACCEPTS_BETWEEN_READDS]", .take = take_option,
+    .letters = "R:U:", .usage = "[-R ACCEPTS_BETWEEN_READDS] [-U LAST_READD_ACCEPT]",
+    .take = take_option,
 };
 
 static void add_listener(int ep, int listener)
@@ -42,7 +48,8 @@ static void add_listener(int ep, int listener)
 /* nginx's way to move this worker behind the others */
 static void readd_if_due(int ep, int listener, unsigned long accepted)
 {
-    if (readd_every == 0 || accepted % (unsigned long)readd_every != 0)
+    if (readd_every == 0 || accepted % (unsigned long)readd_every != 0 ||
+        (readd_until && accepted > (unsigned long)readd_until))
         return;
     if (epoll_ctl(ep, EPOLL_CTL_DEL, listener, NULL) < 0)
         die("epoll_ctl(DEL listener)");

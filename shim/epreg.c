@@ -98,6 +98,9 @@ struct counts {
 };
 static struct counts counted[COUNTED_FDS];
 _Static_assert(MAX_REGS < UINT16_MAX, "counts.listeners counts entries in 16 bits");
+/* One more each time what reg_lock guards changes (a memo of a wait's
+   look at it is good while this stands still, see "passing" below). */
+static _Atomic uint32_t reg_gen;
 
 static void lock(void)
 {
@@ -105,10 +108,17 @@ static void lock(void)
     pthread_mutex_lock(&reg_lock);
 }
 
-static void unlock(void)
+/* after a look that changed nothing */
+static void unlock_unchanged(void)
 {
     pthread_mutex_unlock(&reg_lock);
     th_self.in_shim--;
+}
+
+static void unlock(void)
+{
+    atomic_fetch_add_explicit(&reg_gen, 1, memory_order_release);
+    unlock_unchanged();
 }
 
 static struct instance *find_instance(int epfd)
@@ -354,11 +364,15 @@ int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 /* ---- for the wait (epwait.c) ------------------------------------------ */
 
+/* reg_gen when this thread last looked at an instance (th_epreg_snapshot) */
+static __thread uint32_t looked_at_gen;
+
 /* What epoll_wait needs to decide; also counts this thread as waiting. */
 int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *others,
                     bool *threaded)
 {
     struct instance *inst;
+    bool readded = false;
     int k = 0;
 
     lock();
@@ -376,7 +390,7 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
         if (*shared && regs[i].parked &&
             (add_listener(epfd, regs[i].fd, &regs[i].ev, regs[i].injected, &exclusive) == 0 ||
              errno == EEXIST))
-            regs[i].parked = false;
+            regs[i].parked = false, readded = true;
         wl[k++] = (struct th_ep_listener){ .l = regs[i].l, .fd = regs[i].fd,
                                             .data = regs[i].ev.data.u64,
                                             .events = regs[i].ev.events,
@@ -385,8 +399,75 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
                                                 !regs[i].injected &&
                                                 th_epreg_rotated_by_program(regs[i].l) };
     }
-    unlock();
+    looked_at_gen = atomic_load_explicit(&reg_gen, memory_order_relaxed);
+    if (readded)
+        unlock();                   /* changed: no memo of this look holds */
+    else
+        unlock_unchanged();
     return k;
+}
+
+/*
+ * A wait passed through (policy.c: the program's own exclusive entries,
+ * which it rotates itself: nginx) needs none of the look above, only to
+ * know that its plan still holds.  So the thread keeps what its last look
+ * at the instance found, and its next waits on it go straight to the
+ * kernel while nothing reg_lock guards has changed, no other thread of the
+ * process waits on it and the program keeps re-adding its listeners
+ * (nginx: the look, the plan and the deadline's two clock reads were
+ * about 400 of the 540 instructions of each wait).  Only another process
+ * can make the instance shared, and it cannot write this process's
+ * memory: every PASS_LOOK_AGAIN-th wait looks in full, so that is seen
+ * within as many waits.
+ */
+#define PASS_LOOK_AGAIN 64
+
+static __thread struct {
+    int epfd;
+    uint32_t gen;          /* reg_gen of the look the memo comes from */
+    uint32_t left;         /* waits before the next full look; 0: no memo */
+    int k;
+    struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
+} passing;
+
+void th_epreg_note_plan(int epfd, const struct th_ep_listener *wl, int k, bool passes)
+{
+    if (!passes) {
+        if (passing.epfd == epfd)
+            passing.left = 0;
+        return;
+    }
+    passing.epfd = epfd;
+    passing.gen = looked_at_gen;
+    passing.left = PASS_LOOK_AGAIN;
+    passing.k = k;
+    memcpy(passing.wl, wl, (size_t)k * sizeof(*wl));
+}
+
+const struct th_ep_listener *th_epreg_passing(int *k)
+{
+    *k = passing.k;
+    return passing.wl;
+}
+
+const struct th_ep_listener *th_epreg_still_passes(int epfd, int *k)
+{
+    struct counts *c = counts_of(epfd);
+
+    if (c == NULL || passing.left == 0 || passing.epfd != epfd ||
+        passing.gen != atomic_load_explicit(&reg_gen, memory_order_acquire) ||
+        th_epreg_any_lost() || atomic_load_explicit(&c->threaded, memory_order_relaxed))
+        return NULL;
+    for (int j = 0; j < passing.k; j++)
+        if (!th_epreg_rotated_by_program(passing.wl[j].l))
+            return NULL;
+    if (atomic_fetch_add(&c->waiting, 1) > 0) {
+        add_not_below_zero(&c->waiting, -1);     /* another thread waits: look */
+        return NULL;
+    }
+    passing.left--;
+    *k = passing.k;
+    return passing.wl;
 }
 
 /*
@@ -555,6 +636,7 @@ void th_epreg_parent_fork(void)
 void th_epreg_child_fork(void)
 {
     pthread_mutex_unlock(&reg_lock);   /* taken by prepare, in this very thread */
+    atomic_fetch_add(&reg_gen, 1);     /* shared with the parent now: look again */
     /* the parent's threads are not here: only this one can be waiting */
     for (int i = 0; i < ninstances; i++) {
         atomic_store(&counted[instances[i].epfd].waiting, 0);

@@ -263,6 +263,7 @@ struct th_listener {
     _Atomic int64_t others_checked_ns;  /* th_listener_others_wait's cache */
     _Atomic uint64_t others_waits;
     _Atomic bool others_active;
+    _Atomic int passers; _Atomic uint64_t passers_at;   /* th_waiting_others's */
 };
 
 /* The listener object for a socket inode, created on first sight. */
@@ -278,14 +279,13 @@ int th_listener_blocking(struct th_listener *l);
 void th_listener_note_blocking(struct th_listener *l, int blocks);
 #define TH_COUNT(l, field, n) th_count((l), offsetof(struct th_proc_stats, field), (n))
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const char *why);
-/* Did other processes wait on this listener lately (cached a few ms)? */
-bool th_listener_others_wait(struct th_listener *l);
+bool th_listener_others_wait(struct th_listener *l);   /* lately (cached a few ms)? */
 /*
  * seg->waiting: threads in an exclusive wait on the listener, or back from
  * one that reported it and not yet at their accept.  count when the wait
  * starts, done when it returns without the listener or at the accept,
  * clear (all of this thread's) at the next wait; others: the other
- * threads counted now.
+ * threads counted now (or, if none, the processes whose waits pass).
  */
 void th_waiting_count(struct th_listener *l);
 void th_waiting_done(struct th_listener *l);
@@ -543,14 +543,10 @@ void th_mirror_after_fork(void);
 bool th_mirror_give_up(void);             /* fd limit: close it, make no more */
 
 /* ---- waitset.c: poll-shaped waits ------------------------------------ */
-/*
- * Run a poll-shaped wait on a set that holds managed listeners.  fds is the
- * caller's array; it is modified only transiently (masked listeners are
- * negated and restored).  Returns like ppoll(2), errno set on -1.
- */
+/* A poll-shaped wait on a set with managed listeners, like ppoll(2); the
+   caller's fds change only while it runs (masked listeners are negated). */
 int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask);
-/* Does this set hold at least one managed listener? */
-bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);
+bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);   /* any managed one? */
 
 /* ---- epreg.c: the listeners inside epoll instances -------------------- */
 void th_epreg_created(int epfd);
@@ -561,9 +557,7 @@ void th_epreg_rotate(struct th_listener *l, bool holder);
 /* Has the program re-added its own exclusive entry for l lately (nginx)? */
 bool th_epreg_rotated_by_program(struct th_listener *l);
 void th_epreg_forget_fd(int fd);
-void th_epreg_prepare_fork(void);
-void th_epreg_parent_fork(void);
-void th_epreg_child_fork(void);
+void th_epreg_prepare_fork(void), th_epreg_parent_fork(void), th_epreg_child_fork(void);
 /* What a wait on an instance sees of one of its managed listeners. */
 struct th_ep_listener {
     struct th_listener *l;
@@ -577,6 +571,10 @@ struct th_ep_listener {
 int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *others,
                       bool *threaded);
 void th_epreg_done_waiting(int epfd);
+/* The wait's plan: a pass is kept for the next waits; NULL: look (th_epreg_snapshot). */
+void th_epreg_note_plan(int epfd, const struct th_ep_listener *wl, int k, bool passes);
+const struct th_ep_listener *th_epreg_still_passes(int epfd, int *k);
+const struct th_ep_listener *th_epreg_passing(int *k);   /* the memo, as it is */
 /* Put back listeners a failed rotation left out; true if one is still out. */
 bool th_epreg_readd_lost(int epfd);
 bool th_epreg_any_lost(void);
@@ -588,9 +586,11 @@ void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uin
                            bool out);
 
 /* ---- epwait.c: epoll waits ------------------------------------------- */
-/* ns_timeout: the program called epoll_pwait2 (its timeout keeps nanoseconds). */
-int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents,
-                  int64_t deadline, const sigset_t *sigmask, bool ns_timeout);
+int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
+                  const sigset_t *sigmask, bool ns_timeout);   /* ns: epoll_pwait2's */
+/* A wait still passed through: the program's own call between these two. */
+bool th_epreg_pass_begin(int epfd);
+int th_epreg_pass_end(int epfd, const struct epoll_event *evs, int result);
 
 /* ====================================================================== */
 /* hooks                                                                  */

@@ -69,6 +69,19 @@ one_wakeup_and_balanced() {
         { cat "$EX_ERR" >&2; fail "no info line saying why"; }
 }
 
+@test "ex_epoll_excl -R 4 -U 20 (a program that stops re-adding its entry), auto: its waits stop being passed through, the library rotates again" {
+    local n=1200
+    start_example ex_epoll_excl 4 THUNDER_MODE=auto -R 4 -U 20
+    run_loadgen "$n" -g "$GAP_US"
+    [ "$(lg ok)" = "$n" ] || fail "$(lg ok) of $n answered"
+    le "$(lg wakeups_per_conn)" 1.5 || fail "herd: $(lg wakeups_per_conn) wake-ups per connection"
+    le 0.9 "$(lg jain)" || fail "unbalanced: Jain $(lg jain), counts $(lg_counts)"
+    # 64 accepts after a worker's last re-add (its 20th), its waits are
+    # planned again, even though each one had been passed through unlooked
+    [ "$(listener_stats | grep -c 'strategy=exclusive')" = 4 ] ||
+        { listener_stats >&2; fail "a worker still passes through"; }
+}
+
 @test "cross-check without loadgen: socat clients, /proc counters (ex_select, exclusive)" {
     local before after n=100 counts j
     start_example ex_select 4 THUNDER_MODE=exclusive
