@@ -19,17 +19,12 @@
  * kept on every path.
  *
  * A program that sets EPOLLEXCLUSIVE itself may also rotate its own entry:
- * nginx deletes and re-adds its listener every 16 accepts of a worker, for
- * the balance the kernel's order does not give.  Rotating it again after
- * each accept would only add two calls per connection and hand every
- * connection to a cold worker (nginx, 4 workers, sequential: 1.06-1.2x the
- * CPU per connection), so while the program has re-added a listener within
- * its last PROGRAM_ROTATION_WINDOW accepts, the rotation is left to it (a
- * program that re-adds once, say after a reload, gets ours back after
- * that many accepts), and with it the whole wait: such a program already
- * has one wake-up per connection and its own balance, so policy.c passes
- * its waits through without the burst rules' bookkeeping (nginx: 2,700 ->
- * 2,150 instructions per connection).
+ * nginx deletes and re-adds its listener every 16 accepts of a worker.
+ * Rotating it again after each accept would add two calls per connection
+ * and hand every connection to a cold worker (nginx, 4 workers: 1.06-1.2x
+ * the CPU per connection), so while the program has re-added a listener
+ * within its last PROGRAM_ROTATION_WINDOW accepts, the rotation is left to
+ * it, and with it the whole wait (policy.c: passed through; eppass.c).
  */
 #include "thunder.h"
 
@@ -98,8 +93,7 @@ struct counts {
 };
 static struct counts counted[COUNTED_FDS];
 _Static_assert(MAX_REGS < UINT16_MAX, "counts.listeners counts entries in 16 bits");
-/* One more each time what reg_lock guards changes (a memo of a wait's
-   look at it is good while this stands still, see "passing" below). */
+/* One more at each change under reg_lock (eppass.c's memo holds till then) */
 static _Atomic uint32_t reg_gen;
 
 static void lock(void)
@@ -364,8 +358,7 @@ int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 /* ---- for the wait (epwait.c) ------------------------------------------ */
 
-/* reg_gen when this thread last looked at an instance (th_epreg_snapshot) */
-static __thread uint32_t looked_at_gen;
+static __thread uint32_t looked_at_gen;   /* reg_gen at this thread's last look */
 
 /* What epoll_wait needs to decide; also counts this thread as waiting. */
 int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *others,
@@ -407,67 +400,22 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
     return k;
 }
 
-/*
- * A wait passed through (policy.c: the program's own exclusive entries,
- * which it rotates itself: nginx) needs none of the look above, only to
- * know that its plan still holds.  So the thread keeps what its last look
- * at the instance found, and its next waits on it go straight to the
- * kernel while nothing reg_lock guards has changed, no other thread of the
- * process waits on it and the program keeps re-adding its listeners
- * (nginx: the look, the plan and the deadline's two clock reads were
- * about 400 of the 540 instructions of each wait).  Only another process
- * can make the instance shared, and it cannot write this process's
- * memory: every PASS_LOOK_AGAIN-th wait looks in full, so that is seen
- * within as many waits.
- */
-#define PASS_LOOK_AGAIN 64
+uint32_t th_epreg_gen(void) { return atomic_load_explicit(&reg_gen, memory_order_acquire); }
+uint32_t th_epreg_looked_at(void) { return looked_at_gen; }
 
-static __thread struct {
-    int epfd;
-    uint32_t gen;          /* reg_gen of the look the memo comes from */
-    uint32_t left;         /* waits before the next full look; 0: no memo */
-    int k;
-    struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
-} passing;
-
-void th_epreg_note_plan(int epfd, const struct th_ep_listener *wl, int k, bool passes)
-{
-    if (!passes) {
-        if (passing.epfd == epfd)
-            passing.left = 0;
-        return;
-    }
-    passing.epfd = epfd;
-    passing.gen = looked_at_gen;
-    passing.left = PASS_LOOK_AGAIN;
-    passing.k = k;
-    memcpy(passing.wl, wl, (size_t)k * sizeof(*wl));
-}
-
-const struct th_ep_listener *th_epreg_passing(int *k)
-{
-    *k = passing.k;
-    return passing.wl;
-}
-
-const struct th_ep_listener *th_epreg_still_passes(int epfd, int *k)
+/* Count this thread as waiting on epfd, as a look does, if no other
+   thread of the process waits on it nor ever did at once (false: not
+   counted, look). */
+bool th_epreg_waits_alone(int epfd)
 {
     struct counts *c = counts_of(epfd);
 
-    if (c == NULL || passing.left == 0 || passing.epfd != epfd ||
-        passing.gen != atomic_load_explicit(&reg_gen, memory_order_acquire) ||
-        th_epreg_any_lost() || atomic_load_explicit(&c->threaded, memory_order_relaxed))
-        return NULL;
-    for (int j = 0; j < passing.k; j++)
-        if (!th_epreg_rotated_by_program(passing.wl[j].l))
-            return NULL;
-    if (atomic_fetch_add(&c->waiting, 1) > 0) {
-        add_not_below_zero(&c->waiting, -1);     /* another thread waits: look */
-        return NULL;
-    }
-    passing.left--;
-    *k = passing.k;
-    return passing.wl;
+    if (c == NULL || atomic_load_explicit(&c->threaded, memory_order_relaxed))
+        return false;
+    if (atomic_fetch_add(&c->waiting, 1) == 0)
+        return true;
+    add_not_below_zero(&c->waiting, -1);
+    return false;
 }
 
 /*

@@ -324,7 +324,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     } else if (plan.strategy == TH_STRAT_PASS) {
         /* the program balances its own exclusive entries: nothing to note */
         r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
-        th_epreg_note_plan(epfd, wl, k, true);
+        th_eppass_note_plan(epfd, wl, k, true);
     } else {
         int64_t start = th_now_ns();
 
@@ -333,7 +333,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     }
     saved_errno = errno;
     if (plan.strategy != TH_STRAT_PASS)
-        th_epreg_note_plan(epfd, wl, k, false);
+        th_eppass_note_plan(epfd, wl, k, false);
     th_epreg_done_waiting(epfd);
     for (int j = 0; j < k; j++) {
         if (r > 0 && reported(evs, r, wl[j].data)) {
@@ -346,40 +346,4 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     }
     errno = saved_errno;
     return r;
-}
-
-
-/*
- * The next waits of a thread whose wait was passed through (epreg.c keeps
- * the plan while it holds): the program's own call, with its own timeout
- * and no clock read, between these two; only its wake-ups are counted.
- */
-bool th_epreg_pass_begin(int epfd)
-{
-    int k;
-    const struct th_ep_listener *wl = th_epreg_still_passes(epfd, &k);
-
-    if (wl == NULL)
-        return false;
-    th_self_new_wait();
-    th_waiting_clear();
-    for (int j = 0; j < k; j++)
-        TH_COUNT(wl[j].l, waits, 1);
-    return true;
-}
-
-int th_epreg_pass_end(int epfd, const struct epoll_event *evs, int result)
-{
-    int saved_errno = errno, k;
-    const struct th_ep_listener *wl = th_epreg_passing(&k);
-
-    th_epreg_done_waiting(epfd);
-    for (int j = 0; j < k; j++) {
-        if (result > 0 && reported(evs, result, wl[j].data)) {
-            TH_COUNT(wl[j].l, wakeups, 1);
-            th_self.woke |= th_listener_bit(wl[j].l->index);
-        }
-    }
-    errno = saved_errno;
-    return result;
 }

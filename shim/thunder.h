@@ -11,6 +11,7 @@
  *             init.c       constructor, fork handlers, destructor
  *   waits     waitset.c    poll/ppoll/select/pselect (a pollfd set)
  *             epwait.c     epoll_wait on an instance with listeners
+ *             eppass.c     epoll waits still passed through (a memo)
  *             epreg.c      epoll instances and the listeners inside them
  *             mirror.c     private exclusive epoll instance for poll sets
  *             lockwait.c   the one lock wait both paths share
@@ -287,8 +288,7 @@ bool th_listener_others_wait(struct th_listener *l);   /* lately (cached a few m
  * clear (all of this thread's) at the next wait; others: the other
  * threads counted now (or, if none, the processes whose waits pass).
  */
-void th_waiting_count(struct th_listener *l);
-void th_waiting_done(struct th_listener *l);
+void th_waiting_count(struct th_listener *l), th_waiting_done(struct th_listener *l);
 void th_waiting_clear(void);
 int th_waiting_others(struct th_listener *l);
 void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COUNT */
@@ -571,10 +571,8 @@ struct th_ep_listener {
 int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *others,
                       bool *threaded);
 void th_epreg_done_waiting(int epfd);
-/* The wait's plan: a pass is kept for the next waits; NULL: look (th_epreg_snapshot). */
-void th_epreg_note_plan(int epfd, const struct th_ep_listener *wl, int k, bool passes);
-const struct th_ep_listener *th_epreg_still_passes(int epfd, int *k);
-const struct th_ep_listener *th_epreg_passing(int *k);   /* the memo, as it is */
+uint32_t th_epreg_gen(void), th_epreg_looked_at(void);   /* changes; this thread's look */
+bool th_epreg_waits_alone(int epfd);     /* counted as waiting, as a look does */
 /* Put back listeners a failed rotation left out; true if one is still out. */
 bool th_epreg_readd_lost(int epfd);
 bool th_epreg_any_lost(void);
@@ -588,9 +586,11 @@ void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uin
 /* ---- epwait.c: epoll waits ------------------------------------------- */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout);   /* ns: epoll_pwait2's */
-/* A wait still passed through: the program's own call between these two. */
-bool th_epreg_pass_begin(int epfd);
-int th_epreg_pass_end(int epfd, const struct epoll_event *evs, int result);
+
+/* ---- eppass.c: epoll waits still passed through --------------------------- */
+void th_eppass_note_plan(int epfd, const struct th_ep_listener *wl, int k, bool passes);
+bool th_eppass_begin(int epfd);          /* true: the program's own call, then end */
+int th_eppass_end(int epfd, const struct epoll_event *evs, int result);
 
 /* ====================================================================== */
 /* hooks                                                                  */
