@@ -24,7 +24,7 @@
  * and hand every connection to a cold worker (nginx, 4 workers: 1.06-1.2x
  * the CPU per connection), so while the program has re-added a listener
  * within its last PROGRAM_ROTATION_WINDOW accepts, the rotation is left to
- * it, and with it the whole wait (policy.c: passed through; eppass.c).
+ * it, and with it the whole wait (policy.c: passed through; epmemo.c).
  */
 #include "thunder.h"
 
@@ -93,7 +93,7 @@ struct counts {
 };
 static struct counts counted[COUNTED_FDS];
 _Static_assert(MAX_REGS < UINT16_MAX, "counts.listeners counts entries in 16 bits");
-/* One more at each change under reg_lock (eppass.c's memo holds till then) */
+/* One more at each change under reg_lock (epmemo.c's memo holds till then) */
 static _Atomic uint32_t reg_gen;
 
 static void lock(void)
@@ -518,6 +518,8 @@ void th_epreg_done_waiting(int epfd)
  */
 void th_epreg_rotate(struct th_listener *l, bool holder)
 {
+    bool lost = false;
+
     lock();
     for (int i = 0; i < nregs; i++) {
         struct reg *r = &regs[i];
@@ -537,7 +539,7 @@ void th_epreg_rotate(struct th_listener *l, bool holder)
         if (real_epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->fd, &ev) == 0) {
             TH_COUNT(l, rotations, 1);
         } else {
-            r->lost = r->parked = true;   /* out: every wait re-adds it first */
+            r->lost = r->parked = lost = true;   /* out: every wait re-adds it first */
             atomic_store(&any_lost, true);
             if (!warned_lost++)
                 th_warn("port %u: re-adding the listener to epoll fd %d failed (%s); "
@@ -545,7 +547,10 @@ void th_epreg_rotate(struct th_listener *l, bool holder)
                         l->port, r->epfd, strerror(errno));
         }
     }
-    unlock();
+    if (lost)
+        unlock();
+    else
+        unlock_unchanged();         /* moved in the kernel's queue, same entries */
 }
 
 

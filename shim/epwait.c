@@ -291,28 +291,41 @@ static bool reports_again(struct th_plan entry, uint32_t events)
            !(events & (EPOLLET | EPOLLONESHOT));
 }
 
+/* The full look at the instance: its listeners, the facts, the plan. */
+static int look(int epfd, struct th_ep_listener *wl, struct th_wait_facts *facts, int *others,
+                struct th_plan *plan)
+{
+    int k = th_epreg_snapshot(epfd, wl, &facts->shared, others, &facts->threaded);
+
+    for (int j = 0; j < k; j++) {
+        facts->all_exclusive = facts->all_exclusive && wl[j].exclusive;
+        facts->program_balanced = facts->program_balanced && wl[j].program_balanced;
+    }
+    *plan = th_policy_wait(facts);
+    for (int j = 0; j < k; j++) {
+        struct th_plan entry = th_policy_epoll_entry(*plan, wl[j].exclusive);
+        th_listener_set_strategy(wl[j].l, entry.strategy, entry.why);
+    }
+    return k;
+}
+
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout)
 {
     struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true,
                                    .program_balanced = true };
-    int others, k = th_epreg_snapshot(epfd, wl, &facts.shared, &others, &facts.threaded), r, saved_errno;
     uint64_t took_last = th_self.took;
     struct th_plan plan;
+    int others = 0, k = th_epmemo_recall(epfd, wl, &plan), r, saved_errno;
+    bool looked = k < 0;
 
+    if (looked)
+        k = look(epfd, wl, &facts, &others, &plan);
     th_self_new_wait();
     th_waiting_clear();             /* back from the last wait, never accepted */
-    for (int j = 0; j < k; j++) {
-        facts.all_exclusive = facts.all_exclusive && wl[j].exclusive;
-        facts.program_balanced = facts.program_balanced && wl[j].program_balanced;
+    for (int j = 0; j < k; j++)
         TH_COUNT(wl[j].l, waits, 1);
-    }
-    plan = th_policy_wait(&facts);
-    for (int j = 0; j < k; j++) {
-        struct th_plan entry = th_policy_epoll_entry(plan, wl[j].exclusive);
-        th_listener_set_strategy(wl[j].l, entry.strategy, entry.why);
-    }
     if (plan.strategy == TH_STRAT_LOCK) {
         struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
                                  .ns_timeout = ns_timeout, .shared = facts.shared,
@@ -324,7 +337,6 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     } else if (plan.strategy == TH_STRAT_PASS) {
         /* the program balances its own exclusive entries: nothing to note */
         r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
-        th_eppass_note_plan(epfd, wl, k, true);
     } else {
         int64_t start = th_now_ns();
 
@@ -332,8 +344,8 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
         th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
     }
     saved_errno = errno;
-    if (plan.strategy != TH_STRAT_PASS)
-        th_eppass_note_plan(epfd, wl, k, false);
+    if (looked)
+        th_epmemo_note(epfd, wl, k, plan);
     th_epreg_done_waiting(epfd);
     for (int j = 0; j < k; j++) {
         if (r > 0 && reported(evs, r, wl[j].data)) {

@@ -11,7 +11,7 @@
  *             init.c       constructor, fork handlers, destructor
  *   waits     waitset.c    poll/ppoll/select/pselect (a pollfd set)
  *             epwait.c     epoll_wait on an instance with listeners
- *             eppass.c     epoll waits still passed through (a memo)
+ *             epmemo.c     a thread's last plan for an instance, kept
  *             epreg.c      epoll instances and the listeners inside them
  *             mirror.c     private exclusive epoll instance for poll sets
  *             lockwait.c   the one lock wait both paths share
@@ -573,8 +573,7 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
 void th_epreg_done_waiting(int epfd);
 uint32_t th_epreg_gen(void), th_epreg_looked_at(void);   /* changes; this thread's look */
 bool th_epreg_waits_alone(int epfd);     /* counted as waiting, as a look does */
-/* Put back listeners a failed rotation left out; true if one is still out. */
-bool th_epreg_readd_lost(int epfd);
+bool th_epreg_readd_lost(int epfd);  /* re-add what a failed rotation left out; true: one stays out */
 bool th_epreg_any_lost(void);
 /* Lock wait: put back the held, take the busy out (private instances only). */
 void th_epreg_park_busy(int epfd, bool shared, const struct th_ep_listener *wl, int k,
@@ -583,14 +582,15 @@ void th_epreg_park_busy(int epfd, bool shared, const struct th_ep_listener *wl, 
 void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uint64_t yield,
                            bool out);
 
+/* ---- epmemo.c: a thread's last plan for an instance, kept ----------------- */
+void th_epmemo_note(int epfd, const struct th_ep_listener *wl, int k, struct th_plan plan);
+int th_epmemo_recall(int epfd, struct th_ep_listener *wl, struct th_plan *plan); /* -1: look */
+bool th_epmemo_pass_begin(int epfd);     /* true: the program's own call, then _end */
+int th_epmemo_pass_end(int epfd, const struct epoll_event *evs, int result);
+
 /* ---- epwait.c: epoll waits ------------------------------------------- */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout);   /* ns: epoll_pwait2's */
-
-/* ---- eppass.c: epoll waits still passed through --------------------------- */
-void th_eppass_note_plan(int epfd, const struct th_ep_listener *wl, int k, bool passes);
-bool th_eppass_begin(int epfd);          /* true: the program's own call, then end */
-int th_eppass_end(int epfd, const struct epoll_event *evs, int result);
 
 /* ====================================================================== */
 /* hooks                                                                  */
