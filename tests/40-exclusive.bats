@@ -82,6 +82,23 @@ one_wakeup_and_balanced() {
         { listener_stats >&2; fail "a worker still passes through"; }
 }
 
+@test "an instance a process waited on alone, then shared with a forked child: both see it shared and take the lock (the parent within 64 waits of its kept plan)" {
+    local bin inode parent child
+    bin=$(prog sharewait)
+    run env LD_PRELOAD="$THUNDER_LIB" THUNDER_MODE=auto THUNDER_LOG=info timeout 30 "$bin"
+    inode=$(sed -n 's/^listener inode=//p' <<<"$output")
+    [ -n "$inode" ] && rm -f "$(segment_path "$inode")"
+    [ "$status" = 0 ] || { echo "$output" >&2; fail "sharewait exited $status"; }
+    read -r parent child < <(sed -n 's/^parent=\([0-9]*\) child=\([0-9]*\)$/\1 \2/p' <<<"$output")
+    [ -n "$child" ] || { echo "$output" >&2; fail "no pids printed"; }
+    grep -q "\[$parent\] info: .*private epoll instance" <<<"$output" ||
+        { echo "$output" >&2; fail "the parent's first plan was not the private one"; }
+    grep -q "\[$child\] info: .*shared with other processes: using the lock" <<<"$output" ||
+        { echo "$output" >&2; fail "the child did not see the instance shared"; }
+    grep -q "\[$parent\] info: .*shared with other processes: using the lock" <<<"$output" ||
+        { echo "$output" >&2; fail "the parent kept its private plan after the child waited"; }
+}
+
 @test "cross-check without loadgen: socat clients, /proc counters (ex_select, exclusive)" {
     local before after n=100 counts j
     start_example ex_select 4 THUNDER_MODE=exclusive
