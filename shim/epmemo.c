@@ -87,7 +87,8 @@ bool th_epmemo_pass_begin(int epfd)
     return true;
 }
 
-static bool reported(const struct epoll_event *evs, int n, uint64_t data)
+/* Did a wait's answer evs[0..n) report the entry whose data is data? */
+bool th_epmemo_reported(const struct epoll_event *evs, int n, uint64_t data)
 {
     for (int i = 0; i < n; i++)
         if (evs[i].data.u64 == data)
@@ -101,7 +102,7 @@ int th_epmemo_pass_end(int epfd, const struct epoll_event *evs, int result)
 
     th_epreg_done_waiting(epfd);
     for (int j = 0; j < memo.k && result > 0; j++) {
-        if (reported(evs, result, memo.wl[j].data)) {
+        if (th_epmemo_reported(evs, result, memo.wl[j].data)) {
             TH_COUNT(memo.wl[j].l, wakeups, 1);
             th_self.woke |= th_listener_bit(memo.wl[j].l->index);
         }

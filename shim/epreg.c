@@ -392,10 +392,8 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
                                                 !regs[i].injected &&
                                                 th_epreg_rotated_by_program(regs[i].l) };
     }
-    /* an instance made by another process (before a fork) may be shared
-       by a sibling at any wait: it is looked at every time (0: no memo) */
-    looked_at_gen = inst && inst->creator == th_pid
-                        ? atomic_load_explicit(&reg_gen, memory_order_relaxed) : 0;
+    /* made by another process (before a fork): looked at every wait (0: kept by none) */
+    looked_at_gen = inst && inst->creator == th_pid ? atomic_load(&reg_gen) : 0;
     if (readded)
         unlock();                   /* changed: no memo of this look holds */
     else

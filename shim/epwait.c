@@ -60,14 +60,6 @@ static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t d
     }
 }
 
-static bool reported(const struct epoll_event *evs, int n, uint64_t data)
-{
-    for (int i = 0; i < n; i++)
-        if (evs[i].data.u64 == data)
-            return true;
-    return false;
-}
-
 /* Are the listeners reported in `got` (by position) reported again by the
    next wait?  Not an edge-triggered or one-shot entry. */
 static bool level_triggered(const struct th_ep_listener *wl, int k, uint64_t got)
@@ -85,7 +77,7 @@ static uint64_t reported_mask(const struct epoll_event *evs, int n,
     uint64_t mask = 0;
 
     for (int j = 0; n > 0 && j < k; j++)
-        if (reported(evs, n, wl[j].data))
+        if (th_epmemo_reported(evs, n, wl[j].data))
             mask |= 1ull << j;
     return mask;
 }
@@ -121,7 +113,7 @@ static bool epoll_reported(void *ctx, int j, int result)
 {
     struct epoll_ctx *c = ctx;
 
-    return reported(c->evs, result, c->wl[j].data);
+    return th_epmemo_reported(c->evs, result, c->wl[j].data);
 }
 
 static bool epoll_only_listeners(void *ctx, int result)
@@ -348,7 +340,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
         th_epmemo_note(epfd, wl, k, plan);
     th_epreg_done_waiting(epfd);
     for (int j = 0; j < k; j++) {
-        if (r > 0 && reported(evs, r, wl[j].data)) {
+        if (r > 0 && th_epmemo_reported(evs, r, wl[j].data)) {
             uint64_t bit = th_listener_bit(wl[j].l->index);
             TH_COUNT(wl[j].l, wakeups, 1);
             th_self.woke |= bit;

@@ -554,8 +554,7 @@ void th_epreg_created(int epfd);
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 bool th_epreg_has_listener(int epfd);
 void th_epreg_rotate(struct th_listener *l, bool holder);
-/* Has the program re-added its own exclusive entry for l lately (nginx)? */
-bool th_epreg_rotated_by_program(struct th_listener *l);
+bool th_epreg_rotated_by_program(struct th_listener *l);  /* re-added its own lately (nginx)? */
 void th_epreg_forget_fd(int fd);
 void th_epreg_prepare_fork(void), th_epreg_parent_fork(void), th_epreg_child_fork(void);
 /* What a wait on an instance sees of one of its managed listeners. */
@@ -587,6 +586,7 @@ void th_epmemo_note(int epfd, const struct th_ep_listener *wl, int k, struct th_
 int th_epmemo_recall(int epfd, struct th_ep_listener *wl, struct th_plan *plan); /* -1: look */
 bool th_epmemo_pass_begin(int epfd);     /* true: the program's own call, then _end */
 int th_epmemo_pass_end(int epfd, const struct epoll_event *evs, int result);
+bool th_epmemo_reported(const struct epoll_event *evs, int n, uint64_t data); /* in evs? */
 
 /* ---- epwait.c: epoll waits ------------------------------------------- */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
