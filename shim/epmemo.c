@@ -9,7 +9,7 @@
  *   - and, for "pass" (policy.c: the program's own exclusive entries,
  *     which it rotates itself: nginx), the program keeps re-adding them.
  * A wait that still passes is the program's own call, with its own
- * timeout and no clock read (th_epmemo_pass_begin, _end; nginx, 4
+ * timeout and no clock read (epwait.c th_epreg_pass_begin, _end; nginx, 4
  * workers: 1,865 -> 1,199 instructions per connection).  Only another
  * process can make the instance shared, and it cannot write this
  * process's memory.  So only an instance this process created is kept
@@ -76,37 +76,16 @@ int th_epmemo_recall(int epfd, struct th_ep_listener *wl, struct th_plan *plan)
     return memo.k;
 }
 
-bool th_epmemo_pass_begin(int epfd)
+const struct th_ep_listener *th_epmemo_passes(int epfd, int *k)
 {
     if (memo.plan.strategy != TH_STRAT_PASS || !holds(epfd))
-        return false;
-    th_self_new_wait();
-    th_waiting_clear();
-    for (int j = 0; j < memo.k; j++)
-        TH_COUNT(memo.wl[j].l, waits, 1);
-    return true;
+        return NULL;
+    *k = memo.k;
+    return memo.wl;
 }
 
-/* Did a wait's answer evs[0..n) report the entry whose data is data? */
-bool th_epmemo_reported(const struct epoll_event *evs, int n, uint64_t data)
+const struct th_ep_listener *th_epmemo_kept(int *k)
 {
-    for (int i = 0; i < n; i++)
-        if (evs[i].data.u64 == data)
-            return true;
-    return false;
-}
-
-int th_epmemo_pass_end(int epfd, const struct epoll_event *evs, int result)
-{
-    int saved_errno = errno;
-
-    th_epreg_done_waiting(epfd);
-    for (int j = 0; j < memo.k && result > 0; j++) {
-        if (th_epmemo_reported(evs, result, memo.wl[j].data)) {
-            TH_COUNT(memo.wl[j].l, wakeups, 1);
-            th_self.woke |= th_listener_bit(memo.wl[j].l->index);
-        }
-    }
-    errno = saved_errno;
-    return result;
+    *k = memo.k;
+    return memo.wl;
 }

@@ -17,6 +17,14 @@
 
 
 
+static bool reported(const struct epoll_event *evs, int n, uint64_t data)
+{
+    for (int i = 0; i < n; i++)
+        if (evs[i].data.u64 == data)
+            return true;
+    return false;
+}
+
 /*
  * The program's own call, with what is left of its timeout: epoll_wait
  * stays epoll_wait (no mask to apply), epoll_pwait2's nanoseconds stay
@@ -77,7 +85,7 @@ static uint64_t reported_mask(const struct epoll_event *evs, int n,
     uint64_t mask = 0;
 
     for (int j = 0; n > 0 && j < k; j++)
-        if (th_epmemo_reported(evs, n, wl[j].data))
+        if (reported(evs, n, wl[j].data))
             mask |= 1ull << j;
     return mask;
 }
@@ -113,7 +121,7 @@ static bool epoll_reported(void *ctx, int j, int result)
 {
     struct epoll_ctx *c = ctx;
 
-    return th_epmemo_reported(c->evs, result, c->wl[j].data);
+    return reported(c->evs, result, c->wl[j].data);
 }
 
 static bool epoll_only_listeners(void *ctx, int result)
@@ -283,6 +291,31 @@ static bool reports_again(struct th_plan entry, uint32_t events)
            !(events & (EPOLLET | EPOLLONESHOT));
 }
 
+/* Every wait on an instance with listeners begins by this... */
+static void wait_begins(const struct th_ep_listener *wl, int k)
+{
+    th_self_new_wait();
+    th_waiting_clear();             /* back from the last wait, never accepted */
+    for (int j = 0; j < k; j++)
+        TH_COUNT(wl[j].l, waits, 1);
+}
+
+/* ...and ends by this: what it reported, for the accept that follows. */
+static void wait_ends(int epfd, const struct epoll_event *evs, int r,
+                      const struct th_ep_listener *wl, int k, struct th_plan plan)
+{
+    th_epreg_done_waiting(epfd);
+    for (int j = 0; j < k; j++) {
+        if (r > 0 && reported(evs, r, wl[j].data)) {
+            uint64_t bit = th_listener_bit(wl[j].l->index);
+            TH_COUNT(wl[j].l, wakeups, 1);
+            th_self.woke |= bit;
+            if (reports_again(th_policy_epoll_entry(plan, wl[j].exclusive), wl[j].events))
+                th_self.refusable |= bit;
+        }
+    }
+}
+
 /* The full look at the instance: its listeners, the facts, the plan. */
 static int look(int epfd, struct th_ep_listener *wl, struct th_wait_facts *facts, int *others,
                 struct th_plan *plan)
@@ -314,10 +347,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
 
     if (looked)
         k = look(epfd, wl, &facts, &others, &plan);
-    th_self_new_wait();
-    th_waiting_clear();             /* back from the last wait, never accepted */
-    for (int j = 0; j < k; j++)
-        TH_COUNT(wl[j].l, waits, 1);
+    wait_begins(wl, k);
     if (plan.strategy == TH_STRAT_LOCK) {
         struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
                                  .ns_timeout = ns_timeout, .shared = facts.shared,
@@ -338,16 +368,33 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     saved_errno = errno;
     if (looked)
         th_epmemo_note(epfd, wl, k, plan);
-    th_epreg_done_waiting(epfd);
-    for (int j = 0; j < k; j++) {
-        if (r > 0 && th_epmemo_reported(evs, r, wl[j].data)) {
-            uint64_t bit = th_listener_bit(wl[j].l->index);
-            TH_COUNT(wl[j].l, wakeups, 1);
-            th_self.woke |= bit;
-            if (reports_again(th_policy_epoll_entry(plan, wl[j].exclusive), wl[j].events))
-                th_self.refusable |= bit;
-        }
-    }
+    wait_ends(epfd, evs, r, wl, k, plan);
     errno = saved_errno;
     return r;
+}
+
+/*
+ * The next waits of a thread whose kept plan is still "pass" (epmemo.c):
+ * the program's own call, with its own timeout and no clock read, between
+ * these two.
+ */
+bool th_epreg_pass_begin(int epfd)
+{
+    int k;
+    const struct th_ep_listener *wl = th_epmemo_passes(epfd, &k);
+
+    if (wl == NULL)
+        return false;
+    wait_begins(wl, k);
+    return true;
+}
+
+int th_epreg_pass_end(int epfd, const struct epoll_event *evs, int result)
+{
+    int saved_errno = errno, k;
+    const struct th_ep_listener *wl = th_epmemo_kept(&k);
+
+    wait_ends(epfd, evs, result, wl, k, (struct th_plan){ .strategy = TH_STRAT_PASS });
+    errno = saved_errno;
+    return result;
 }

@@ -2,7 +2,7 @@
  * epoll_create, epoll_create1, epoll_ctl, epoll_wait, epoll_pwait,
  * epoll_pwait2.  The decisions live in epreg.c; these only resolve, route
  * and keep libc's contract (timeouts from entry, EINTR, sigmask, errno).
- * A wait whose plan is still "pass" (epmemo.c) is the program's own call.
+ * A wait whose plan is still "pass" (epwait.c, epmemo.c) is the program's own call.
  */
 #include "thunder.h"
 
@@ -43,8 +43,8 @@ TH_EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int maxevents, int t
     th_resolve();
     if (!th_active() || maxevents <= 0 || !th_epreg_has_listener(epfd))
         return real_epoll_wait(epfd, evs, maxevents, timeout);
-    if (th_epmemo_pass_begin(epfd))
-        return th_epmemo_pass_end(epfd, evs, real_epoll_wait(epfd, evs, maxevents, timeout));
+    if (th_epreg_pass_begin(epfd))
+        return th_epreg_pass_end(epfd, evs, real_epoll_wait(epfd, evs, maxevents, timeout));
     return th_epreg_wait(epfd, evs, maxevents, th_deadline_ms(timeout), NULL, false);
 }
 
@@ -54,8 +54,8 @@ TH_EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int maxevents, int 
     th_resolve();
     if (!th_active() || maxevents <= 0 || !th_epreg_has_listener(epfd))
         return real_epoll_pwait(epfd, evs, maxevents, timeout, sigmask);
-    if (th_epmemo_pass_begin(epfd))
-        return th_epmemo_pass_end(epfd, evs,
+    if (th_epreg_pass_begin(epfd))
+        return th_epreg_pass_end(epfd, evs,
                                  real_epoll_pwait(epfd, evs, maxevents, timeout, sigmask));
     return th_epreg_wait(epfd, evs, maxevents, th_deadline_ms(timeout), sigmask, false);
 }
@@ -71,8 +71,8 @@ TH_EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int maxevents,
     if (!th_active() || maxevents <= 0 || !th_epreg_has_listener(epfd) ||
         !th_timespec_valid(timeout))
         return real_epoll_pwait2(epfd, evs, maxevents, timeout, sigmask);
-    if (th_epmemo_pass_begin(epfd))
-        return th_epmemo_pass_end(epfd, evs,
+    if (th_epreg_pass_begin(epfd))
+        return th_epreg_pass_end(epfd, evs,
                                  real_epoll_pwait2(epfd, evs, maxevents, timeout, sigmask));
     return th_epreg_wait(epfd, evs, maxevents, th_deadline_ts(timeout), sigmask, true);
 }

@@ -552,7 +552,7 @@ bool th_waitset_has_listener(const struct pollfd *fds, nfds_t n);   /* any manag
 void th_epreg_created(int epfd);
 /* Rewrites *ev for an exclusive ADD/MOD if it applies; returns the result. */
 int th_epreg_ctl(int epfd, int op, int fd, struct epoll_event *ev);
-bool th_epreg_has_listener(int epfd);
+bool th_epreg_has_listener(int epfd), th_epreg_waits_alone(int epfd); /* alone: counted as waiting */
 void th_epreg_rotate(struct th_listener *l, bool holder);
 bool th_epreg_rotated_by_program(struct th_listener *l);  /* re-added its own lately (nginx)? */
 void th_epreg_forget_fd(int fd);
@@ -571,7 +571,6 @@ int th_epreg_snapshot(int epfd, struct th_ep_listener *wl, bool *shared, int *ot
                       bool *threaded);
 void th_epreg_done_waiting(int epfd);
 uint32_t th_epreg_gen(void), th_epreg_looked_at(void);   /* changes; this thread's look */
-bool th_epreg_waits_alone(int epfd);     /* counted as waiting, as a look does */
 bool th_epreg_readd_lost(int epfd);  /* re-add what a failed rotation left out; true: one stays out */
 bool th_epreg_any_lost(void);
 /* Lock wait: put back the held, take the busy out (private instances only). */
@@ -584,13 +583,14 @@ void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uin
 /* ---- epmemo.c: a thread's last plan for an instance, kept ----------------- */
 void th_epmemo_note(int epfd, const struct th_ep_listener *wl, int k, struct th_plan plan);
 int th_epmemo_recall(int epfd, struct th_ep_listener *wl, struct th_plan *plan); /* -1: look */
-bool th_epmemo_pass_begin(int epfd);     /* true: the program's own call, then _end */
-int th_epmemo_pass_end(int epfd, const struct epoll_event *evs, int result);
-bool th_epmemo_reported(const struct epoll_event *evs, int n, uint64_t data); /* in evs? */
+/* passes: the listeners if "pass" still holds (counted as waiting); kept: as they are */
+const struct th_ep_listener *th_epmemo_passes(int epfd, int *k), *th_epmemo_kept(int *k);
 
 /* ---- epwait.c: epoll waits ------------------------------------------- */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout);   /* ns: epoll_pwait2's */
+bool th_epreg_pass_begin(int epfd);     /* true: the program's own call, then _end */
+int th_epreg_pass_end(int epfd, const struct epoll_event *evs, int result);
 
 /* ====================================================================== */
 /* hooks                                                                  */
