@@ -396,6 +396,7 @@ misses() {
 # same cell without the library, measured in the same run.
 burst_misses() {
     awk -F, '
+        BEGIN { share_max = 0.15; jain_min = 0.98; round_max = 1.5 }
         NR == 1 { next }
         { key = $1 SUBSEP $2 SUBSEP $3 }
         $4 == "none" { none_share[key] = $12; none_jain[key] = $11; none_round[key] = $16; next }
@@ -403,12 +404,12 @@ burst_misses() {
         {
             cell = sprintf("%s, %s workers, %s, auto", $1, $2, $3)
             if ($9 + 0 > 0) print "- " cell ": " $9 " failed connections"
-            if ($3 == "burst" && $2 == 16 && $12 + 0 > 0.15)
-                print "- " cell ": largest share of a round " $12 " > 0.15 (without the library " none_share[key] ")"
-            if ($11 != "" && $11 + 0 < 0.98)
-                print "- " cell ": Jain " $11 " < 0.98 (without the library " none_jain[key] ")"
-            if ($3 == "burst-io" && $16 != "" && $16 + 0 > 1.5)
-                print "- " cell ": round " $16 "x its limit > 1.5x (without the library " none_round[key] "x)"
+            if ($3 == "burst" && $2 == 16 && $12 + 0 > share_max)
+                print "- " cell ": largest share of a round " $12 " > " share_max " (without the library " none_share[key] ")"
+            if ($11 != "" && $11 + 0 < jain_min)
+                print "- " cell ": Jain " $11 " < " jain_min " (without the library " none_jain[key] ")"
+            if ($3 == "burst-io" && $16 != "" && $16 + 0 > round_max)
+                print "- " cell ": round " $16 "x its limit > " round_max "x (without the library " none_round[key] "x)"
         }' "$1"
 }
 
