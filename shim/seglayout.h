@@ -102,7 +102,7 @@ struct th_seg {
     _Atomic uint32_t accept_seq;
     uint64_t holder_stopped_ns;   /* when a waiter first saw the holder stopped; 0 = not */
     /* CLOCK_MONOTONIC ns of the last accept on the listener by any
-       process, and of the first accept after 300 us without one
+       process, and of the first accept after 800 us without one
        (listener.c): the end of its last quiet spell (bursts, policy.c);
        0 = never (was padding: older writers leave them alone) */
     _Atomic int64_t last_accept_ns;

@@ -78,10 +78,10 @@ spread() {
 # their connections while the listener takes one every 40 us: no burst,
 # and a further accept of a wake-up is left to others only now and then
 # (before the listener's quiet spell was asked: after every accept,
-# exactly 1.00 refusals per accept; with it 0.42-0.74 on 2 CPUs, and 0.96
-# once while other tenants loaded the machine: a load generator starved
-# for 300 us leaves the listener quiet, as a real lull would).  So the
-# bound is "not after every accept", with room for such a host.
+# exactly 1.00 refusals per accept; with a spell of 300 us 0.30-0.74 on
+# 2 CPUs, and 0.96 once while other tenants loaded the machine: a load
+# generator starved that long leaves the listener quiet, as a real lull
+# would; with 800 us, 0.02).  The bound leaves room for such a host.
 @test "ex_greedy 64 workers, a saturated listener: no refusal after every accept" {
     need_thunder_stat
     start_example ex_greedy 64 THUNDER_MODE=auto
@@ -91,11 +91,11 @@ spread() {
     accepts=$(stat_sum accepts) refused=$(stat_sum refused)
     echo "# $refused refused for $accepts accepts" >&3
     [ "$accepts" -gt 1000 ] || fail "only $accepts accepts"
-    le "$refused" "$((accepts * 99 / 100))" || fail "$refused refusals for $accepts accepts"
+    le "$refused" "$((accepts / 2))" || fail "$refused refusals for $accepts accepts"
 }
 
 # A steady client 1 ms apart never leaves the listener quiet for the
-# 2 ms a worker rests, but the listener's own quiet spells (300 us) are
+# 2 ms a worker rests, but the listener's own quiet spells (800 us) are
 # there: bursts over it are still spread (with the listener's rule
 # alone, never the worker's: 0.30-0.40 of a round to one worker at 16).
 @test "ex_greedy, auto: bursts over a steady client are spread too" {
