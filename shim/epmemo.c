@@ -84,8 +84,11 @@ const struct th_ep_listener *th_epmemo_passes(int epfd, int *k)
     return memo.wl;
 }
 
-const struct th_ep_listener *th_epmemo_kept(int *k)
+/* The listeners of the pass that began on epfd.  A signal handler that
+   waited on another instance meanwhile has noted that one here: then
+   none (the wait is not counted) rather than the other's. */
+const struct th_ep_listener *th_epmemo_kept(int epfd, int *k)
 {
-    *k = memo.k;
+    *k = memo.epfd == epfd ? memo.k : 0;
     return memo.wl;
 }

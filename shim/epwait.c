@@ -392,7 +392,7 @@ bool th_epreg_pass_begin(int epfd)
 int th_epreg_pass_end(int epfd, const struct epoll_event *evs, int result)
 {
     int saved_errno = errno, k;
-    const struct th_ep_listener *wl = th_epmemo_kept(&k);
+    const struct th_ep_listener *wl = th_epmemo_kept(epfd, &k);
 
     wait_ends(epfd, evs, result, wl, k, (struct th_plan){ .strategy = TH_STRAT_PASS });
     errno = saved_errno;

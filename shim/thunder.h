@@ -584,7 +584,7 @@ void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uin
 void th_epmemo_note(int epfd, const struct th_ep_listener *wl, int k, struct th_plan plan);
 int th_epmemo_recall(int epfd, struct th_ep_listener *wl, struct th_plan *plan); /* -1: look */
 /* passes: the listeners if "pass" still holds (counted as waiting); kept: as they are */
-const struct th_ep_listener *th_epmemo_passes(int epfd, int *k), *th_epmemo_kept(int *k);
+const struct th_ep_listener *th_epmemo_passes(int epfd, int *k), *th_epmemo_kept(int epfd, int *k);
 
 /* ---- epwait.c: epoll waits ------------------------------------------- */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
