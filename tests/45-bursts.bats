@@ -79,9 +79,12 @@ spread() {
 # and a further accept of a wake-up is left to others only now and then
 # (before the listener's quiet spell was asked: after every accept,
 # exactly 1.00 refusals per accept; with a spell of 300 us 0.30-0.74 on
-# 2 CPUs, and 0.96 once while other tenants loaded the machine: a load
-# generator starved that long leaves the listener quiet, as a real lull
-# would; with 800 us, 0.02).  The bound leaves room for such a host.
+# 2 CPUs; with 800 us, 0.01-0.02).  A host whose CPUs other work takes
+# starves the load generator for longer than the spell, which leaves the
+# listener quiet as a real lull would: with two busy loops on this
+# machine's 2 CPUs, 0.58-0.78 (and 0.96 once, with 300 us, on a loaded
+# host).  CI runs on shared machines, so the bound catches a refusal
+# after every accept, not the spell's length (measured: README, "A burst").
 @test "ex_greedy 64 workers, a saturated listener: no refusal after every accept" {
     need_thunder_stat
     start_example ex_greedy 64 THUNDER_MODE=auto
@@ -91,7 +94,7 @@ spread() {
     accepts=$(stat_sum accepts) refused=$(stat_sum refused)
     echo "# $refused refused for $accepts accepts" >&3
     [ "$accepts" -gt 1000 ] || fail "only $accepts accepts"
-    le "$refused" "$((accepts / 2))" || fail "$refused refusals for $accepts accepts"
+    le "$refused" "$((accepts * 9 / 10))" || fail "$refused refusals for $accepts accepts"
 }
 
 # A steady client 1 ms apart never leaves the listener quiet for the
