@@ -79,7 +79,7 @@ spread() {
 # and a further accept of a wake-up is left to others only now and then
 # (before the listener's quiet spell was asked: after every accept,
 # exactly 1.00 refusals per accept; with a spell of 300 us 0.30-0.74 on
-# 2 CPUs; with 800 us, 0.01-0.02).  A host whose CPUs other work takes
+# 2 CPUs; with 800 us, 0.01-0.04).  A host whose CPUs other work takes
 # starves the load generator for longer than the spell, which leaves the
 # listener quiet as a real lull would: with two busy loops on this
 # machine's 2 CPUs, 0.58-0.78 (and 0.96 once, with 300 us, on a loaded
