@@ -115,17 +115,26 @@ static bool refused(int fd, struct th_listener *l)
    waiters now, later, or not at all (policy.c). */
 static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap)
 {
-    uint64_t bit = th_listener_bit(l->index);
-    bool program_rotates = th_epreg_rotated_by_program(l);
-    /* neither rule applies when the program rotates: the count is not read */
-    int others = program_rotates ? 0 : th_waiting_others(l);
+    uint64_t bit = th_listener_bit(l->index), accepts = th_listener_accepts(l);
+    struct th_rotation_facts f = {
+        .slept = th_self.slept, .owed = th_self.owed & bit,
+        .program_rotates = th_epreg_rotated_by_program(l), .accept_gap = gap,
+        .accepts = accepts,
+        .taken = accepts - atomic_load_explicit(&l->accepts_at_rotation, memory_order_relaxed),
+    };
 
-    if (th_policy_rotates(th_self.slept, th_self.owed & bit, others, gap, program_rotates)) {
+    /* neither rule applies when the program rotates: nothing more is read */
+    if (!f.program_rotates) {
+        f.others_waiting = th_waiting_others(l);
+        f.since_idle_ns = th_burst_since_idle(l, th_now_ns());
+    }
+    if (th_policy_rotates(&f)) {
+        atomic_store_explicit(&l->accepts_at_rotation, accepts, memory_order_relaxed);
         th_self.rotated |= bit;
         th_self.owed &= ~bit;
         th_mirror_rotate(fd, l);
         th_epreg_rotate(l, held);       /* before the release: see epreg.c */
-    } else if (th_policy_owes_rotation(th_self.slept, others, gap, program_rotates)) {
+    } else if (th_policy_owes_rotation(&f)) {
         th_self.owed |= bit;
     }
 }

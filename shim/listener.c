@@ -75,6 +75,7 @@ struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port)
         atomic_store(&l->others_checked_ns, 0);
         atomic_store(&l->others_waits, 0);
         atomic_store(&l->others_active, false);
+        atomic_store(&l->accepts_at_rotation, 0);
         l->inode = inode;                /* publish after filling */
         if (l->index == atomic_load(&count))
             atomic_store(&count, l->index + 1);
@@ -112,6 +113,7 @@ static struct th_proc_stats *my_stats(struct th_listener *l)
         pthread_mutex_lock(&table_lock);
         if (atomic_load_explicit(&l->stats_pid, memory_order_relaxed) != th_pid) {
             l->stats = th_seg_claim_slot(l->seg, th_pid);
+            atomic_store(&l->accepts_at_rotation, 0);
             atomic_store_explicit(&l->stats_pid, th_pid, memory_order_release);
         }
         pthread_mutex_unlock(&table_lock);

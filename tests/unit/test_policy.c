@@ -16,35 +16,81 @@ static void mode(enum th_mode m, enum th_balance b)
     th_cfg.lock.balance = b;
 }
 
+/* An accept's facts: its wait slept, a rotation owed, other threads
+   waiting, accepts by others since this process's last, its accepts, and
+   those since its last rotation; long after the listener was idle. */
+static struct th_rotation_facts facts(bool slept, bool owed, int waiting, uint32_t gap,
+                                      uint64_t accepts, uint64_t taken)
+{
+    return (struct th_rotation_facts){ .slept = slept, .owed = owed, .others_waiting = waiting,
+                                       .accept_gap = gap, .accepts = accepts, .taken = taken,
+                                       .since_idle_ns = INT64_MAX };
+}
+
+static bool rotates(struct th_rotation_facts f)
+{
+    return th_policy_rotates(&f);
+}
+
+static bool owes(struct th_rotation_facts f)
+{
+    return th_policy_owes_rotation(&f);
+}
+
+static struct th_rotation_facts program_rotating(struct th_rotation_facts f)
+{
+    f.program_rotates = true;
+    return f;
+}
+
 static void test_rotates_only_ahead_of_idle_waiters(void)
 {
     mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
-    EXPECT(th_policy_rotates(true, false, 3, 0, false));          /* took two in a row */
-    EXPECT(th_policy_rotates(true, false, 3, 2, false));          /* one idle waiter had none since */
-    EXPECT(!th_policy_rotates(true, false, 3, 3, false));         /* every idle one may have had its turn */
-    EXPECT(!th_policy_rotates(true, false, 3, UINT32_MAX, false)); /* first accept of this thread */
-    EXPECT(!th_policy_rotates(false, false, 3, 0, false));        /* did not sleep: saturated */
-    EXPECT(!th_policy_rotates(true, false, 0, 0, false));         /* nobody to go behind */
-    EXPECT(th_policy_rotates(false, true, 3, 0, false));          /* owed by the turn's first take */
-    EXPECT(!th_policy_rotates(false, true, 3, 3, false));
-    EXPECT(th_policy_owes_rotation(true, 3, 3, false));           /* a turn's first take */
-    EXPECT(!th_policy_owes_rotation(false, 3, 3, false));
-    EXPECT(!th_policy_owes_rotation(true, 3, 2, false));          /* it rotates at once instead */
-    EXPECT(!th_policy_rotates(true, false, 3, 0, true));          /* the program rotates (nginx) */
-    EXPECT(!th_policy_rotates(false, true, 3, 0, true));
-    EXPECT(!th_policy_owes_rotation(true, 3, 3, true));
+    EXPECT(rotates(facts(true, false, 3, 0, 2, 2)));           /* took two in a row */
+    EXPECT(rotates(facts(true, false, 3, 2, 2, 1)));           /* one idle waiter had none since */
+    EXPECT(!rotates(facts(true, false, 3, 3, 2, 1)));          /* every idle one may have had its turn */
+    EXPECT(!rotates(facts(true, false, 3, UINT32_MAX, 1, 1))); /* first accept of this thread */
+    EXPECT(!rotates(facts(false, false, 3, 0, 2, 2)));         /* did not sleep: saturated */
+    EXPECT(!rotates(facts(true, false, 0, 0, 2, 2)));          /* nobody to go behind */
+    EXPECT(rotates(facts(false, true, 3, 0, 2, 2)));           /* owed by the turn's first take */
+    EXPECT(!rotates(facts(false, true, 3, 3, 2, 2)));
+    EXPECT(owes(facts(true, false, 3, 3, 1, 1)));              /* a turn's first take */
+    EXPECT(!owes(facts(false, false, 3, 3, 1, 1)));
+    EXPECT(!owes(facts(true, false, 3, 2, 1, 1)));             /* it rotates at once instead */
+    EXPECT(!rotates(program_rotating(facts(true, false, 3, 0, 2, 2))));   /* nginx */
+    EXPECT(!rotates(program_rotating(facts(false, true, 3, 0, 2, 2))));
+    EXPECT(!owes(program_rotating(facts(true, false, 3, 3, 1, 1))));
+}
+
+/* A turn grows with what the worker has taken: 1/16 of it, up to 8; in a
+   burst it stays one connection. */
+static void test_turns_grow_with_the_total_but_not_in_a_burst(void)
+{
+    struct th_rotation_facts f = facts(true, false, 50, 0, 160, 7);
+
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    EXPECT(rotates(facts(true, false, 50, 0, 31, 1)));         /* few taken: every turn */
+    EXPECT(!rotates(facts(true, false, 50, 0, 32, 1)));        /* 32: two in a row */
+    EXPECT(rotates(facts(true, false, 50, 0, 32, 2)));
+    EXPECT(!rotates(f));                                       /* 160 taken: 7 of 8 */
+    EXPECT(rotates(facts(true, false, 50, 0, 160, 8)));
+    EXPECT(rotates(facts(true, false, 50, 0, 100000, 8)));     /* never more than 8 */
+    f.since_idle_ns = 5 * MS;                                  /* a burst: one */
+    EXPECT(rotates(f));
+    f.taken = 1;
+    EXPECT(rotates(f));
 }
 
 static void test_rotation_belongs_to_fifo_exclusive_modes(void)
 {
     mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
-    EXPECT(th_policy_rotates(true, false, 3, 0, false));
+    EXPECT(rotates(facts(true, false, 3, 0, 2, 2)));
     mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
-    EXPECT(!th_policy_rotates(true, false, 3, 0, false));
+    EXPECT(!rotates(facts(true, false, 3, 0, 2, 2)));
     mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
-    EXPECT(!th_policy_rotates(true, false, 3, 0, false));
+    EXPECT(!rotates(facts(true, false, 3, 0, 2, 2)));
     mode(TH_MODE_OBSERVE, TH_BALANCE_FIFO);
-    EXPECT(!th_policy_rotates(true, false, 3, 0, false));
+    EXPECT(!rotates(facts(true, false, 3, 0, 2, 2)));
 }
 
 /* An instance whose listener entries are the program's own exclusive ones,
@@ -155,6 +201,8 @@ static void test_lookers_only_for_a_long_queue_in_a_burst(void)
 
 static const struct tap_case cases[] = {
     { "rotation: only while ahead of idle waiters", test_rotates_only_ahead_of_idle_waiters },
+    { "rotation: a turn grows with the total, not in a burst",
+      test_turns_grow_with_the_total_but_not_in_a_burst },
     { "rotation: exclusive and auto modes, fifo balance", test_rotation_belongs_to_fifo_exclusive_modes },
     { "yield: a streak soon after a rest, others idle, a queue", test_yields_only_in_a_burst },
     { "yield: auto mode, fifo balance only", test_yields_only_in_auto_fifo },
