@@ -21,6 +21,10 @@
 # the peers).  A MODE of off loads the shim and keeps it pass-through:
 # the cost of being loaded.
 #
+# PAIRS_BASE_LIB=path/to/libthunder.so compares two builds instead: the
+# "without" side then runs that library in the same mode, and the ratios
+# are this build's (BENCH_LIB) over that one's.
+#
 # TARGET is
 #   STYLE:WORKERS:MODE   an example under THUNDER_MODE=MODE, saturated:
 #                        PAIRS_CLIENTS (8) clients in a closed loop for
@@ -45,6 +49,7 @@ N=${PAIRS_N:-3}
 SECONDS_SAT=${PAIRS_SECONDS:-2}
 CLIENTS=${PAIRS_CLIENTS:-8}
 SEQ_CONNS=${PAIRS_SEQ_CONNS:-1000}
+BASE_LIB=${PAIRS_BASE_LIB:-}
 loadgen=$root/tools/thunder-loadgen
 
 if [ $# -eq 0 ]; then
@@ -136,13 +141,16 @@ for target in "$@"; do
     for _ in $(seq "$N"); do
         i=$((i + 1))
         for side in $( ((i % 2)) && echo "0 1" || echo "1 0"); do
-            mode=none
+            mode=none lib=$BENCH_LIB
             ((side)) && mode=$with_mode
+            if ((!side)) && [ -n "$BASE_LIB" ]; then
+                mode=$with_mode lib=$BASE_LIB
+            fi
             # in this shell (not a subshell), so that an interrupt stops the server
             if [ "$a" = peer ]; then
-                one_peer "$b" "$c" "$mode" "$d" >"$work/r$side"
+                BENCH_LIB=$lib one_peer "$b" "$c" "$mode" "$d" >"$work/r$side"
             else
-                one_example "$a" "$b" "$mode" >"$work/r$side"
+                BENCH_LIB=$lib one_example "$a" "$b" "$mode" >"$work/r$side"
             fi
         done
         read -r r0 c0 <"$work/r0"
