@@ -419,8 +419,8 @@ int th_held_take(struct th_listener *const *ls, int k, bool may_block, int64_t d
 /* waits                                                                  */
 /* ====================================================================== */
 
-/* ---- policy.c: its questions and their facts, in policy.h ------------ */
-#include "policy.h"
+/* ---- policy.c: its questions and their facts, in policy_facts.h ----- */
+#include "policy_facts.h"
 
 /* ---- burst.c: spreading a burst (both exclusive wait paths) ----------- */
 struct th_burst {
