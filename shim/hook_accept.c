@@ -112,8 +112,9 @@ static bool refused(int fd, struct th_listener *l)
 }
 
 /* After a successful accept: move this thread's entry behind the idle
-   waiters now, later, or not at all (policy.c). */
-static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap)
+   waiters now, later, or not at all (policy.c).  now_ns: the accept's time. */
+static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap,
+                          int64_t now_ns)
 {
     uint64_t bit = th_listener_bit(l->index), accepts = th_listener_accepts(l);
     struct th_rotation_facts f = {
@@ -126,7 +127,7 @@ static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap
     /* neither rule applies when the program rotates: nothing more is read */
     if (!f.program_rotates) {
         f.others_waiting = th_waiting_others(l);
-        f.since_idle_ns = th_burst_since_idle(l, th_now_ns());
+        f.since_idle_ns = th_burst_since_idle(l, now_ns);
     }
     if (th_policy_rotates(&f)) {
         atomic_store_explicit(&l->accepts_at_rotation, accepts, memory_order_relaxed);
@@ -144,11 +145,13 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
     uint64_t bit = th_listener_bit(l->index);
     bool woke = th_self.woke & bit, held = th_held_has(l);
     uint32_t gap = UINT32_MAX;
+    int64_t now = 0;
 
     th_self.woke &= ~bit;
     if (result >= 0) {
+        now = th_now_ns();      /* one clock read: the quiet spells' and the turn's */
         th_self.took |= bit;
-        gap = th_accept_gap(l);
+        gap = th_accept_gap(l, now);
         TH_COUNT(l, accepts, 1);
     } else if (err == EAGAIN || err == EWOULDBLOCK) {
         TH_COUNT(l, eagain, 1);
@@ -156,7 +159,7 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
             TH_COUNT(l, spurious, 1);
     }
     if (result >= 0 && !(th_self.rotated & bit))
-        rotate_if_due(fd, l, held, gap);
+        rotate_if_due(fd, l, held, gap, now);
     if (held)
         th_held_release(l);
     errno = err;

@@ -331,9 +331,8 @@ static __thread uint32_t my_accept_seq[TH_MAX_LISTENERS];
  * rounds 20 ms apart measure the same.
  */
 #define TH_QUIET_US 800
-static void note_accept_time(struct th_seg *seg)
+static void note_accept_time(struct th_seg *seg, int64_t now)
 {
-    int64_t now = th_now_ns();
     int64_t last = atomic_exchange_explicit(&seg->last_accept_ns, now, memory_order_relaxed);
 
     if (now - last >= TH_QUIET_US * TH_NS_PER_US)
@@ -348,7 +347,7 @@ int64_t th_listener_since_quiet(struct th_listener *l, int64_t now)
     return at ? now - at : INT64_MAX;
 }
 
-uint32_t th_accept_gap(struct th_listener *l)
+uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns)
 {
     uint64_t bit = th_listener_bit(l->index);
     uint32_t now, before = my_accept_seq[l->index];
@@ -357,7 +356,7 @@ uint32_t th_accept_gap(struct th_listener *l)
     if (th_listener_seg(l) == NULL)
         return UINT32_MAX;
     now = atomic_fetch_add_explicit(&l->seg->accept_seq, 1, memory_order_relaxed) + 1;
-    note_accept_time(l->seg);
+    note_accept_time(l->seg, now_ns);
     my_accept_seq[l->index] = now;
     th_self.accepted |= bit;
     return seen ? now - before - 1 : UINT32_MAX;

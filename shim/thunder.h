@@ -293,11 +293,11 @@ void th_waiting_count(struct th_listener *l), th_waiting_done(struct th_listener
 void th_waiting_clear(void);
 int th_waiting_others(struct th_listener *l);
 void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COUNT */
-/* Count this thread's successful accept (and its time: the listener's
-   quiet spells); returns how many accepts other threads made on the
-   listener since this thread's previous one (UINT32_MAX: none before,
-   or no segment). */
-uint32_t th_accept_gap(struct th_listener *l);
+/* Count this thread's successful accept, made at now_ns (its time: the
+   listener's quiet spells); returns how many accepts other threads made
+   on the listener since this thread's previous one (UINT32_MAX: none
+   before, or no segment). */
+uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns);
 int64_t th_listener_since_quiet(struct th_listener *l, int64_t now); /* INT64_MAX: never */
 struct th_listener *th_listener_at(int index);
 /* Its last fd in this process was closed: detach and recycle the entry. */
