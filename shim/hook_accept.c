@@ -116,21 +116,23 @@ static bool refused(int fd, struct th_listener *l)
 static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap,
                           int64_t now_ns)
 {
-    uint64_t bit = th_listener_bit(l->index), accepts = th_listener_accepts(l);
+    uint64_t bit = th_listener_bit(l->index);
     struct th_rotation_facts f = {
         .slept = th_self.slept, .owed = th_self.owed & bit,
         .program_rotates = th_epreg_rotated_by_program(l), .accept_gap = gap,
-        .accepts = accepts,
-        .taken = accepts - atomic_load_explicit(&l->accepts_at_rotation, memory_order_relaxed),
     };
 
-    /* neither rule applies when the program rotates: nothing more is read */
+    /* neither rule applies when the program rotates (nginx, on every
+       accept): nothing more is read */
     if (!f.program_rotates) {
         f.others_waiting = th_waiting_others(l);
         f.since_idle_ns = th_burst_since_idle(l, now_ns);
+        f.accepts = th_listener_accepts(l);
+        f.taken = f.accepts -
+                  atomic_load_explicit(&l->accepts_at_rotation, memory_order_relaxed);
     }
     if (th_policy_rotates(&f)) {
-        atomic_store_explicit(&l->accepts_at_rotation, accepts, memory_order_relaxed);
+        atomic_store_explicit(&l->accepts_at_rotation, f.accepts, memory_order_relaxed);
         th_self.rotated |= bit;
         th_self.owed &= ~bit;
         th_mirror_rotate(fd, l);
