@@ -129,21 +129,42 @@ static bool all_free(const struct th_lockwait *lw)
 }
 
 /*
+ * The unlocked sleep of a waiter that just found a backlog (policy.c
+ * th_policy_sleeps_unlocked), for up to TH_BUSY_SLEEP_MS.  What a wait
+ * that did not sleep reports keeps the backlog noted.
+ */
+static bool slept_unlocked(const struct th_lockwait *lw, int64_t start, int *ret)
+{
+    int64_t until = th_min_deadline(lw->deadline, TH_BUSY_SLEEP_MS);
+
+    *ret = lw->wait(lw->ctx, until, lw->sigmask);
+    if (*ret <= 0 || th_now_ns() - start >= TH_NO_SLEEP_NS)
+        found_backlog = false;
+    return *ret != 0 || until == lw->deadline;
+}
+
+/*
  * A look without the lock: the real wait with timeout 0.  When it finds
  * nothing just after a wait that found a backlog, the real wait sleeps
- * unlocked for a moment first (policy.c); when that moment passes empty,
- * the caller queues.  In a burst it may find a long listen queue that
- * the holder is to serve (burst.c): if it found nothing but
- * level-triggered listeners, its answer is dropped (they stay ready) and
- * the caller queues.
+ * unlocked for a moment (above); when that moment passes empty, the
+ * caller queues.  Outside a burst's check (below) such a waiter skips
+ * the look: the sleep returns at once what the look would have found,
+ * in one system call instead of two (ex_epoll_shared, 4 workers, 8
+ * clients in a closed loop: 1.16 -> 1.01 epoll_wait per connection;
+ * 1.01 without the library).  In a burst the look may find a long
+ * listen queue that the holder is to serve (burst.c): if it found
+ * nothing but level-triggered listeners, its answer is dropped (they
+ * stay ready) and the caller queues.
  */
 static bool served_without_lock(const struct th_lockwait *lw, int *ret)
 {
-    int64_t now = th_now_ns(), until;
+    int64_t now = th_now_ns();
     bool busy = found_backlog;
 
     if (!lw->look_first && lw->deadline > now)
         return false;
+    if (busy && !lw->check_after_look && lw->deadline > now && th_policy_sleeps_unlocked(busy))
+        return slept_unlocked(lw, now, ret);
     *ret = lw->wait(lw->ctx, now, lw->sigmask);
     if (*ret <= 0)
         found_backlog = false;
@@ -157,9 +178,7 @@ static bool served_without_lock(const struct th_lockwait *lw, int *ret)
         return true;
     if (!th_policy_sleeps_unlocked(busy))
         return false;
-    until = th_min_deadline(lw->deadline, TH_BUSY_SLEEP_MS);
-    *ret = lw->wait(lw->ctx, until, lw->sigmask);
-    return *ret != 0 || until == lw->deadline;
+    return slept_unlocked(lw, now, ret);
 }
 
 /*

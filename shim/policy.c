@@ -411,10 +411,11 @@ bool th_policy_keeps_lock(bool reported, bool slept)
 }
 
 /*
- * A waiter whose last wait found a backlog and whose look now finds
- * nothing is part of a saturated server whose queue emptied for an
- * instant: it sleeps in the real wait, unlocked, for up to
- * TH_BUSY_SLEEP_MS before it queues.  The next connection is then taken
+ * A waiter whose last wait found a backlog is part of a saturated server
+ * whose queue may have emptied for an instant: finding the lock busy, it
+ * sleeps in the real wait, unlocked, for up to TH_BUSY_SLEEP_MS before it
+ * queues (a wait that returns at once what is ready: no look first,
+ * lockwait.c).  The next connection is then taken
  * by whoever runs first, as without the library, instead of going
  * through the queue's hand-off (measured: queued waits cost the shared
  * epoll instance about 10% of its saturated throughput).  Bounded: only
