@@ -55,8 +55,10 @@ static void resolve_all(void)
 }
 
 static pthread_once_t resolved = PTHREAD_ONCE_INIT;
+_Atomic bool th_resolved;
 
-void th_resolve(void)
+void th_resolve_once(void)
 {
     pthread_once(&resolved, resolve_all);
+    atomic_store_explicit(&th_resolved, true, memory_order_release);
 }

@@ -106,7 +106,16 @@ static inline uint64_t th_listener_bit(int index)
 #define TH_SYM(ret, name, params, required) extern ret(*real_##name) params;
 #include "syms.def"
 #undef TH_SYM
-void th_resolve(void);
+/* Every hook starts here: one load once the pointers are set, instead of
+   a call into libc's pthread_once (a line of its code and of our PLT to
+   bring in, on every call of a worker woken with cold caches). */
+extern _Atomic bool th_resolved;
+void th_resolve_once(void);
+static inline void th_resolve(void)
+{
+    if (__builtin_expect(!atomic_load_explicit(&th_resolved, memory_order_acquire), 0))
+        th_resolve_once();
+}
 /* glibc's fortified entry points have no public prototype */
 int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
 int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
