@@ -272,8 +272,8 @@ bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
     return true;
 }
 
-void th_burst_accept_end(struct th_listener *l, int64_t start, bool took)
+int64_t th_burst_accept_end(struct th_listener *l, int64_t start, bool took)
 {
     th_waiting_done(l);
-    after_wait(took, start);
+    return after_wait(took, start);
 }

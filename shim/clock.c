@@ -48,25 +48,35 @@ int64_t th_deadline_tv(const struct timeval *tv)
     return after_ns((int64_t)tv->tv_sec * TH_NS_PER_S + (int64_t)tv->tv_usec * TH_NS_PER_US);
 }
 
-int64_t th_remaining_ns(int64_t deadline)
+/* now: a clock read the caller has just taken, or 0 to read the clock */
+int64_t th_remaining_ns_at(int64_t deadline, int64_t now)
 {
-    int64_t now;
-
     if (deadline == TH_FOREVER)
         return TH_FOREVER;
-    now = th_now_ns();
+    if (now == 0)
+        now = th_now_ns();
     return deadline > now ? deadline - now : 0;
 }
 
-int th_remaining_ms(int64_t deadline)
+int64_t th_remaining_ns(int64_t deadline)
 {
-    int64_t ns = th_remaining_ns(deadline);
+    return th_remaining_ns_at(deadline, 0);
+}
+
+int th_remaining_ms_at(int64_t deadline, int64_t now)
+{
+    int64_t ns = th_remaining_ns_at(deadline, now);
 
     if (ns == TH_FOREVER)
         return -1;
     /* round up: returning early would turn a wait into a busy loop */
     ns = (ns + TH_NS_PER_MS - 1) / TH_NS_PER_MS;
     return ns > INT32_MAX ? INT32_MAX : (int)ns;
+}
+
+int th_remaining_ms(int64_t deadline)
+{
+    return th_remaining_ms_at(deadline, 0);
 }
 
 int64_t th_min_deadline(int64_t deadline, unsigned cap_ms)

@@ -28,23 +28,24 @@ static bool reported(const struct epoll_event *evs, int n, uint64_t data)
 /*
  * The program's own call, with what is left of its timeout: epoll_wait
  * stays epoll_wait (no mask to apply), epoll_pwait2's nanoseconds stay
- * nanoseconds.
+ * nanoseconds.  now: a clock read the caller has just taken (the
+ * exclusive wait's start), or 0.
  */
 static int kernel_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                     const sigset_t *sigmask, bool ns_timeout)
+                       int64_t now, const sigset_t *sigmask, bool ns_timeout)
 {
     int r;
 
     if (ns_timeout && real_epoll_pwait2 && deadline != TH_FOREVER) {
         struct timespec ts;
-        th_ns_to_timespec(th_remaining_ns(deadline), &ts);
+        th_ns_to_timespec(th_remaining_ns_at(deadline, now), &ts);
         r = real_epoll_pwait2(epfd, evs, maxevents, &ts, sigmask);
         if (r >= 0 || errno != ENOSYS)
             return r;
     }
     if (sigmask == NULL)
-        return real_epoll_wait(epfd, evs, maxevents, th_remaining_ms(deadline));
-    return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms(deadline), sigmask);
+        return real_epoll_wait(epfd, evs, maxevents, th_remaining_ms_at(deadline, now));
+    return real_epoll_pwait(epfd, evs, maxevents, th_remaining_ms_at(deadline, now), sigmask);
 }
 
 
@@ -54,14 +55,14 @@ static int kernel_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t
  * slices so it is tried again, and the caller's deadline still holds.
  */
 static int real_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
-                     const sigset_t *sigmask, bool ns_timeout)
+                     int64_t now, const sigset_t *sigmask, bool ns_timeout)
 {
     for (;;) {
         int r;
 
         if (!th_epreg_any_lost() || !th_epreg_readd_lost(epfd))
-            return kernel_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
-        r = kernel_wait(epfd, evs, maxevents, th_min_deadline(deadline, th_cfg.retry_ms),
+            return kernel_wait(epfd, evs, maxevents, deadline, now, sigmask, ns_timeout);
+        r = kernel_wait(epfd, evs, maxevents, th_min_deadline(deadline, th_cfg.retry_ms), 0,
                         sigmask, ns_timeout);
         if (r != 0 || th_remaining_ns(deadline) == 0)
             return r;
@@ -114,7 +115,7 @@ static int epoll_real_wait(void *ctx, int64_t until, const sigset_t *sigmask)
 {
     struct epoll_ctx *c = ctx;
 
-    return real_wait(c->epfd, c->evs, c->maxevents, until, sigmask, c->ns_timeout);
+    return real_wait(c->epfd, c->evs, c->maxevents, until, 0, sigmask, c->ns_timeout);
 }
 
 static bool epoll_reported(void *ctx, int j, int result)
@@ -240,7 +241,7 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     }
     th_burst_begin(&b, ls, fds, k, took_last);
     began = b.start;
-    r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+    r = real_wait(epfd, evs, maxevents, deadline, began, sigmask, ns_timeout);
     saved_errno = errno;
     got = reported_mask(evs, r, wl, k);
     lt_only = level_triggered(wl, k, got);
@@ -261,14 +262,14 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     if (yield) {
         th_epreg_park_yielded(epfd, wl, k, yield, true);
         r = real_wait(epfd, evs, maxevents,
-                      th_min_deadline(deadline, yield_left_ms()),
+                      th_min_deadline(deadline, yield_left_ms()), 0,
                       sigmask, ns_timeout);
         saved_errno = errno;
         th_epreg_park_yielded(epfd, wl, k, yield, false);
         if (r == 0 && th_remaining_ns(deadline) > 0) {
             /* nobody came for it: take it now if it is still there */
             th_burst_resume(&b);
-            r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+            r = real_wait(epfd, evs, maxevents, deadline, 0, sigmask, ns_timeout);
             saved_errno = errno;
             th_burst_end(&b, reported_mask(evs, r, wl, k), yield);
         }
@@ -358,11 +359,11 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
                            took_last);                  /* notes th_self.slept */
     } else if (plan.strategy == TH_STRAT_PASS) {
         /* the program balances its own exclusive entries: nothing to note */
-        r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        r = real_wait(epfd, evs, maxevents, deadline, 0, sigmask, ns_timeout);
     } else {
         int64_t start = th_now_ns();
 
-        r = real_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout);
+        r = real_wait(epfd, evs, maxevents, deadline, start, sigmask, ns_timeout);
         th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
     }
     saved_errno = errno;

@@ -75,22 +75,23 @@ static void before_accept(int fd, struct th_listener *l)
     }
 }
 
-/* The real accept; a blocking one is a wait (bursts, burst.c). */
+/* The real accept; a blocking one is a wait (bursts, burst.c), whose end
+   time is left in *ended (0 for any other accept). */
 static int real_accept_any(int fd, struct th_listener *l, struct sockaddr *addr,
-                           socklen_t *addrlen, int flags, bool is_accept4)
+                           socklen_t *addrlen, int flags, bool is_accept4, int64_t *ended)
 {
     bool blocking = atomic_load_explicit(&l->logged, memory_order_relaxed) & BLOCKING_SEEN;
     int64_t start = 0;
     int r, saved_errno;
 
+    *ended = 0;
     if (blocking && !th_burst_accept_begin(l, fd, &start)) {
         errno = EINTR;              /* a handler ran in its pause (burst.c) */
         return -1;
     }
     r = is_accept4 ? real_accept4(fd, addr, addrlen, flags) : real_accept(fd, addr, addrlen);
     saved_errno = errno;
-    if (blocking)
-        th_burst_accept_end(l, start, r >= 0);
+    *ended = blocking ? th_burst_accept_end(l, start, r >= 0) : 0;
     errno = saved_errno;
     return r;
 }
@@ -142,7 +143,8 @@ static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap
     }
 }
 
-static void after_accept(int fd, struct th_listener *l, int result, int err)
+/* ended: the clock read a blocking accept's end took, or 0 */
+static void after_accept(int fd, struct th_listener *l, int result, int err, int64_t ended)
 {
     uint64_t bit = th_listener_bit(l->index);
     bool woke = th_self.woke & bit, held = th_held_has(l);
@@ -151,7 +153,8 @@ static void after_accept(int fd, struct th_listener *l, int result, int err)
 
     th_self.woke &= ~bit;
     if (result >= 0) {
-        now = th_now_ns();      /* one clock read: the quiet spells' and the turn's */
+        /* one clock read: the quiet spells' and the turn's */
+        now = ended ? ended : th_now_ns();
         th_self.took |= bit;
         gap = th_accept_gap(l, now);
         TH_COUNT(l, accepts, 1);
@@ -202,6 +205,7 @@ static bool gave_fds_back(int err)
 TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
     struct th_listener *l;
+    int64_t ended;
     int r;
 
     th_resolve();
@@ -210,16 +214,19 @@ TH_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
     if (refused(fd, l))
         return -1;
     before_accept(fd, l);
-    r = connected(real_accept_any(fd, l, addr, addrlen, 0, false));
-    if (r < 0 && gave_fds_back(errno))
+    r = connected(real_accept_any(fd, l, addr, addrlen, 0, false, &ended));
+    if (r < 0 && gave_fds_back(errno)) {
         r = connected(real_accept(fd, addr, addrlen));
-    after_accept(fd, l, r, errno);
+        ended = 0;
+    }
+    after_accept(fd, l, r, errno, ended);
     return r;
 }
 
 TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
     struct th_listener *l;
+    int64_t ended;
     int r;
 
     th_resolve();
@@ -228,9 +235,11 @@ TH_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int fla
     if (refused(fd, l))
         return -1;
     before_accept(fd, l);
-    r = connected(real_accept_any(fd, l, addr, addrlen, flags, true));
-    if (r < 0 && gave_fds_back(errno))
+    r = connected(real_accept_any(fd, l, addr, addrlen, flags, true, &ended));
+    if (r < 0 && gave_fds_back(errno)) {
         r = connected(real_accept4(fd, addr, addrlen, flags));
-    after_accept(fd, l, r, errno);
+        ended = 0;
+    }
+    after_accept(fd, l, r, errno, ended);
     return r;
 }

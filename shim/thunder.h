@@ -148,6 +148,9 @@ int64_t th_deadline_ts(const struct timespec *ts);    /* NULL: forever */
 int64_t th_deadline_tv(const struct timeval *tv);     /* NULL: forever */
 int th_remaining_ms(int64_t deadline);                /* -1 forever, rounds up */
 int64_t th_remaining_ns(int64_t deadline);            /* TH_FOREVER or >=0 */
+/* the same at `now`, a clock read just taken (0: read the clock) */
+int th_remaining_ms_at(int64_t deadline, int64_t now);
+int64_t th_remaining_ns_at(int64_t deadline, int64_t now);
 int64_t th_min_deadline(int64_t deadline, unsigned cap_ms);
 void th_ns_to_timespec(int64_t ns, struct timespec *ts);
 void th_ns_to_timeval(int64_t ns, struct timeval *tv);
@@ -461,9 +464,10 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
    how many queued threads to wake to look too. */
 int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t wait_start);
 /* Around a blocking accept (no wait before it); begin sets its *start, and
-   returns false when a handler without SA_RESTART ran in its pause (EINTR). */
+   returns false when a handler without SA_RESTART ran in its pause (EINTR);
+   end returns the time it ended (a clock read the accept's record reuses). */
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
-void th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
+int64_t th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
 int64_t th_burst_since_idle(struct th_listener *l, int64_t now); /* ns; policy.c's bursts */
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
