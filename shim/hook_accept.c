@@ -91,7 +91,8 @@ static int real_accept_any(int fd, struct th_listener *l, struct sockaddr *addr,
     }
     r = is_accept4 ? real_accept4(fd, addr, addrlen, flags) : real_accept(fd, addr, addrlen);
     saved_errno = errno;
-    *ended = blocking ? th_burst_accept_end(l, start, r >= 0) : 0;
+    if (blocking)
+        *ended = th_burst_accept_end(l, start, r >= 0);
     errno = saved_errno;
     return r;
 }
