@@ -6,8 +6,11 @@
  *   - nothing epreg.c's lock guards has changed (its generation),
  *   - no other thread of the process waits on the instance,
  *   - no listener is out after a failed rotation,
- *   - and, for "pass" (policy.c: the program's own exclusive entries,
- *     which it rotates itself: nginx), the program keeps re-adding them.
+ *   - for "pass" (policy.c: the program's own exclusive entries, which
+ *     it rotates itself: nginx), the program keeps re-adding them,
+ *   - for "alone", this thread still waits on them alone: nobody else is
+ *     counted in a wait on one nor has accepted from it since this
+ *     thread's last accept (listener.c th_listener_alone).
  * A wait that still passes is the program's own call, with its own
  * timeout and no clock read (epwait.c th_epreg_pass_begin, _end; nginx, 4
  * workers: 1,865 -> 1,199 instructions per connection).  Only another
@@ -37,7 +40,7 @@ static __thread struct {
 
 void th_epmemo_note(int epfd, const struct th_ep_listener *wl, int k, struct th_plan plan)
 {
-    if ((plan.strategy != TH_STRAT_PASS && plan.strategy != TH_STRAT_EXCLUSIVE) ||
+    if ((!th_plan_passes(plan) && plan.strategy != TH_STRAT_EXCLUSIVE) ||
         th_epreg_looked_at() == 0) {
         if (memo.epfd == epfd)
             memo.left = 0;
@@ -61,6 +64,9 @@ static bool holds(int epfd)
     for (int j = 0; memo.plan.strategy == TH_STRAT_PASS && j < memo.k; j++)
         if (!th_epreg_rotated_by_program(memo.wl[j].l))
             return false;
+    for (int j = 0; memo.plan.strategy == TH_STRAT_ALONE && j < memo.k; j++)
+        if (!th_listener_alone(memo.wl[j].l))
+            return false;
     if (!th_epreg_waits_alone(epfd))
         return false;
     memo.left--;
@@ -76,19 +82,21 @@ int th_epmemo_recall(int epfd, struct th_ep_listener *wl, struct th_plan *plan)
     return memo.k;
 }
 
-const struct th_ep_listener *th_epmemo_passes(int epfd, int *k)
+const struct th_ep_listener *th_epmemo_passes(int epfd, int *k, struct th_plan *plan)
 {
-    if (memo.plan.strategy != TH_STRAT_PASS || !holds(epfd))
+    if (!th_plan_passes(memo.plan) || !holds(epfd))
         return NULL;
     *k = memo.k;
+    *plan = memo.plan;
     return memo.wl;
 }
 
 /* The listeners of the pass that began on epfd.  A signal handler that
    waited on another instance meanwhile has noted that one here: then
    none (the wait is not counted) rather than the other's. */
-const struct th_ep_listener *th_epmemo_kept(int epfd, int *k)
+const struct th_ep_listener *th_epmemo_kept(int epfd, int *k, struct th_plan *plan)
 {
     *k = memo.epfd == epfd ? memo.k : 0;
+    *plan = memo.plan;
     return memo.wl;
 }

@@ -292,13 +292,17 @@ static bool reports_again(struct th_plan entry, uint32_t events)
            !(events & (EPOLLET | EPOLLONESHOT));
 }
 
-/* Every wait on an instance with listeners begins by this... */
-static void wait_begins(const struct th_ep_listener *wl, int k)
+/* Every wait on an instance with listeners begins by this (a thread
+   alone on its listeners counts as waiting there: the others see it)... */
+static void wait_begins(const struct th_ep_listener *wl, int k, struct th_plan plan)
 {
     th_self_new_wait();
     th_waiting_clear();             /* back from the last wait, never accepted */
-    for (int j = 0; j < k; j++)
+    for (int j = 0; j < k; j++) {
         TH_COUNT(wl[j].l, waits, 1);
+        if (plan.strategy == TH_STRAT_ALONE)
+            th_waiting_count(wl[j].l);
+    }
 }
 
 /* ...and ends by this: what it reported, for the accept that follows. */
@@ -307,12 +311,16 @@ static void wait_ends(int epfd, const struct epoll_event *evs, int r,
 {
     th_epreg_done_waiting(epfd);
     for (int j = 0; j < k; j++) {
+        uint64_t bit = th_listener_bit(wl[j].l->index);
+        if (th_plan_passes(plan))
+            th_self.passed |= bit;
         if (r > 0 && reported(evs, r, wl[j].data)) {
-            uint64_t bit = th_listener_bit(wl[j].l->index);
             TH_COUNT(wl[j].l, wakeups, 1);
             th_self.woke |= bit;
             if (reports_again(th_policy_epoll_entry(plan, wl[j].exclusive), wl[j].events))
                 th_self.refusable |= bit;
+        } else if (plan.strategy == TH_STRAT_ALONE) {
+            th_waiting_done(wl[j].l);       /* no accept will follow */
         }
     }
 }
@@ -326,6 +334,7 @@ static int look(int epfd, struct th_ep_listener *wl, struct th_wait_facts *facts
     for (int j = 0; j < k; j++) {
         facts->all_exclusive = facts->all_exclusive && wl[j].exclusive;
         facts->program_balanced = facts->program_balanced && wl[j].program_balanced;
+        facts->alone = facts->alone && th_listener_alone(wl[j].l);
     }
     *plan = th_policy_wait(facts);
     for (int j = 0; j < k; j++) {
@@ -340,7 +349,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
 {
     struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true,
-                                   .program_balanced = true };
+                                   .program_balanced = true, .alone = true };
     uint64_t took_last = th_self.took;
     struct th_plan plan;
     int others = 0, k = th_epmemo_recall(epfd, wl, &plan), r, saved_errno;
@@ -348,7 +357,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
 
     if (looked)
         k = look(epfd, wl, &facts, &others, &plan);
-    wait_begins(wl, k);
+    wait_begins(wl, k, plan);
     if (plan.strategy == TH_STRAT_LOCK) {
         struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
                                  .ns_timeout = ns_timeout, .shared = facts.shared,
@@ -357,8 +366,9 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     } else if (plan.strategy == TH_STRAT_EXCLUSIVE) {
         r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
                            took_last);                  /* notes th_self.slept */
-    } else if (plan.strategy == TH_STRAT_PASS) {
-        /* the program balances its own exclusive entries: nothing to note */
+    } else if (th_plan_passes(plan)) {
+        /* the program balances its own exclusive entries, or nobody else
+           waits: nothing to note */
         r = real_wait(epfd, evs, maxevents, deadline, 0, sigmask, ns_timeout);
     } else {
         int64_t start = th_now_ns();
@@ -381,21 +391,23 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
  */
 bool th_epreg_pass_begin(int epfd)
 {
+    struct th_plan plan;
     int k;
-    const struct th_ep_listener *wl = th_epmemo_passes(epfd, &k);
+    const struct th_ep_listener *wl = th_epmemo_passes(epfd, &k, &plan);
 
     if (wl == NULL)
         return false;
-    wait_begins(wl, k);
+    wait_begins(wl, k, plan);
     return true;
 }
 
 int th_epreg_pass_end(int epfd, const struct epoll_event *evs, int result)
 {
+    struct th_plan plan;
     int saved_errno = errno, k;
-    const struct th_ep_listener *wl = th_epmemo_kept(epfd, &k);
+    const struct th_ep_listener *wl = th_epmemo_kept(epfd, &k, &plan);
 
-    wait_ends(epfd, evs, result, wl, k, (struct th_plan){ .strategy = TH_STRAT_PASS });
+    wait_ends(epfd, evs, result, wl, k, plan);
     errno = saved_errno;
     return result;
 }

@@ -121,11 +121,12 @@ static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap
     uint64_t bit = th_listener_bit(l->index);
     struct th_rotation_facts f = {
         .slept = th_self.slept, .owed = th_self.owed & bit,
-        .program_rotates = th_epreg_rotated_by_program(l), .accept_gap = gap,
+        .program_rotates = (th_self.passed & bit) || th_epreg_rotated_by_program(l),
+        .accept_gap = gap,
     };
 
     /* neither rule applies when the program rotates (nginx, on every
-       accept): nothing more is read */
+       accept) or the wait passed through: nothing more is read */
     if (!f.program_rotates) {
         f.others_waiting = th_waiting_others(l);
         f.since_idle_ns = th_burst_since_idle(l, now_ns);

@@ -403,6 +403,31 @@ int th_waiting_others(struct th_listener *l)
     return n > 0 ? n : passers(l, seg);
 }
 
+/*
+ * Does this thread wait on l alone?  No other thread is counted in a wait
+ * on it, no other process passes its waits on it through (passers, above:
+ * they are not counted), and none has accepted from it since this
+ * thread's last accept (which there must have been).  So it is where a
+ * program that lets one worker at a time wait on its listener leaves it
+ * (nginx with accept_mutex on adds it to the holder's instance only):
+ * nobody else to wake, nobody to spread to.  Two loads of lines that only
+ * this thread writes while it holds true, and the passers' count, cached.
+ */
+bool th_listener_alone(struct th_listener *l)
+{
+    uint64_t bit = th_listener_bit(l->index);
+    struct th_seg *seg = th_listener_seg(l);
+    int others;
+
+    if (seg == NULL || !(th_self.accepted & bit))
+        return false;
+    others = atomic_load_explicit(&seg->waiting, memory_order_relaxed) -
+             ((th_self.counted & bit) ? 1 : 0);
+    return others <= 0 &&
+           atomic_load_explicit(&seg->accept_seq, memory_order_relaxed) == my_accept_seq[l->index] &&
+           passers(l, seg) == 0;
+}
+
 void th_listeners_detach_all(void)
 {
     int n = atomic_load(&count);

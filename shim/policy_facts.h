@@ -19,11 +19,18 @@ struct th_wait_facts {
     bool threaded;         /* epoll: several threads of this process wait on it */
     bool all_exclusive;    /* epoll: every listener entry is EPOLLEXCLUSIVE */
     bool program_balanced; /* epoll: ...the program's own, which it rotates (nginx) */
+    bool alone;            /* epoll: this thread alone waits on every listener
+                              (listener.c th_listener_alone) */
 };
 struct th_plan {
     enum th_strategy strategy;   /* EXCLUSIVE, LOCK, or a real call (OBSERVE, JITTER) */
     const char *why;             /* logged once per listener and strategy */
 };
+/* A plan that leaves the wait to the program: its own call, counted. */
+static inline bool th_plan_passes(struct th_plan p)
+{
+    return p.strategy == TH_STRAT_PASS || p.strategy == TH_STRAT_ALONE;
+}
 struct th_plan th_policy_wait(const struct th_wait_facts *f);
 /* An epoll listener entry under a wait's plan (not every entry is exclusive). */
 struct th_plan th_policy_epoll_entry(struct th_plan wait_plan, bool entry_exclusive);
@@ -33,7 +40,8 @@ bool th_policy_injects_exclusive(bool instance_is_ours, uint32_t epoll_events);
 /* What an accept knows when it decides whether its exclusive entry rotates. */
 struct th_rotation_facts {
     bool slept, owed;       /* its wait slept; a rotation owed by its turn's first take */
-    bool program_rotates;   /* the program rotates its own entry (nginx) */
+    bool program_rotates;   /* the program rotates its own entry (nginx), or the
+                               wait passed the listener through */
     int others_waiting;     /* other threads in a wait on the listener */
     uint32_t accept_gap;    /* accepts by others since this process's last one */
     uint64_t accepts;       /* this process's accepts of the listener... */

@@ -122,4 +122,6 @@ enum th_strategy {
     TH_STRAT_JITTER,
     TH_STRAT_PASS,        /* a blocking accept (the kernel is fair) or the program's
                              own rotated EPOLLEXCLUSIVE: passed through */
+    TH_STRAT_ALONE,       /* the only waiter on the listener: passed through, counted
+                             as waiting (was unused: older readers show "?") */
 };

@@ -34,6 +34,6 @@ void th_self_refresh(void)
 /* A new wait call begins: what this thread knew about the last one is over. */
 void th_self_new_wait(void)
 {
-    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = 0;
+    th_self.woke = th_self.rotated = th_self.took = th_self.refusable = th_self.passed = 0;
     th_self.slept = true;
 }

@@ -81,6 +81,7 @@ struct th_thread {
     uint64_t counted;      /* bit i: counted in listener i's seg->waiting */
     uint64_t accepted;     /* bit i: ever accepted from listener i (th_accept_gap) */
     uint64_t owed;         /* bit i: the next accept of listener i rotates (policy.c) */
+    uint64_t passed;       /* bit i: the last wait passed listener i through */
     unsigned streak;       /* waits in a row that returned at once after an accept */
     int64_t since_rest;    /* ns from this process's last rest (a wait that slept
                               TH_REST_MS or more) to the end of this thread's last
@@ -310,6 +311,7 @@ void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COU
    on the listener since this thread's previous one (UINT32_MAX: none
    before, or no segment). */
 uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns);
+bool th_listener_alone(struct th_listener *l);   /* nobody else waits on or accepts from it */
 int64_t th_listener_since_quiet(struct th_listener *l, int64_t now); /* INT64_MAX: never */
 struct th_listener *th_listener_at(int index);
 /* Its last fd in this process was closed: detach and recycle the entry. */
@@ -555,8 +557,10 @@ void th_epreg_park_yielded(int epfd, const struct th_ep_listener *wl, int k, uin
 /* ---- epmemo.c: a thread's last plan for an instance, kept ----------------- */
 void th_epmemo_note(int epfd, const struct th_ep_listener *wl, int k, struct th_plan plan);
 int th_epmemo_recall(int epfd, struct th_ep_listener *wl, struct th_plan *plan); /* -1: look */
-/* passes: the listeners if "pass" still holds (counted as waiting); kept: as they are */
-const struct th_ep_listener *th_epmemo_passes(int epfd, int *k), *th_epmemo_kept(int epfd, int *k);
+/* passes: the listeners and plan if "pass" or "alone" still holds (counted as
+   waiting on the instance); kept: as they are */
+const struct th_ep_listener *th_epmemo_passes(int epfd, int *k, struct th_plan *plan);
+const struct th_ep_listener *th_epmemo_kept(int epfd, int *k, struct th_plan *plan);
 
 /* ---- epwait.c: epoll waits ------------------------------------------- */
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,

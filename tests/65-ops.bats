@@ -190,7 +190,8 @@ make_unit() {
 # ---- status on nginx -------------------------------------------------------------
 
 # nginx (Debian's) on 127.0.0.1:PORT with 2 workers, not daemonized, its
-# files in the test's tmpdir, started through "$@" (a wrapper command).
+# files in the test's tmpdir, started through "$@" (a wrapper command);
+# NGINX_EVENTS: more directives for its events block.
 # Sets PORT, MASTER, WORKERS; registered for teardown like the examples.
 start_nginx() {
     local nginx dir=$BATS_TEST_TMPDIR/nginx job i
@@ -202,7 +203,7 @@ start_nginx() {
         echo "daemon off; master_process on; worker_processes 2;"
         [ "$(id -u)" -ne 0 ] || echo "user root;"
         echo "pid $dir/nginx.pid; error_log $dir/error.log;"
-        echo "events { worker_connections 64; }"
+        echo "events { worker_connections 64; ${NGINX_EVENTS:-} }"
         echo "http { access_log off;"
         for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $dir/$t;"; done
         echo "  server { listen 127.0.0.1:$PORT; location / { return 200 \"ok\\n\"; } } }"
@@ -239,6 +240,21 @@ children_count() {
     # at once (nginx does at the first of every 16 accepts): its waits are
     # passed through since ("pass"); the other still waits as it began
     [ "$(grep -cE "listener 127.0.0.1:$PORT: strategy (exclusive|pass)," <<<"$output")" -eq 2 ]
+}
+
+@test "nginx accept_mutex on under the wrapper: the mutex holder waits on its listener alone and its waits pass through (\"alone\"), one wake-up per connection, no rotation" {
+    local n=300
+    NGINX_EVENTS='accept_mutex on;' start_nginx "$WRAPPER" --
+    run_loadgen "$n" -H -g 200
+    [ "$(lg ok)" = "$n" ] || fail "$(lg ok) of $n answered"
+    le "$(lg wakeups_per_conn)" 1.5 || fail "herd: $(lg wakeups_per_conn) wake-ups per connection"
+    listener_stats >&2
+    # only the holder of nginx's mutex has the listener in its instance:
+    # once it has accepted, nobody else waits on the listener or takes
+    # from it, and its next look passes its waits through
+    [ "$(listener_stats | grep -c 'strategy=alone')" -ge 1 ] || fail "no worker waited alone"
+    [ "$(stat_sum rotations)" -eq 0 ] || fail "$(stat_sum rotations) rotations"
+    [ "$(stat_sum accepts)" -ge "$n" ] || fail "$(stat_sum accepts) accepts counted"
 }
 
 @test "status: nginx whose environment was scrubbed before exec (env -i): not loaded, with the reason" {

@@ -115,6 +115,35 @@ static void test_program_balanced_waits_pass_through(void)
     EXPECT(th_policy_wait(&own).strategy == TH_STRAT_LOCK);     /* lock mode locks every wait */
 }
 
+/* A thread alone on its listeners (nginx accept_mutex on: only the
+   holder's instance has the listener): nothing to wake instead, nobody
+   to spread to; its waits are passed through on a private instance. */
+static void test_a_thread_alone_passes_through(void)
+{
+    struct th_wait_facts alone = { .epoll = true, .all_exclusive = true, .alone = true };
+    struct th_wait_facts own = alone, shared = alone, threaded = alone, plain = alone;
+
+    own.program_balanced = true;
+    shared.shared = true;
+    threaded.threaded = true;
+    plain.all_exclusive = false;
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    EXPECT(th_policy_wait(&alone).strategy == TH_STRAT_ALONE);
+    EXPECT(th_policy_wait(&own).strategy == TH_STRAT_PASS);     /* the program's own first */
+    EXPECT(th_policy_wait(&shared).strategy == TH_STRAT_LOCK);
+    EXPECT(th_policy_wait(&threaded).strategy == TH_STRAT_LOCK);
+    EXPECT(th_policy_wait(&plain).strategy == TH_STRAT_LOCK);   /* an entry not exclusive */
+    mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
+    EXPECT(th_policy_wait(&alone).strategy == TH_STRAT_ALONE);
+    mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
+    EXPECT(th_policy_wait(&alone).strategy == TH_STRAT_LOCK);
+    mode(TH_MODE_OBSERVE, TH_BALANCE_FIFO);
+    EXPECT(th_policy_wait(&alone).strategy == TH_STRAT_OBSERVE);
+    EXPECT(th_plan_passes((struct th_plan){ .strategy = TH_STRAT_ALONE }));
+    EXPECT(th_plan_passes((struct th_plan){ .strategy = TH_STRAT_PASS }));
+    EXPECT(!th_plan_passes((struct th_plan){ .strategy = TH_STRAT_EXCLUSIVE }));
+}
+
 static void test_yields_only_in_a_burst(void)
 {
     mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
@@ -210,6 +239,8 @@ static const struct tap_case cases[] = {
     { "lock waits: queue instead of looking only in a burst", test_lock_waits_queue_only_in_a_burst },
     { "the program's own rotated exclusive entries: waits passed through (auto, exclusive)",
       test_program_balanced_waits_pass_through },
+    { "a thread alone on its listeners: waits passed through (auto, exclusive)",
+      test_a_thread_alone_passes_through },
     { "lock fan-out: a long queue, idle before a backlog, auto fifo, capped",
       test_lookers_only_for_a_long_queue_in_a_burst },
     { "blocking accept: pause only in a burst, back at once, others in accept, a queue",

@@ -101,6 +101,7 @@ static void test_layout_waiter_and_stats(void)
     EXPECT_EQ(TH_STRAT_EXCLUSIVE, 3);
     EXPECT_EQ(TH_STRAT_JITTER, 4);
     EXPECT_EQ(TH_STRAT_PASS, 5);
+    EXPECT_EQ(TH_STRAT_ALONE, 6);
 }
 
 /* ---- name ------------------------------------------------------------------ */
@@ -153,7 +154,8 @@ static void test_strategy_names(void)
     EXPECT(strcmp(th_strategy_name(TH_STRAT_EXCLUSIVE), "exclusive") == 0);
     EXPECT(strcmp(th_strategy_name(TH_STRAT_JITTER), "jitter") == 0);
     EXPECT(strcmp(th_strategy_name(TH_STRAT_PASS), "pass") == 0);
-    EXPECT(strcmp(th_strategy_name(TH_STRAT_PASS + 1), "?") == 0);
+    EXPECT(strcmp(th_strategy_name(TH_STRAT_ALONE), "alone") == 0);
+    EXPECT(strcmp(th_strategy_name(TH_STRAT_ALONE + 1), "?") == 0);
     EXPECT(strcmp(th_strategy_name(UINT32_MAX), "?") == 0);
 }
 
