@@ -182,8 +182,7 @@ const char *th_strategy_name(uint32_t strategy)
     static const char *const names[] = {
         [TH_STRAT_NONE] = "none",      [TH_STRAT_OBSERVE] = "observe",
         [TH_STRAT_LOCK] = "lock",      [TH_STRAT_EXCLUSIVE] = "exclusive",
-        [TH_STRAT_JITTER] = "jitter",  [TH_STRAT_PASS] = "pass",
-        [TH_STRAT_ALONE] = "alone",
+        [TH_STRAT_JITTER] = "jitter",  [TH_STRAT_PASS] = "pass",  [TH_STRAT_ALONE] = "alone",
     };
     return strategy < sizeof(names) / sizeof(names[0]) ? names[strategy] : "?";
 }
