@@ -54,6 +54,19 @@ void th_epmemo_note(int epfd, const struct th_ep_listener *wl, int k, struct th_
     memcpy(memo.wl, wl, (size_t)k * sizeof(*wl));
 }
 
+/* Does what made the kept plan pass l through still hold? */
+static bool still_passes(struct th_listener *l)
+{
+    switch (memo.plan.strategy) {
+    case TH_STRAT_PASS:
+        return th_epreg_rotated_by_program(l);
+    case TH_STRAT_ALONE:
+        return th_listener_alone(l);
+    default:
+        return true;
+    }
+}
+
 /* Does the memo still hold for a wait on epfd?  Then the thread is
    counted as waiting on it, as a look counts it, and the memo used once. */
 static bool holds(int epfd)
@@ -61,11 +74,8 @@ static bool holds(int epfd)
     if (memo.left == 0 || memo.epfd != epfd || memo.gen != th_epreg_gen() ||
         th_epreg_any_lost())
         return false;
-    for (int j = 0; memo.plan.strategy == TH_STRAT_PASS && j < memo.k; j++)
-        if (!th_epreg_rotated_by_program(memo.wl[j].l))
-            return false;
-    for (int j = 0; memo.plan.strategy == TH_STRAT_ALONE && j < memo.k; j++)
-        if (!th_listener_alone(memo.wl[j].l))
+    for (int j = 0; th_plan_passes(memo.plan) && j < memo.k; j++)
+        if (!still_passes(memo.wl[j].l))
             return false;
     if (!th_epreg_waits_alone(epfd))
         return false;

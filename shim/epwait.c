@@ -331,6 +331,10 @@ static int look(int epfd, struct th_ep_listener *wl, struct th_wait_facts *facts
 {
     int k = th_epreg_snapshot(epfd, wl, &facts->shared, others, &facts->threaded);
 
+    /* asked only where it can change the plan (policy.c): a shared or
+       threaded instance's waits look every time, and the question reads
+       lines every worker writes */
+    facts->alone = !facts->shared && !facts->threaded;
     for (int j = 0; j < k; j++) {
         facts->all_exclusive = facts->all_exclusive && wl[j].exclusive;
         facts->program_balanced = facts->program_balanced && wl[j].program_balanced;
@@ -349,7 +353,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
 {
     struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true,
-                                   .program_balanced = true, .alone = true };
+                                   .program_balanced = true };
     uint64_t took_last = th_self.took;
     struct th_plan plan;
     int others = 0, k = th_epmemo_recall(epfd, wl, &plan), r, saved_errno;
