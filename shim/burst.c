@@ -99,6 +99,36 @@ static int64_t after_wait(bool again, int64_t start)
     return now;
 }
 
+/*
+ * Is this thread a busy worker for every listener of its wait (policy.c)?
+ * Said once per listener when it is.  No clock read: the last accept's
+ * time serves (a quiet spell that ended since then only makes it look
+ * like a burst, and the wait exclusive).
+ */
+bool th_burst_busy(struct th_listener *const *ls, int k, uint64_t took_last, bool slept_last)
+{
+    uint64_t all = 0;
+
+    for (int j = 0; j < k; j++)
+        all |= th_listener_bit(ls[j]->index);
+    if (k == 0 || !th_policy_stays_busy(slept_last, took_last & all, INT64_MAX))
+        return false;
+    for (int j = 0; j < k; j++)
+        if (!th_policy_stays_busy(slept_last, true,
+                                  th_burst_since_idle(ls[j], th_self.accepted_ns)))
+            return false;
+    for (int j = 0; j < k; j++)
+        th_listener_note_busy(ls[j]);
+    return true;
+}
+
+/* A busy worker's wait that began at `start` ended: a rest, if it was one.
+   Returns the time now. */
+int64_t th_burst_busy_after(int64_t start)
+{
+    return after_wait(false, start);
+}
+
 void th_burst_begin(struct th_burst *b, struct th_listener *const *ls, const int *fds, int k,
                     uint64_t took_last)
 {

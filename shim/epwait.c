@@ -5,7 +5,8 @@
  *   exclusive  the real wait; after an accept the entry rotates
  *              (epreg.c), and a worker that keeps finding the listener
  *              ready at once after taking a connection yields it to the
- *              others for up to TH_YIELD_MS (bursts, policy.c)
+ *              others for up to TH_YIELD_MS (bursts, policy.c); a worker
+ *              a steady load keeps busy passes it through (policy.c)
  *   lock       the one lock wait (lockwait.c); listeners whose lock is
  *              busy are taken out of a private instance meanwhile
  *   otherwise  the real wait, counted
@@ -348,6 +349,17 @@ static int look(int epfd, struct th_ep_listener *wl, struct th_wait_facts *facts
     return k;
 }
 
+/* A busy worker's wait (policy.c th_policy_stays_busy)? */
+static bool stays_busy(const struct th_ep_listener *wl, int k, uint64_t took_last,
+                       bool slept_last)
+{
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+
+    for (int j = 0; j < k; j++)
+        ls[j] = wl[j].l;
+    return th_burst_busy(ls, k, took_last, slept_last);
+}
+
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout)
 {
@@ -355,19 +367,21 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true,
                                    .program_balanced = true };
     uint64_t took_last = th_self.took;
+    bool slept_last = th_self.slept, busy;
     struct th_plan plan;
     int others = 0, k = th_epmemo_recall(epfd, wl, &plan), r, saved_errno;
     bool looked = k < 0;
 
     if (looked)
         k = look(epfd, wl, &facts, &others, &plan);
+    busy = plan.strategy == TH_STRAT_EXCLUSIVE && stays_busy(wl, k, took_last, slept_last);
     wait_begins(wl, k, plan);
     if (plan.strategy == TH_STRAT_LOCK) {
         struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
                                  .ns_timeout = ns_timeout, .shared = facts.shared,
                                  .threaded = facts.threaded, .wl = wl, .k = k };
         r = lock_wait(&ctx, deadline, sigmask, others, took_last);
-    } else if (plan.strategy == TH_STRAT_EXCLUSIVE) {
+    } else if (plan.strategy == TH_STRAT_EXCLUSIVE && !busy) {
         r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
                            took_last);                  /* notes th_self.slept */
     } else if (th_plan_passes(plan)) {
@@ -375,15 +389,17 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
            waits: nothing to note */
         r = real_wait(epfd, evs, maxevents, deadline, 0, sigmask, ns_timeout);
     } else {
+        /* a busy worker's wait (its end notes a rest), or a wait observed */
         int64_t start = th_now_ns();
 
         r = real_wait(epfd, evs, maxevents, deadline, start, sigmask, ns_timeout);
-        th_self.slept = th_now_ns() - start >= TH_NO_SLEEP_NS;
+        th_self.slept = (busy ? th_burst_busy_after(start) : th_now_ns()) - start >=
+                        TH_NO_SLEEP_NS;
     }
     saved_errno = errno;
     if (looked)
         th_epmemo_note(epfd, wl, k, plan);
-    wait_ends(epfd, evs, r, wl, k, plan);
+    wait_ends(epfd, evs, r, wl, k, busy ? th_policy_busy_plan() : plan);
     errno = saved_errno;
     return r;
 }

@@ -158,6 +158,7 @@ static void after_accept(int fd, struct th_listener *l, int result, int err, int
         /* one clock read: the quiet spells' and the turn's */
         now = ended ? ended : th_now_ns();
         th_self.took |= bit;
+        th_self.accepted_ns = now;
         gap = th_accept_gap(l, now);
         TH_COUNT(l, accepts, 1);
     } else if (err == EAGAIN || err == EWOULDBLOCK) {

@@ -215,17 +215,27 @@ uint64_t th_listener_accepts(struct th_listener *l)
     return atomic_load_explicit(&stats->accepts, memory_order_relaxed);
 }
 
-void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const char *why)
+/* Every wait may come here: read first, and write the bit only once. */
+static void log_once(struct th_listener *l, uint32_t bit, const char *why)
 {
-    struct th_proc_stats *stats = stats_of(l);
-    uint32_t bit = 1u << s;
-
-    if (stats != NULL)
-        atomic_store_explicit(&stats->strategy, s, memory_order_relaxed);
-    /* every wait comes here: read first, and write the bit only once */
     if (!(atomic_load_explicit(&l->logged, memory_order_relaxed) & bit) &&
         !(atomic_fetch_or(&l->logged, bit) & bit))
         th_info("port %u (inode %llu): %s", l->port, (unsigned long long)l->inode, why);
+}
+
+void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const char *why)
+{
+    struct th_proc_stats *stats = stats_of(l);
+
+    if (stats != NULL)
+        atomic_store_explicit(&stats->strategy, s, memory_order_relaxed);
+    log_once(l, 1u << s, why);
+}
+
+/* Said once; the strategy shown stays the one its other waits use. */
+void th_listener_note_busy(struct th_listener *l)
+{
+    log_once(l, TH_LOGGED_BUSY, th_policy_busy_plan().why);
 }
 
 /*

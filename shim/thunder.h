@@ -87,6 +87,7 @@ struct th_thread {
                               TH_REST_MS or more) to the end of this thread's last
                               wait (bursts, burst.c) */
     int64_t paused_ns;     /* when a blocking accept last paused for a burst */
+    int64_t accepted_ns;   /* when this thread last accepted a connection */
     uint64_t yielding;     /* bit i: listener i sits out a yield of an epoll wait ... */
     int64_t yield_until;   /* ... until then (epwait.c) */
     bool slept;            /* the last wait slept (false: it found work waiting) */
@@ -272,7 +273,8 @@ struct th_listener {
     struct th_seg *seg;           /* NULL until attached or when refused */
     _Atomic int32_t stats_pid;    /* pid that owns *stats */
     struct th_proc_stats *stats;  /* this process's slot in seg */
-    _Atomic uint32_t logged;      /* one-time log lines already printed */
+    _Atomic uint32_t logged;      /* one-time log lines already printed: bit s for
+                                     strategy s, TH_LOGGED_BUSY, hook_accept.c's */
     _Atomic uint8_t blocking;     /* O_NONBLOCK clear? (th_listener_blocking) */
     _Atomic int64_t others_checked_ns;  /* th_listener_others_wait's cache */
     _Atomic uint64_t others_waits;
@@ -294,6 +296,8 @@ int th_listener_blocking(struct th_listener *l);
 void th_listener_note_blocking(struct th_listener *l, int blocks);
 #define TH_COUNT(l, field, n) th_count((l), offsetof(struct th_proc_stats, field), (n))
 void th_listener_set_strategy(struct th_listener *l, enum th_strategy s, const char *why);
+#define TH_LOGGED_BUSY (1u << 29)
+void th_listener_note_busy(struct th_listener *l);   /* a busy worker's wait (policy.c) */
 bool th_listener_others_wait(struct th_listener *l);   /* lately (cached a few ms)? */
 /*
  * seg->waiting: threads in an exclusive wait on the listener, or back from
@@ -471,6 +475,9 @@ int th_burst_lookers(struct th_listener *l, int fd, bool slept, int64_t wait_sta
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
 int64_t th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
 int64_t th_burst_since_idle(struct th_listener *l, int64_t now); /* ns; policy.c's bursts */
+/* A busy worker's exclusive wait on l passes through (policy.c); its end, noted */
+bool th_burst_busy(struct th_listener *const *ls, int k, uint64_t took_last, bool slept_last);
+int64_t th_burst_busy_after(int64_t start);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */
 struct th_lockwait {

@@ -385,6 +385,34 @@ static int exclusive_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
     return handled;
 }
 
+/* A busy worker's wait (policy.c th_policy_stays_busy)? */
+static bool stays_busy(const struct set_listener *set, int k, uint64_t took_last,
+                       bool slept_last)
+{
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+
+    for (int j = 0; j < k; j++)
+        ls[j] = set[j].l;
+    return th_burst_busy(ls, k, took_last, slept_last);
+}
+
+/* Then its wait is the mirror's, passed through: no burst rules, and no
+   rotation after it. */
+static int busy_wait(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask,
+                     const struct set_listener *set, int k, int *r)
+{
+    int64_t start = th_now_ns();
+    int handled = mirrored_wait(fds, n, deadline, sigmask, r, false), saved_errno = errno;
+
+    if (handled) {
+        th_burst_busy_after(start);         /* the mirror notes th_self.slept */
+        for (int j = 0; j < k; j++)
+            th_self.passed |= th_listener_bit(set[j].l->index);
+    }
+    errno = saved_errno;
+    return handled;
+}
+
 int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask)
 {
     struct set_listener set[TH_MAX_WAIT_LISTENERS];
@@ -392,15 +420,19 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     struct th_wait_facts facts = { .epoll = false };
     struct th_plan plan = th_policy_wait(&facts);
     uint64_t took_last = th_self.took;
+    bool slept_last = th_self.slept;
 
     count_entry(set, k);
     th_waiting_clear();             /* back from the last wait, never accepted */
     if (plan.strategy == TH_STRAT_EXCLUSIVE) {
-        if (exclusive_wait(fds, n, deadline, sigmask, set, k, took_last, &r)) {
+        bool busy = stays_busy(set, k, took_last, slept_last);
+        if (busy ? busy_wait(fds, n, deadline, sigmask, set, k, &r)
+                 : exclusive_wait(fds, n, deadline, sigmask, set, k, took_last, &r)) {
             set_strategy(set, k, plan);
             saved_errno = errno;
             count_wakeups(fds, r, set, k);
-            th_self.refusable = th_self.woke;    /* the mirror is level-triggered */
+            /* the mirror is level-triggered; a pass-through is never refused */
+            th_self.refusable = busy ? 0 : th_self.woke;
             errno = saved_errno;
             return r;
         }

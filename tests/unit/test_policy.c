@@ -144,6 +144,27 @@ static void test_a_thread_alone_passes_through(void)
     EXPECT(!th_plan_passes((struct th_plan){ .strategy = TH_STRAT_EXCLUSIVE }));
 }
 
+/* A worker a steady load keeps busy (its last wait did not sleep, it took
+   a connection, no burst on): its exclusive waits are passed through. */
+static void test_a_busy_worker_passes_through(void)
+{
+    mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
+    EXPECT(th_policy_stays_busy(false, true, 21 * MS));
+    EXPECT(th_policy_stays_busy(false, true, INT64_MAX));
+    EXPECT(!th_policy_stays_busy(true, true, INT64_MAX));    /* it slept: idle workers */
+    EXPECT(!th_policy_stays_busy(false, false, INT64_MAX));  /* came back empty-handed */
+    EXPECT(!th_policy_stays_busy(false, true, 19 * MS));     /* a burst: its rules apply */
+    EXPECT(th_plan_passes(th_policy_busy_plan()));
+    mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
+    EXPECT(th_policy_stays_busy(false, true, INT64_MAX));
+    mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
+    EXPECT(th_policy_stays_busy(false, true, INT64_MAX));
+    mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_stays_busy(false, true, INT64_MAX));
+    mode(TH_MODE_OBSERVE, TH_BALANCE_FIFO);
+    EXPECT(!th_policy_stays_busy(false, true, INT64_MAX));
+}
+
 static void test_yields_only_in_a_burst(void)
 {
     mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
@@ -241,6 +262,8 @@ static const struct tap_case cases[] = {
       test_program_balanced_waits_pass_through },
     { "a thread alone on its listeners: waits passed through (auto, exclusive)",
       test_a_thread_alone_passes_through },
+    { "a busy worker: exclusive waits passed through outside bursts (auto, exclusive)",
+      test_a_busy_worker_passes_through },
     { "lock fan-out: a long queue, idle before a backlog, auto fifo, capped",
       test_lookers_only_for_a_long_queue_in_a_burst },
     { "blocking accept: pause only in a burst, back at once, others in accept, a queue",
