@@ -101,7 +101,8 @@ static int64_t after_wait(bool again, int64_t start)
 
 /*
  * Is this thread a busy worker for every listener of its wait (policy.c)?
- * Said once per listener when it is.  No clock read: the last accept's
+ * Said once per listener when it is, and noted for the accepts that follow
+ * (th_self.busy: listener.c th_accept_gap).  No clock read: the last accept's
  * time serves (a quiet spell that ended since then only makes it look
  * like a burst, and the wait exclusive).
  */
@@ -117,8 +118,10 @@ bool th_burst_busy(struct th_listener *const *ls, int k, uint64_t took_last, boo
         if (!th_policy_stays_busy(slept_last, true,
                                   th_burst_since_idle(ls[j], th_self.accepted_ns)))
             return false;
-    for (int j = 0; j < k; j++)
+    for (int j = 0; j < k; j++) {
         th_listener_note_busy(ls[j]);
+        th_self.busy |= th_listener_bit(ls[j]->index);
+    }
     return true;
 }
 

@@ -159,7 +159,7 @@ static void after_accept(int fd, struct th_listener *l, int result, int err, int
         now = ended ? ended : th_now_ns();
         th_self.took |= bit;
         th_self.accepted_ns = now;
-        gap = th_accept_gap(l, now);
+        gap = th_accept_gap(l, now, th_self.busy & bit);
         TH_COUNT(l, accepts, 1);
     } else if (err == EAGAIN || err == EWOULDBLOCK) {
         TH_COUNT(l, eagain, 1);

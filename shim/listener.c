@@ -349,6 +349,34 @@ static void note_accept_time(struct th_seg *seg, int64_t now)
         atomic_store_explicit(&seg->quiet_ended_ns, now, memory_order_relaxed);
 }
 
+/*
+ * A busy worker (policy.c) writes the line every accept wrote less often:
+ * its accepts are added to accept_seq BUSY_BATCH at a time (and at its
+ * next accept that is not a busy one), and the time of the last accept
+ * only when the one there is BUSY_STALE_US old or more.  What the others
+ * read from it stays a hint: a rotation's gap may miss up to
+ * BUSY_BATCH - 1 accepts of each busy worker, and a quiet spell is still
+ * one, within BUSY_STALE_US.  (ex_epoll_excl, 4 workers, 8 clients in a
+ * closed loop: without these writes at all, 1.011x the throughput and
+ * 0.984x the CPU per connection, 11 pairs.)
+ */
+#define BUSY_BATCH 8
+#define BUSY_STALE_US 100
+static __thread uint32_t busy_pending[TH_MAX_LISTENERS];
+
+static bool busy_defers(struct th_listener *l, int64_t now)
+{
+    int64_t last;
+
+    if (busy_pending[l->index] + 1 >= BUSY_BATCH)
+        return false;
+    last = atomic_load_explicit(&l->seg->last_accept_ns, memory_order_relaxed);
+    if (now - last >= BUSY_STALE_US * TH_NS_PER_US)
+        atomic_store_explicit(&l->seg->last_accept_ns, now, memory_order_relaxed);
+    busy_pending[l->index]++;
+    return true;
+}
+
 int64_t th_listener_since_quiet(struct th_listener *l, int64_t now)
 {
     struct th_seg *seg = th_listener_seg(l);
@@ -357,19 +385,23 @@ int64_t th_listener_since_quiet(struct th_listener *l, int64_t now)
     return at ? now - at : INT64_MAX;
 }
 
-uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns)
+uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns, bool busy)
 {
     uint64_t bit = th_listener_bit(l->index);
-    uint32_t now, before = my_accept_seq[l->index];
+    uint32_t now, mine, before = my_accept_seq[l->index];
     bool seen = th_self.accepted & bit;
 
     if (th_listener_seg(l) == NULL)
         return UINT32_MAX;
-    now = atomic_fetch_add_explicit(&l->seg->accept_seq, 1, memory_order_relaxed) + 1;
+    if (busy && seen && busy_defers(l, now_ns))
+        return UINT32_MAX;
+    mine = 1 + busy_pending[l->index];
+    busy_pending[l->index] = 0;
+    now = atomic_fetch_add_explicit(&l->seg->accept_seq, mine, memory_order_relaxed) + mine;
     note_accept_time(l->seg, now_ns);
     my_accept_seq[l->index] = now;
     th_self.accepted |= bit;
-    return seen ? now - before - 1 : UINT32_MAX;
+    return seen ? now - before - mine : UINT32_MAX;
 }
 
 /*

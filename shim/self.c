@@ -35,5 +35,6 @@ void th_self_refresh(void)
 void th_self_new_wait(void)
 {
     th_self.woke = th_self.rotated = th_self.took = th_self.refusable = th_self.passed = 0;
+    th_self.busy = 0;
     th_self.slept = true;
 }

@@ -82,6 +82,7 @@ struct th_thread {
     uint64_t accepted;     /* bit i: ever accepted from listener i (th_accept_gap) */
     uint64_t owed;         /* bit i: the next accept of listener i rotates (policy.c) */
     uint64_t passed;       /* bit i: the last wait passed listener i through */
+    uint64_t busy;         /* bit i: ...as a busy worker's (policy.c) */
     unsigned streak;       /* waits in a row that returned at once after an accept */
     int64_t since_rest;    /* ns from this process's last rest (a wait that slept
                               TH_REST_MS or more) to the end of this thread's last
@@ -314,7 +315,7 @@ void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COU
    listener's quiet spells); returns how many accepts other threads made
    on the listener since this thread's previous one (UINT32_MAX: none
    before, or no segment). */
-uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns);
+uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns, bool busy);
 bool th_listener_alone(struct th_listener *l);   /* nobody else waits on or accepts from it */
 int64_t th_listener_since_quiet(struct th_listener *l, int64_t now); /* INT64_MAX: never */
 struct th_listener *th_listener_at(int index);

@@ -408,6 +408,8 @@ static int busy_wait(struct pollfd *fds, nfds_t n, int64_t deadline, const sigse
         th_burst_busy_after(start);         /* the mirror notes th_self.slept */
         for (int j = 0; j < k; j++)
             th_self.passed |= th_listener_bit(set[j].l->index);
+    } else {
+        th_self.busy = 0;                   /* the set is waited on another way */
     }
     errno = saved_errno;
     return handled;
