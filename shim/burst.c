@@ -284,13 +284,28 @@ void th_burst_lock_after(struct th_listener *const *ls, int k, uint64_t took_las
  * TH_YIELD_MS with the program's signals held (signals.c): a handler
  * without SA_RESTART that ran meanwhile makes the accept fail with EINTR
  * (returns false), as the kernel's blocking accept would; otherwise it
- * accepts as before, queued connection or not.
+ * accepts as before, queued connection or not.  A busy worker's accept
+ * (back at once, no burst on) is not counted and asks nothing.
  */
 bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
 {
-    int others = th_waiting_others(l);
-    int64_t now = th_now_ns(), since = now - th_self.paused_ns;
-    int64_t since_idle = th_burst_since_idle(l, now);
+    uint64_t bit = th_listener_bit(l->index);
+    int others;
+    int64_t now, since, since_idle;
+
+    /* back at once with the last one (the streak): a busy worker's accept,
+       passed through as its waits are (policy.c), no rotation after it */
+    th_self.busy &= ~bit;
+    th_self.passed &= ~bit;
+    if (th_burst_busy(&l, 1, th_self.streak ? bit : 0, th_self.streak == 0)) {
+        th_self.passed |= bit;
+        *start = th_now_ns();
+        return true;
+    }
+    others = th_waiting_others(l);
+    now = th_now_ns();
+    since = now - th_self.paused_ns;
+    since_idle = th_burst_since_idle(l, now);
 
     if (th_policy_pauses_accept(th_self.streak, since_idle, others, INT32_MAX, since) &&
         th_policy_pauses_accept(th_self.streak, since_idle, others, queued(fd), since)) {
