@@ -133,6 +133,7 @@ static void rotate_if_due(int fd, struct th_listener *l, bool held, uint32_t gap
         f.accepts = th_listener_accepts(l);
         f.taken = f.accepts -
                   atomic_load_explicit(&l->accepts_at_rotation, memory_order_relaxed);
+        f.per_ms = th_listener_rate(l, now_ns);
     }
     if (th_policy_rotates(&f)) {
         atomic_store_explicit(&l->accepts_at_rotation, f.accepts, memory_order_relaxed);

@@ -405,6 +405,31 @@ uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns, bool busy)
 }
 
 /*
+ * The listener's accepts (by every process) per millisecond, measured
+ * over windows of 1 ms or more that end at this thread's accepts (the
+ * rotation's turn, policy.c).  Per thread: no line to share.
+ */
+static __thread struct accept_rate {
+    uint32_t seq;          /* accept_seq at the window's start */
+    int64_t at;            /* ...and its time; 0: none yet */
+    uint32_t per_ms;       /* the last full window's */
+} rates[TH_MAX_LISTENERS];
+
+uint32_t th_listener_rate(struct th_listener *l, int64_t now)
+{
+    struct accept_rate *r = &rates[l->index];
+    uint32_t seq = my_accept_seq[l->index];
+
+    if (r->at == 0 || now - r->at >= TH_NS_PER_MS) {
+        if (r->at != 0)
+            r->per_ms = (uint32_t)((uint64_t)(seq - r->seq) * TH_NS_PER_MS / (uint64_t)(now - r->at));
+        r->seq = seq;
+        r->at = now;
+    }
+    return r->per_ms;
+}
+
+/*
  * Other processes whose waits on l are passed through (policy.c: the
  * program rotates its own exclusive entry) are not counted in
  * seg->waiting, though they may sleep in a wait on it; one that stops

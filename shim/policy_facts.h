@@ -47,6 +47,7 @@ struct th_rotation_facts {
     uint64_t accepts;       /* this process's accepts of the listener... */
     uint64_t taken;         /* ...and those since its last rotation */
     int64_t since_idle_ns;  /* th_burst_since_idle */
+    uint32_t per_ms;        /* the listener's accepts per ms (listener.c th_listener_rate) */
 };
 bool th_policy_rotates(const struct th_rotation_facts *f);
 /* ...or leaves it to this thread's next accept of the listener? */

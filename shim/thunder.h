@@ -316,6 +316,7 @@ void th_count_yield(struct th_listener *l);      /* a 32-bit counter: not TH_COU
    on the listener since this thread's previous one (UINT32_MAX: none
    before, or no segment). */
 uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns, bool busy);
+uint32_t th_listener_rate(struct th_listener *l, int64_t now_ns);  /* accepts per ms */
 bool th_listener_alone(struct th_listener *l);   /* nobody else waits on or accepts from it */
 int64_t th_listener_since_quiet(struct th_listener *l, int64_t now); /* INT64_MAX: never */
 struct th_listener *th_listener_at(int index);
