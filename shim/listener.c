@@ -76,6 +76,9 @@ struct th_listener *th_listener_for_inode(uint64_t inode, uint16_t port)
         atomic_store(&l->others_waits, 0);
         atomic_store(&l->others_active, false);
         atomic_store(&l->accepts_at_rotation, 0);
+        atomic_store(&l->busy_pending, 0);
+        atomic_store(&l->rate_at, 0);
+        atomic_store(&l->rate_per_ms, 0);
         l->inode = inode;                /* publish after filling */
         if (l->index == atomic_load(&count))
             atomic_store(&count, l->index + 1);
@@ -351,29 +354,28 @@ static void note_accept_time(struct th_seg *seg, int64_t now)
 
 /*
  * A busy worker (policy.c) writes the line every accept wrote less often:
- * its accepts are added to accept_seq BUSY_BATCH at a time (and at its
- * next accept that is not a busy one), and the time of the last accept
- * only when the one there is BUSY_STALE_US old or more.  What the others
- * read from it stays a hint: a rotation's gap may miss up to
- * BUSY_BATCH - 1 accepts of each busy worker, and a quiet spell is still
+ * a process's busy accepts are added to accept_seq BUSY_BATCH at a time
+ * (and at its next accept that is not a busy one), and the time of the
+ * last accept only when the one there is BUSY_STALE_US old or more.  What
+ * the others read from it stays a hint: a rotation's gap may miss up to
+ * BUSY_BATCH - 1 accepts of each busy process, and a quiet spell is still
  * one, within BUSY_STALE_US.  (ex_epoll_excl, 4 workers, 8 clients in a
  * closed loop: without these writes at all, 1.011x the throughput and
  * 0.984x the CPU per connection, 11 pairs.)
  */
 #define BUSY_BATCH 8
 #define BUSY_STALE_US 100
-static __thread uint32_t busy_pending[TH_MAX_LISTENERS];
 
 static bool busy_defers(struct th_listener *l, int64_t now)
 {
     int64_t last;
 
-    if (busy_pending[l->index] + 1 >= BUSY_BATCH)
+    if (atomic_load_explicit(&l->busy_pending, memory_order_relaxed) + 1 >= BUSY_BATCH)
         return false;
     last = atomic_load_explicit(&l->seg->last_accept_ns, memory_order_relaxed);
     if (now - last >= BUSY_STALE_US * TH_NS_PER_US)
         atomic_store_explicit(&l->seg->last_accept_ns, now, memory_order_relaxed);
-    busy_pending[l->index]++;
+    atomic_fetch_add_explicit(&l->busy_pending, 1, memory_order_relaxed);
     return true;
 }
 
@@ -395,8 +397,7 @@ uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns, bool busy)
         return UINT32_MAX;
     if (busy && seen && busy_defers(l, now_ns))
         return UINT32_MAX;
-    mine = 1 + busy_pending[l->index];
-    busy_pending[l->index] = 0;
+    mine = 1 + atomic_exchange_explicit(&l->busy_pending, 0, memory_order_relaxed);
     now = atomic_fetch_add_explicit(&l->seg->accept_seq, mine, memory_order_relaxed) + mine;
     note_accept_time(l->seg, now_ns);
     my_accept_seq[l->index] = now;
@@ -405,28 +406,27 @@ uint32_t th_accept_gap(struct th_listener *l, int64_t now_ns, bool busy)
 }
 
 /*
- * The listener's accepts (by every process) per millisecond, measured
- * over windows of 1 ms or more that end at this thread's accepts (the
- * rotation's turn, policy.c).  Per thread: no line to share.
+ * The listener's accepts (by every process) per millisecond, measured by
+ * this process over windows of 1 ms or more that end at its accepts (the
+ * rotation's turn, policy.c).  The thread that ends a window claims it;
+ * the others read the last one's.
  */
-static __thread struct accept_rate {
-    uint32_t seq;          /* accept_seq at the window's start */
-    int64_t at;            /* ...and its time; 0: none yet */
-    uint32_t per_ms;       /* the last full window's */
-} rates[TH_MAX_LISTENERS];
-
 uint32_t th_listener_rate(struct th_listener *l, int64_t now)
 {
-    struct accept_rate *r = &rates[l->index];
-    uint32_t seq = my_accept_seq[l->index];
+    int64_t at = atomic_load_explicit(&l->rate_at, memory_order_relaxed);
+    uint32_t seq, before;
 
-    if (r->at == 0 || now - r->at >= TH_NS_PER_MS) {
-        if (r->at != 0)
-            r->per_ms = (uint32_t)((uint64_t)(seq - r->seq) * TH_NS_PER_MS / (uint64_t)(now - r->at));
-        r->seq = seq;
-        r->at = now;
-    }
-    return r->per_ms;
+    if ((at != 0 && now - at < TH_NS_PER_MS) || th_listener_seg(l) == NULL ||
+        !atomic_compare_exchange_strong(&l->rate_at, &at, now))
+        return atomic_load_explicit(&l->rate_per_ms, memory_order_relaxed);
+    seq = atomic_load_explicit(&l->seg->accept_seq, memory_order_relaxed);
+    before = atomic_exchange_explicit(&l->rate_seq, seq, memory_order_relaxed);
+    if (at != 0)
+        atomic_store_explicit(&l->rate_per_ms,
+                              (uint32_t)((uint64_t)(seq - before) * TH_NS_PER_MS /
+                                         (uint64_t)(now - at)),
+                              memory_order_relaxed);
+    return atomic_load_explicit(&l->rate_per_ms, memory_order_relaxed);
 }
 
 /*

@@ -272,9 +272,11 @@ static bool rotation_applies(int others_waiting)
 #define BLOCK_MAX 8
 
 /*
- * On a listener that takes connections faster than that, a turn is at
- * least what it takes in TURN_MS, at most TURN_MAX: the front changes
- * about once a millisecond, not once every eight connections.  Where a
+ * On a listener that takes connections faster than that, the turn's cap
+ * rises from BLOCK_MAX to what the listener takes in TURN_MS, at most
+ * TURN_MAX (still 1/16 of what the worker has taken at most, so the
+ * totals stay as close): the front changes about once a millisecond,
+ * not once every eight connections.  Where a
  * CPU is free the next idle worker still gets the next turn; where none
  * is (8 clients in a closed loop with 16 or 64 workers on 2 CPUs), each
  * worker that comes to the front cold costs the misses for its whole
@@ -290,13 +292,12 @@ static bool rotation_applies(int others_waiting)
 
 static uint64_t block(const struct th_rotation_facts *f)
 {
-    uint64_t b = f->accepts / 16, by_rate = (uint64_t)f->per_ms * TURN_MS;
+    uint64_t b = f->accepts / 16, most = (uint64_t)f->per_ms * TURN_MS;
 
     if (in_burst(f->since_idle_ns))
         return 1;
-    b = b > BLOCK_MAX ? BLOCK_MAX : b;
-    by_rate = by_rate > TURN_MAX ? TURN_MAX : by_rate;
-    b = b > by_rate ? b : by_rate;
+    most = most > TURN_MAX ? TURN_MAX : most < BLOCK_MAX ? BLOCK_MAX : most;
+    b = b > most ? most : b;
     return b < 1 ? 1 : b;
 }
 

@@ -282,6 +282,8 @@ struct th_listener {
     _Atomic bool others_active;
     _Atomic int passers; _Atomic uint64_t passers_at;   /* th_waiting_others's */
     _Atomic uint64_t accepts_at_rotation;   /* this process's, at its last rotation */
+    _Atomic uint32_t busy_pending;  /* busy accepts not yet in accept_seq (th_accept_gap) */
+    _Atomic uint32_t rate_seq, rate_per_ms; _Atomic int64_t rate_at;  /* th_listener_rate's */
 };
 
 /* The listener object for a socket inode, created on first sight. */
