@@ -112,10 +112,10 @@ bool th_burst_busy(struct th_listener *const *ls, int k, uint64_t took_last, boo
 
     for (int j = 0; j < k; j++)
         all |= th_listener_bit(ls[j]->index);
-    if (k == 0 || !th_policy_stays_busy(slept_last, took_last & all, INT64_MAX))
+    if (k == 0 || !th_policy_stays_busy(slept_last, took_last & all, 0, INT64_MAX))
         return false;
     for (int j = 0; j < k; j++)
-        if (!th_policy_stays_busy(slept_last, true,
+        if (!th_policy_stays_busy(slept_last, true, th_waiting_others(ls[j]),
                                   th_burst_since_idle(ls[j], th_self.accepted_ns)))
             return false;
     for (int j = 0; j < k; j++) {
