@@ -226,9 +226,9 @@ static void begin_yield(const struct th_ep_listener *wl, int k, uint64_t yield)
  */
 static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                           const sigset_t *sigmask, bool ns_timeout,
-                          const struct th_ep_listener *wl, int k, uint64_t took_last)
+                          const struct th_ep_listener *wl, struct th_listener *const *ls, int k,
+                          uint64_t took_last)
 {
-    struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
     int fds[TH_MAX_WAIT_LISTENERS];
     struct th_burst b;
     uint64_t got, yield, going_on;
@@ -236,10 +236,8 @@ static int exclusive_wait(int epfd, struct epoll_event *evs, int maxevents, int6
     bool lt_only;
     int r, saved_errno;
 
-    for (int j = 0; j < k; j++) {
-        ls[j] = wl[j].l;
+    for (int j = 0; j < k; j++)
         fds[j] = wl[j].fd;
-    }
     th_burst_begin(&b, ls, fds, k, took_last);
     began = b.start;
     r = real_wait(epfd, evs, maxevents, deadline, began, sigmask, ns_timeout);
@@ -349,32 +347,26 @@ static int look(int epfd, struct th_ep_listener *wl, struct th_wait_facts *facts
     return k;
 }
 
-/* A busy worker's wait (policy.c th_policy_stays_busy)? */
-static bool stays_busy(const struct th_ep_listener *wl, int k, uint64_t took_last,
-                       bool slept_last)
-{
-    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
-
-    for (int j = 0; j < k; j++)
-        ls[j] = wl[j].l;
-    return th_burst_busy(ls, k, took_last, slept_last);
-}
-
 int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t deadline,
                   const sigset_t *sigmask, bool ns_timeout)
 {
     struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
+    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };   /* an exclusive plan's */
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true,
                                    .program_balanced = true };
     uint64_t took_last = th_self.took;
-    bool slept_last = th_self.slept, busy;
+    bool slept_last = th_self.slept, busy = false;
     struct th_plan plan;
     int others = 0, k = th_epmemo_recall(epfd, wl, &plan), r, saved_errno;
     bool looked = k < 0;
 
     if (looked)
         k = look(epfd, wl, &facts, &others, &plan);
-    busy = plan.strategy == TH_STRAT_EXCLUSIVE && stays_busy(wl, k, took_last, slept_last);
+    if (plan.strategy == TH_STRAT_EXCLUSIVE) {
+        for (int j = 0; j < k; j++)
+            ls[j] = wl[j].l;
+        busy = th_burst_busy(ls, k, took_last, slept_last);     /* policy.c: a busy worker */
+    }
     wait_begins(wl, k, plan);
     if (plan.strategy == TH_STRAT_LOCK) {
         struct epoll_ctx ctx = { .epfd = epfd, .evs = evs, .maxevents = maxevents,
@@ -382,7 +374,7 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
                                  .threaded = facts.threaded, .wl = wl, .k = k };
         r = lock_wait(&ctx, deadline, sigmask, others, took_last);
     } else if (plan.strategy == TH_STRAT_EXCLUSIVE && !busy) {
-        r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, k,
+        r = exclusive_wait(epfd, evs, maxevents, deadline, sigmask, ns_timeout, wl, ls, k,
                            took_last);                  /* notes th_self.slept */
     } else if (th_plan_passes(plan)) {
         /* the program balances its own exclusive entries, or nobody else

@@ -283,16 +283,15 @@ static bool rotation_applies(int others_waiting)
  * rises from BLOCK_MAX to what the listener takes in TURN_MS, at most
  * TURN_MAX (still 1/16 of what the worker has taken at most, so the
  * totals stay as close): the front changes about once a millisecond,
- * not once every eight connections.  Where a
- * CPU is free the next idle worker still gets the next turn; where none
- * is (8 clients in a closed loop with 16 or 64 workers on 2 CPUs), each
- * worker that comes to the front cold costs the misses for its whole
- * turn.  Sequential load at 4 connections a millisecond or fewer keeps
- * the turns above (sequential, 2000 connections: Jain 0.9996 at 16
- * workers, 0.9990 at 64).  ex_epoll_excl, 8 clients, against the build
- * before, 15 pairs: 64 workers 1.017x the throughput (1.003-1.045), one
- * accept in 16 rotated instead of one in 9; 16 workers 0.995x
- * (0.983-1.022).
+ * not once every eight connections.  Where a CPU is free the next idle
+ * worker still gets the next turn; where none is (8 clients in a closed
+ * loop with 16 or 64 workers on 2 CPUs), each worker that comes to the
+ * front cold costs the misses for its whole turn.  Sequential load at 8
+ * connections a millisecond or fewer keeps the turns above (sequential,
+ * 2000 connections: Jain 0.9977 at 16 workers, 0.9990 at 64).
+ * ex_epoll_excl, 8 clients, against the build before, 15 pairs: 64
+ * workers 1.018x the throughput (1.011-1.039), one accept in 16 rotated
+ * instead of one in 9; 16 workers 1.004x (0.968-1.027).
  */
 #define TURN_MS 1
 #define TURN_MAX 64
@@ -303,7 +302,10 @@ static uint64_t block(const struct th_rotation_facts *f)
 
     if (in_burst(f->since_idle_ns))
         return 1;
-    most = most > TURN_MAX ? TURN_MAX : most < BLOCK_MAX ? BLOCK_MAX : most;
+    if (most > TURN_MAX)
+        most = TURN_MAX;
+    if (most < BLOCK_MAX)
+        most = BLOCK_MAX;
     b = b > most ? most : b;
     return b < 1 ? 1 : b;
 }

@@ -354,19 +354,16 @@ static int mirrored_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
  * 0 when the set cannot be mirrored (the caller falls back).
  */
 static int exclusive_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
-                          const sigset_t *sigmask, struct set_listener *set, int k,
-                          uint64_t took_last, int *r)
+                          const sigset_t *sigmask, struct set_listener *set,
+                          struct th_listener *const *ls, int k, uint64_t took_last, int *r)
 {
-    struct th_listener *ls[TH_MAX_WAIT_LISTENERS];
     int lfds[TH_MAX_WAIT_LISTENERS];
     struct th_burst b;
     uint64_t yield;
     int handled, saved_errno;
 
-    for (int j = 0; j < k; j++) {
-        ls[j] = set[j].l;
+    for (int j = 0; j < k; j++)
         lfds[j] = fds[set[j].index].fd;
-    }
     th_burst_begin(&b, ls, lfds, k, took_last);
     handled = mirrored_wait(fds, n, deadline, sigmask, r, false);
     saved_errno = errno;
@@ -385,19 +382,8 @@ static int exclusive_wait(struct pollfd *fds, nfds_t n, int64_t deadline,
     return handled;
 }
 
-/* A busy worker's wait (policy.c th_policy_stays_busy)? */
-static bool stays_busy(const struct set_listener *set, int k, uint64_t took_last,
-                       bool slept_last)
-{
-    struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
-
-    for (int j = 0; j < k; j++)
-        ls[j] = set[j].l;
-    return th_burst_busy(ls, k, took_last, slept_last);
-}
-
-/* Then its wait is the mirror's, passed through: no burst rules, and no
-   rotation after it. */
+/* A busy worker's wait (policy.c th_policy_stays_busy) is the mirror's,
+   passed through: no burst rules, and no rotation after it. */
 static int busy_wait(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset_t *sigmask,
                      const struct set_listener *set, int k, int *r)
 {
@@ -427,9 +413,14 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     count_entry(set, k);
     th_waiting_clear();             /* back from the last wait, never accepted */
     if (plan.strategy == TH_STRAT_EXCLUSIVE) {
-        bool busy = stays_busy(set, k, took_last, slept_last);
+        struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
+        bool busy;
+
+        for (int j = 0; j < k; j++)
+            ls[j] = set[j].l;
+        busy = th_burst_busy(ls, k, took_last, slept_last);
         if (busy ? busy_wait(fds, n, deadline, sigmask, set, k, &r)
-                 : exclusive_wait(fds, n, deadline, sigmask, set, k, took_last, &r)) {
+                 : exclusive_wait(fds, n, deadline, sigmask, set, ls, k, took_last, &r)) {
             set_strategy(set, k, plan);
             saved_errno = errno;
             count_wakeups(fds, r, set, k);
