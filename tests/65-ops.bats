@@ -242,13 +242,26 @@ children_count() {
     [ "$(grep -cE "listener 127.0.0.1:$PORT: strategy (exclusive|pass)," <<<"$output")" -eq 2 ]
 }
 
-@test "nginx accept_mutex on under the wrapper: the mutex holder waits on its listener alone and its waits pass through (\"alone\"), one wake-up per connection, no rotation" {
-    local n=300
+# nginx with accept_mutex on wakes about 1.5 times per connection of its
+# own, with or without the library (a second wait for the request that
+# has not arrived yet: 1.44-1.52 in both, Dec 3): the herd test compares
+# the two in the same run, and counts the listener's own wake-ups.
+@test "nginx accept_mutex on under the wrapper: the mutex holder waits on its listener alone and its waits pass through (\"alone\"), no wake-up added, no rotation" {
+    local n=300 without
+    NGINX_EVENTS='accept_mutex on;' start_nginx env
+    run_loadgen "$n" -H -g 200
+    [ "$(lg ok)" = "$n" ] || fail "without the library: $(lg ok) of $n answered"
+    without=$(lg wakeups_per_conn)
+    helpers_teardown
     NGINX_EVENTS='accept_mutex on;' start_nginx "$WRAPPER" --
     run_loadgen "$n" -H -g 200
     [ "$(lg ok)" = "$n" ] || fail "$(lg ok) of $n answered"
-    le "$(lg wakeups_per_conn)" 1.5 || fail "herd: $(lg wakeups_per_conn) wake-ups per connection"
-    listener_stats >&2
+    le "$(lg wakeups_per_conn)" "$(awk -v w="$without" 'BEGIN { print w + 0.3 }')" ||
+        fail "herd: $(lg wakeups_per_conn) wake-ups per connection, $without without the library"
+    listener_stats | sed "s/^/# /" >&3
+    # the listener's own: at most one wake-up per accept, and a few spare
+    [ "$(stat_sum wakeups)" -le $(($(stat_sum accepts) + n / 10)) ] ||
+        fail "$(stat_sum wakeups) wake-ups on the listener for $(stat_sum accepts) accepts"
     # only the holder of nginx's mutex has the listener in its instance:
     # once it has accepted, nobody else waits on the listener or takes
     # from it, and its next look passes its waits through
