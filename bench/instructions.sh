@@ -21,7 +21,9 @@
 # uWSGI --thunder-lock) and ex_epoll_excl, ex_poll, ex_epoll_shared and
 # ex_accept, 4 workers, auto, whose table also goes into bench/RESULTS.md
 # between the "instructions" markers; with TARGETs given it is only
-# printed.  Prints one table row per target.
+# printed.  Prints one table row per target, then the start-up of a
+# process that never listens (/bin/true), without and with the shim (the
+# TARGET startup prints only that).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=bench/lib.sh
@@ -108,6 +110,7 @@ per_conn() {
 table=$work/table
 printf '| target | mode | instructions/conn without | with | extra | ratio |\n|---|---|---|---|---|---|\n' | tee "$table"
 for target in "$@"; do
+    [ "$target" = startup ] && continue     # the start-up line alone, below
     IFS=: read -r a b c d <<<"$target"
     if [ "$a" = peer ]; then
         if ! peer_installed "$b"; then
@@ -123,6 +126,17 @@ for target in "$@"; do
     printf '| %s | %s | %s | %s | %+d | %s |\n' "$label" "$mode" "$without" "$with" $((with - without)) \
         "$(awk -v a="$with" -v b="$without" 'BEGIN { printf "%.3f", a / b }')" | tee -a "$table"
 done
+
+# A process's start-up under the shim: /bin/true, which never listens, as
+# every command of a unit the library is put on (env, which execs it, is
+# not counted).
+true_refs() {
+    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes \
+        env ${1:+LD_PRELOAD=$1} /bin/true 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d , | tail -n 1
+}
+startup_without=$(true_refs) startup_with=$(true_refs "$BENCH_LIB")
+startup="Start-up of a process that never listens (/bin/true): $startup_without instructions without the shim, $startup_with with it."
+echo "$startup"
 [ "$write" = 1 ] || exit 0
 
 # The default table into bench/RESULTS.md, between its markers.
@@ -135,6 +149,8 @@ section=$work/section
     echo "User-space instructions per connection, counted by valgrind's cachegrind over every process of the server (the shim's, the program's and libc's), without and with the shim: the difference between a run of $A and one of $B sequential connections, divided by $((B - A)), so start-up cancels. The counts do not depend on the machine's load; the kernel's side is in the system-call table. $(date -u '+%Y-%m-%d %H:%M UTC'), libthunder $commit."
     echo
     cat "$table"
+    echo
+    echo "$startup"
     echo "<!-- /instructions -->"
 } >"$section"
 results_section instructions "$section"

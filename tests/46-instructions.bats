@@ -62,22 +62,16 @@ bench_extra() {
     [ "$extra" -le 6800 ] || fail "$extra instructions per connection added"
 }
 
-# true_instructions [LIB]: the user-space instructions of /bin/true, with
-# LIB preloaded when given (env, which execs it, is not counted)
-true_instructions() {
-    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes \
-        env ${1:+LD_PRELOAD=$1} /bin/true 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d , | tail -n 1
-}
-
 # Every process of a unit the library is put on pays its start-up, also
 # the ones that never listen (a shell's commands).  Measured: about
 # 130,000 without, 120,000 more with; 2,980,000 more while each of the 62
 # real functions was told from our own by two dladdr() calls.
 @test "start-up: a process under the shim runs at most 300,000 more instructions than without (/bin/true)" {
-    local without with
-    without=$(true_instructions)
-    with=$(true_instructions "$THUNDER_LIB")
-    echo "# /bin/true: $without instructions without, $with with" >&3
-    [ -n "$without" ] && [ -n "$with" ] || fail "cachegrind printed no count"
+    local line without with
+    line=$(BENCH_LIB=$THUNDER_LIB "$BATS_TEST_DIRNAME/../bench/instructions.sh" startup 2>&1 | grep '^Start-up') ||
+        fail "bench/instructions.sh printed no start-up line"
+    echo "# $line" >&3
+    read -r without with < <(grep -oE '[0-9]+ (instructions|with)' <<<"$line" | cut -d' ' -f1 | paste -sd ' ')
+    [ -n "$without" ] && [ -n "$with" ] || fail "no counts in: $line"
     [ $((with - without)) -le 300000 ] || fail "$((with - without)) instructions added to a process's start-up"
 }
