@@ -100,54 +100,24 @@ static int64_t after_wait(bool again, int64_t start)
 }
 
 /*
- * The listen queue costs a system call: once it has said a busy worker's
- * waiters all have a connection to take, the next BUSY_LEASE waits that
- * find the rest of policy.c's conditions do not ask it again.  The first
- * wait that sleeps, or any that misses another condition, ends the lease.
- */
-#define BUSY_LEASE 16
-
-/* Does the load keep this thread busy on l (policy.c)?  *asked: the
-   listen queue was asked. */
-static bool busy_on(struct th_listener *l, int fd, bool *asked)
-{
-    int others = th_waiting_others(l);
-    int64_t since_idle = th_burst_since_idle(l, th_self.accepted_ns);
-
-    if (!th_policy_stays_busy(false, true, others, INT32_MAX, since_idle))
-        return false;
-    if (others == 0 || th_self.busy_lease > 0)
-        return true;
-    *asked = true;
-    return th_policy_stays_busy(false, true, others, queued(fd), since_idle);
-}
-
-/*
  * Is this thread a busy worker for every listener of its wait (policy.c)?
  * Said once per listener when it is, and noted for the accepts that follow
  * (th_self.busy: listener.c th_accept_gap).  No clock read: the last accept's
  * time serves (a quiet spell that ended since then only makes it look
  * like a burst, and the wait exclusive).
  */
-bool th_burst_busy(struct th_listener *const *ls, const int *fds, int k, uint64_t took_last,
-                   bool slept_last)
+bool th_burst_busy(struct th_listener *const *ls, int k, uint64_t took_last, bool slept_last)
 {
     uint64_t all = 0;
-    bool asked = false, busy = k > 0;
 
     for (int j = 0; j < k; j++)
         all |= th_listener_bit(ls[j]->index);
-    busy = busy && th_policy_stays_busy(slept_last, took_last & all, 0, INT32_MAX, INT64_MAX);
-    for (int j = 0; busy && j < k; j++)
-        busy = busy_on(ls[j], fds[j], &asked);
-    if (!busy) {
-        th_self.busy_lease = 0;
+    if (k == 0 || !th_policy_stays_busy(slept_last, took_last & all, 0, INT64_MAX))
         return false;
-    }
-    if (asked)
-        th_self.busy_lease = BUSY_LEASE;
-    else if (th_self.busy_lease > 0)
-        th_self.busy_lease--;
+    for (int j = 0; j < k; j++)
+        if (!th_policy_stays_busy(slept_last, true, th_waiting_others(ls[j]),
+                                  th_burst_since_idle(ls[j], th_self.accepted_ns)))
+            return false;
     for (int j = 0; j < k; j++) {
         th_listener_note_busy(ls[j]);
         th_self.busy |= th_listener_bit(ls[j]->index);
@@ -327,7 +297,7 @@ bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start)
        passed through as its waits are (policy.c), no rotation after it */
     th_self.busy &= ~bit;
     th_self.passed &= ~bit;
-    if (th_burst_busy(&l, &fd, 1, th_self.streak ? bit : 0, th_self.streak == 0)) {
+    if (th_burst_busy(&l, 1, th_self.streak ? bit : 0, th_self.streak == 0)) {
         th_self.passed |= bit;
         *start = th_now_ns();
         return true;

@@ -352,7 +352,6 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
 {
     struct th_ep_listener wl[TH_MAX_WAIT_LISTENERS];
     struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };   /* an exclusive plan's */
-    int fds[TH_MAX_WAIT_LISTENERS] = { 0 };
     struct th_wait_facts facts = { .epoll = true, .all_exclusive = true,
                                    .program_balanced = true };
     uint64_t took_last = th_self.took;
@@ -364,11 +363,9 @@ int th_epreg_wait(int epfd, struct epoll_event *evs, int maxevents, int64_t dead
     if (looked)
         k = look(epfd, wl, &facts, &others, &plan);
     if (plan.strategy == TH_STRAT_EXCLUSIVE) {
-        for (int j = 0; j < k; j++) {
+        for (int j = 0; j < k; j++)
             ls[j] = wl[j].l;
-            fds[j] = wl[j].fd;
-        }
-        busy = th_burst_busy(ls, fds, k, took_last, slept_last);     /* policy.c: a busy worker */
+        busy = th_burst_busy(ls, k, took_last, slept_last);     /* policy.c: a busy worker */
     }
     wait_begins(wl, k, plan);
     if (plan.strategy == TH_STRAT_LOCK) {

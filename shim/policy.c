@@ -196,9 +196,8 @@ static bool spreads_bursts(void)
 /*
  * A worker a steady load keeps busy: its last wait did not sleep (a
  * connection was already queued when it came back), it took one from
- * the listeners of that wait, every thread in a wait on them has a
- * connection to take (nobody waits, or the listen queue holds more
- * connections than there are waiters), and no burst is on.  Then its next
+ * the listeners of that wait, no other thread is in a wait on them
+ * (every worker is busy), and no burst is on.  Then its next
  * exclusive wait is passed through: the kernel's exclusive wake-up
  * stays, but the wait is not counted in seg->waiting, the burst rules
  * are not asked, and no rotation follows it.  There is nobody idle to
@@ -208,23 +207,16 @@ static bool spreads_bursts(void)
  * once, and one accept in 8.6 rotated).  The first wait that sleeps
  * (the load dropped, or a quiet spell before a burst) ends it: the next
  * one is exclusive again, with every rule.  A connection already queued
- * while other workers wait may be one the kernel woke one of them for,
- * and this worker came back first: with nothing else queued that is no
- * saturation, and it must still go behind them (256 workers, 10
- * sequential connections each: Jain 0.98-0.99 in most runs without this
- * condition, 1.000 with it).  With more workers than CPUs a saturated
- * server always has some in a wait, woken and waiting for a CPU, so the
- * queue decides there (ex_epoll_excl, 4 workers on 2 CPUs, 8 clients in
- * a closed loop: with "nobody waits" alone no wait was ever busy, and
- * the library cost 4.8% more CPU per connection; with the queue, 0.6%
- * less than without it).  queued: the listen queue's length, or
- * INT32_MAX when not asked.
+ * while other workers wait is one the kernel woke one of them for, and
+ * this worker came back first: that is no saturation, and it must still
+ * go behind them (256 workers, 10 sequential connections each: Jain
+ * 0.98-0.99 in most runs without this condition, 1.000 with it).
  */
-bool th_policy_stays_busy(bool slept_last, bool took_last, int others_waiting, int queued,
+bool th_policy_stays_busy(bool slept_last, bool took_last, int others_waiting,
                           int64_t since_idle_ns)
 {
-    return !slept_last && took_last && (others_waiting == 0 || queued > others_waiting) &&
-           exclusive_modes() && !in_burst(since_idle_ns);
+    return !slept_last && took_last && others_waiting == 0 && exclusive_modes() &&
+           !in_burst(since_idle_ns);
 }
 
 struct th_plan th_policy_busy_plan(void)

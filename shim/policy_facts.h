@@ -53,7 +53,7 @@ bool th_policy_rotates(const struct th_rotation_facts *f);
 /* ...or leaves it to this thread's next accept of the listener? */
 bool th_policy_owes_rotation(const struct th_rotation_facts *f);
 /* An exclusive wait of a worker a steady load keeps busy: passed through? */
-bool th_policy_stays_busy(bool slept_last, bool took_last, int others_waiting, int queued,
+bool th_policy_stays_busy(bool slept_last, bool took_last, int others_waiting,
                           int64_t since_idle_ns);
 struct th_plan th_policy_busy_plan(void);
 /* A further accept of one wake-up: answer EAGAIN and leave the connection? */

@@ -83,7 +83,6 @@ struct th_thread {
     uint64_t owed;         /* bit i: the next accept of listener i rotates (policy.c) */
     uint64_t passed;       /* bit i: the last wait passed listener i through */
     uint64_t busy;         /* bit i: ...as a busy worker's (policy.c) */
-    unsigned busy_lease;   /* busy waits left before the listen queue is asked again (burst.c) */
     unsigned streak;       /* waits in a row that returned at once after an accept */
     int64_t since_rest;    /* ns from this process's last rest (a wait that slept
                               TH_REST_MS or more) to the end of this thread's last
@@ -481,8 +480,7 @@ bool th_burst_accept_begin(struct th_listener *l, int fd, int64_t *start);
 int64_t th_burst_accept_end(struct th_listener *l, int64_t start, bool took);
 int64_t th_burst_since_idle(struct th_listener *l, int64_t now); /* ns; policy.c's bursts */
 /* A busy worker's exclusive wait on l passes through (policy.c); its end, noted */
-bool th_burst_busy(struct th_listener *const *ls, const int *fds, int k, uint64_t took_last,
-                   bool slept_last);
+bool th_burst_busy(struct th_listener *const *ls, int k, uint64_t took_last, bool slept_last);
 int64_t th_burst_busy_after(int64_t start);
 
 /* ---- lockwait.c: the one lock wait ----------------------------------- */

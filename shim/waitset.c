@@ -414,14 +414,11 @@ int th_waitset_poll(struct pollfd *fds, nfds_t n, int64_t deadline, const sigset
     th_waiting_clear();             /* back from the last wait, never accepted */
     if (plan.strategy == TH_STRAT_EXCLUSIVE) {
         struct th_listener *ls[TH_MAX_WAIT_LISTENERS] = { NULL };
-        int lfds[TH_MAX_WAIT_LISTENERS] = { 0 };
         bool busy;
 
-        for (int j = 0; j < k; j++) {
+        for (int j = 0; j < k; j++)
             ls[j] = set[j].l;
-            lfds[j] = fds[set[j].index].fd;
-        }
-        busy = th_burst_busy(ls, lfds, k, took_last, slept_last);
+        busy = th_burst_busy(ls, k, took_last, slept_last);
         if (busy ? busy_wait(fds, n, deadline, sigmask, set, k, &r)
                  : exclusive_wait(fds, n, deadline, sigmask, set, ls, k, took_last, &r)) {
             set_strategy(set, k, plan);

@@ -145,31 +145,25 @@ static void test_a_thread_alone_passes_through(void)
 }
 
 /* A worker a steady load keeps busy (its last wait did not sleep, it took
-   a connection, a connection queued for every other waiter, no burst on):
-   its exclusive waits are passed through. */
+   a connection, no burst on): its exclusive waits are passed through. */
 static void test_a_busy_worker_passes_through(void)
 {
     mode(TH_MODE_AUTO, TH_BALANCE_FIFO);
-    EXPECT(th_policy_stays_busy(false, true, 0, INT32_MAX, 21 * MS));
-    EXPECT(th_policy_stays_busy(false, true, 0, INT32_MAX, INT64_MAX));
-    EXPECT(!th_policy_stays_busy(true, true, 0, INT32_MAX, INT64_MAX));    /* it slept: idle workers */
-    EXPECT(!th_policy_stays_busy(false, false, 0, INT32_MAX, INT64_MAX));  /* came back empty-handed */
-    /* others wait: a steady load only if the queue holds a connection for each */
-    EXPECT(th_policy_stays_busy(false, true, 1, INT32_MAX, INT64_MAX));    /* not asked yet */
-    EXPECT(!th_policy_stays_busy(false, true, 1, 1, INT64_MAX));  /* an idle worker was woken for it */
-    EXPECT(!th_policy_stays_busy(false, true, 3, 3, INT64_MAX));
-    EXPECT(th_policy_stays_busy(false, true, 3, 4, INT64_MAX));
-    EXPECT(!th_policy_stays_busy(false, true, 1, -1, INT64_MAX));  /* unknown */
-    EXPECT(!th_policy_stays_busy(false, true, 0, INT32_MAX, 19 * MS));     /* a burst: its rules apply */
+    EXPECT(th_policy_stays_busy(false, true, 0, 21 * MS));
+    EXPECT(th_policy_stays_busy(false, true, 0, INT64_MAX));
+    EXPECT(!th_policy_stays_busy(true, true, 0, INT64_MAX));    /* it slept: idle workers */
+    EXPECT(!th_policy_stays_busy(false, false, 0, INT64_MAX));  /* came back empty-handed */
+    EXPECT(!th_policy_stays_busy(false, true, 1, INT64_MAX));   /* an idle worker was woken for it */
+    EXPECT(!th_policy_stays_busy(false, true, 0, 19 * MS));     /* a burst: its rules apply */
     EXPECT(th_plan_passes(th_policy_busy_plan()));
     mode(TH_MODE_EXCLUSIVE, TH_BALANCE_FIFO);
-    EXPECT(th_policy_stays_busy(false, true, 0, INT32_MAX, INT64_MAX));
+    EXPECT(th_policy_stays_busy(false, true, 0, INT64_MAX));
     mode(TH_MODE_AUTO, TH_BALANCE_LIFO);
-    EXPECT(th_policy_stays_busy(false, true, 0, INT32_MAX, INT64_MAX));
+    EXPECT(th_policy_stays_busy(false, true, 0, INT64_MAX));
     mode(TH_MODE_LOCK, TH_BALANCE_FIFO);
-    EXPECT(!th_policy_stays_busy(false, true, 0, INT32_MAX, INT64_MAX));
+    EXPECT(!th_policy_stays_busy(false, true, 0, INT64_MAX));
     mode(TH_MODE_OBSERVE, TH_BALANCE_FIFO);
-    EXPECT(!th_policy_stays_busy(false, true, 0, INT32_MAX, INT64_MAX));
+    EXPECT(!th_policy_stays_busy(false, true, 0, INT64_MAX));
 }
 
 static void test_yields_only_in_a_burst(void)
