@@ -129,10 +129,13 @@ done
 
 # A process's start-up under the shim: /bin/true, which never listens, as
 # every command of a unit the library is put on (env, which execs it, is
-# not counted).
+# not counted: /bin/true's valgrind writes the same log over env's).
 true_refs() {
-    valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null --trace-children=yes \
-        env ${1:+LD_PRELOAD=$1} /bin/true 2>&1 | sed -n 's/.*I *refs: *//p' | tr -d , | tail -n 1
+    local -a wrap
+    read -r -a wrap <<<"$counted"
+    rm -f "$work"/vg.*
+    "${wrap[@]}" env ${1:+LD_PRELOAD=$1} /bin/true      # one log: exec keeps the pid
+    sum_refs
 }
 startup_without=$(true_refs) startup_with=$(true_refs "$BENCH_LIB")
 startup="Start-up of a process that never listens (/bin/true): $startup_without instructions without the shim, $startup_with with it."
