@@ -34,12 +34,12 @@ static int queued(int fd)
                ? (int)info.tcpi_unacked : -1;
 }
 
-/* Does policy.c say listener j sits out?  (The queue costs a system call:
-   it is only asked when the rest says yes.) */
+/* Does policy.c say listener j sits out, the wait having ended at b->end?
+   (The queue costs a system call: it is only asked when the rest says yes.) */
 static bool yields(const struct th_burst *b, int j)
 {
     int others = th_waiting_others(b->ls[j]);
-    int64_t since_idle = th_burst_since_idle(b->ls[j], th_now_ns());
+    int64_t since_idle = th_burst_since_idle(b->ls[j], b->end);
 
     return th_policy_yields(th_self.streak, since_idle, others, INT32_MAX) &&
            th_policy_yields(th_self.streak, since_idle, others, queued(b->fds[j]));
@@ -160,13 +160,13 @@ uint64_t th_burst_after(struct th_burst *b, uint64_t reported, bool may_yield)
     b->end = after_wait(again, b->start);
     for (int j = 0; j < b->k; j++) {
         uint64_t bit = 1ull << j;
-        if ((reported & bit) && !(again & bit))
-            continue;                   /* counted until its accept */
+        /* reported: counted until its accept, unless it sits out (the
+           count discounts this thread, so asking first changes nothing) */
+        if ((reported & bit) && (!(again & bit) || !yields(b, j)))
+            continue;
         th_waiting_done(b->ls[j]);
-        if ((again & bit) && yields(b, j))
+        if (again & bit)
             yield |= bit;
-        else if (again & bit)
-            th_waiting_count(b->ls[j]);
     }
     if (yield) {
         th_self.streak = 0;
