@@ -349,6 +349,20 @@ peer_own_lock() {
     return 1
 }
 
+# uWSGI's graceful reload can lose a connection by itself.  A worker's
+# SIGHUP handler exits at once when the worker is not marked as in a
+# request, and a worker marks itself only after its accept and the fcntl
+# (FD_CLOEXEC) that follows it: a signal delivered between the two ends the
+# worker with a connection accepted and never read, and the client gets a
+# reset.  Measured without the library, 4 clients 2 ms apart, SIGHUP to the
+# master: 1 reset in 28 reloads; with it, 3 in 35 (2026-12-04, partly
+# interleaved; the library's work after the accept lies in the same
+# window).  make check-compat allows that one reset there, no more.
+peer_reload_may_reset() {
+    case $1 in uwsgi | uwsgi-threads | uwsgi-thunder-lock) return 0 ;; esac
+    return 1
+}
+
 # The margin over the floor that make check-compat allows: 0.3 (the
 # issue's), but 0.6 for the servers whose threads hand each connection over
 # under an interpreter lock (gunicorn gthread: the GIL; Puma: the GVL).
