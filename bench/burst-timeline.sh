@@ -52,6 +52,10 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/thunder-timeline.XXXXXX")
 perf_pid=''
 trap 'cell_cleanup; [ -n "$perf_pid" ] && kill "$perf_pid" 2>/dev/null; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
+if ! err=$(perf record -q -o "$work/probe.data" -a -e syscalls:sys_enter_connect -- true 2>&1 >/dev/null); then
+    echo "burst-timeline: perf cannot trace system calls here: ${err:-no reason given}" >&2
+    exit 1
+fi
 
 # The means over the rounds, from perf script's "comm pid time: event: ret" lines.
 timeline() {

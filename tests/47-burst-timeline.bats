@@ -10,6 +10,8 @@ setup() {
     command -v perf >/dev/null || skip "perf is not installed (apt-get install linux-perf)"
     [ "$(id -u)" = 0 ] || [ "$(cat /proc/sys/kernel/perf_event_paranoid)" -le 1 ] ||
         skip "perf needs root or kernel.perf_event_paranoid <= 1 here"
+    perf record -q -o "$BATS_TEST_TMPDIR/probe.data" -a -e syscalls:sys_enter_connect -- true \
+        >/dev/null 2>&1 || skip "perf cannot trace system calls here (no tracefs?)"
 }
 
 @test "bench/burst-timeline.sh: one row per mode, its times in order, every round counted" {
