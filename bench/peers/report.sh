@@ -15,7 +15,11 @@
 #   not needed   good without the shim already
 #   fixed        good only with the shim, F < 1.5 (one wake-up per connection)
 #   at floor     good only with the shim, F >= 1.5 (a threaded server's 2)
-#   unchanged    good in neither
+#   improved     good in neither, but with the shim its wake-ups are half
+#                or less of those without and its Jain >= 0.99: the herd
+#                is gone and the floor + margin not reached (a threaded
+#                server whose floor moved between its runs)
+#   unchanged    good in neither, and not improved
 #   worse        good without the shim only
 
 peers_labels() {  # L<TAB>CONFIG<TAB>label and M<TAB>CONFIG<TAB>margin lines
@@ -56,8 +60,9 @@ accept calls per connection that \`strace -f -c\` counted on the workers
 floor + 0.3 (0.6 for gunicorn gthread and Puma, whose GIL/GVL hand-offs
 move their floor; as make check-compat) and Jain ≥ 0.99 without the
 shim), *fixed* (only with it),
-*at floor* (fixed, the floor being a threaded server's 2), *unchanged*
-(neither).
+*at floor* (fixed, the floor being a threaded server's 2), *improved*
+(neither, but with the shim half the wake-ups or fewer and Jain ≥ 0.99:
+the herd is gone, floor + margin not reached), *unchanged* (neither).
 
 TXT
     local labels
@@ -65,6 +70,7 @@ TXT
     peers_labels >"$labels"
     awk -F, -v order="$PEER_CONFIGS" -v N="$WORKERS" '
         function good(w, j, f, c) { return w != "" && w + 0 <= f + meta["M", c] && j + 0 >= 0.99 }
+        function improved(wn, wa, ja) { return wa != "" && wn != "" && wa * 2 <= wn + 0 && ja + 0 >= 0.99 }
         function arrow(a, b) { return (a == "" ? "-" : a) " → " (b == "" ? "-" : b) }
         function ratio(a, b) { return (a == "" || b == "" || a + 0 == 0) ? "-" : sprintf("%.2f", b / a) }
         FILENAME !~ /\.csv$/ { split($0, t, "\t"); meta[t[1], t[2]] = t[3]; next }
@@ -83,7 +89,8 @@ TXT
                 wn = wake[c, N, "seq", "none"]; wa = wake[c, N, "seq", "auto"]
                 jn = jain[c, N, "seq", "none"]; ja = jain[c, N, "seq", "auto"]
                 gn = good(wn, jn, f, c); ga = good(wa, ja, f, c)
-                v = gn ? (ga ? "not needed" : "worse") : ga ? (f + 0 >= 1.5 ? "at floor" : "fixed") : "unchanged"
+                v = gn ? (ga ? "not needed" : "worse") : ga ? (f + 0 >= 1.5 ? "at floor" : "fixed") : ""
+                if (v == "") v = improved(wn, wa, ja) ? "improved" : "unchanged"
                 printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", meta["L", c], meta["V", c],
                     ((("W", c) in meta) ? meta["W", c] : "-"), (f == "" ? "-" : f), arrow(wn, wa), arrow(jn, ja),
                     (((c, N, "burst", "auto") in ran) ? arrow(share[c, N, "burst", "none"], share[c, N, "burst", "auto"]) : "not measured"),
