@@ -30,7 +30,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 ROUNDS=${TIMELINE_ROUNDS:-20}
 SLEEP_MS=${TIMELINE_SLEEP_MS:-5}
-loadgen=$BENCH_ROOT/tools/thunder-loadgen
 
 usage() { echo "usage: bench/burst-timeline.sh STYLE WORKERS [MODE...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
@@ -86,18 +85,16 @@ timeline() {
 printf '| mode | first accept | workers started | connects end | last accept | round | waited |\n'
 printf '|---|---|---|---|---|---|---|\n'
 for mode in "$@"; do
-    cell_start "$style" "$mode" -w "$workers" -s "$SLEEP_MS" >/dev/null || exit 1
     perf record -q -o "$work/perf.data" -a -e syscalls:sys_enter_connect \
         -e syscalls:sys_exit_accept4 -e syscalls:sys_exit_accept 2>/dev/null &
     perf_pid=$!
-    sleep 1
-    out=$(timeout 120 "$loadgen" -p "$cell_port" --burst $((2 * workers)) --rounds "$ROUNDS" \
-        -d 90 --workers "$workers" --service-ms "$SLEEP_MS" -P "$cell_workers")
+    sleep 1                     # perf is tracing before the first round
+    out=$(run_burst_cell "$style" "$workers" "$mode" $((2 * workers)) "$ROUNDS" "$SLEEP_MS")
     kill -INT "$perf_pid"
     wait "$perf_pid" 2>/dev/null
     perf_pid=''
-    pids=$cell_workers
-    cell_cleanup
+    # the workers that accepted, from loadgen's per-pid counts
+    pids=$(sed -n 's/^pid=\([0-9]*\) .*/\1/p' <<<"$out" | paste -sd ,)
     read -r first started cend lastacc waited < <(perf script -i "$work/perf.data" \
         -F comm,pid,time,event,trace 2>/dev/null | timeline "$pids")
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$mode" "${first:--}" "${started:--}" \

@@ -89,8 +89,7 @@ TXT
                 wn = wake[c, N, "seq", "none"]; wa = wake[c, N, "seq", "auto"]
                 jn = jain[c, N, "seq", "none"]; ja = jain[c, N, "seq", "auto"]
                 gn = good(wn, jn, f, c); ga = good(wa, ja, f, c)
-                v = gn ? (ga ? "not needed" : "worse") : ga ? (f + 0 >= 1.5 ? "at floor" : "fixed") : ""
-                if (v == "") v = improved(wn, wa, ja) ? "improved" : "unchanged"
+                v = gn ? (ga ? "not needed" : "worse") : ga ? (f + 0 >= 1.5 ? "at floor" : "fixed") : (improved(wn, wa, ja) ? "improved" : "unchanged")
                 printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", meta["L", c], meta["V", c],
                     ((("W", c) in meta) ? meta["W", c] : "-"), (f == "" ? "-" : f), arrow(wn, wa), arrow(jn, ja),
                     (((c, N, "burst", "auto") in ran) ? arrow(share[c, N, "burst", "none"], share[c, N, "burst", "auto"]) : "not measured"),
